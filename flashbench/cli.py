@@ -1,0 +1,351 @@
+"""The ``flashbench`` command: run, validate and report studies, list plugins.
+
+Every :class:`flashbench.errors.UserError` is printed as ``flashbench: error: <message>`` (one line per
+problem, a study's problems all at once) with exit status 2 and no traceback. ``validate`` and
+``plugins`` never import torch: plugins import their heavy libraries only when a component is built.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import ENTRY_POINT_GROUP, __version__
+from .errors import UserError
+
+PROG = "flashbench"
+
+DESCRIPTION = """\
+Flash Diffusion distillation (arXiv 2406.02347) as a benchmark and ablation harness.
+
+A study is a TOML file (see studies/) that reproduces one table or figure panel of the paper:
+a paper-faithful recipe, named scales (e.g. "toy": CPU, minutes; "paper": the published recipe),
+and the variants to compare. Components (teachers, losses, timestep distributions, solvers,
+evaluators, datasets) are named by their registry name; `flashbench plugins` lists them."""
+
+MAIN_EPILOG = """\
+typical session:
+  flashbench plugins                              # what components are installed
+  flashbench validate studies/fig5a_losses.toml   # check a study before spending compute
+  flashbench run studies/fig5a_losses.toml        # train + evaluate every variant, write the report
+  flashbench report runs/ablation_losses-toy      # re-render a report from stored results
+
+`flashbench COMMAND --help` describes each command."""
+
+RUN_EPILOG = """\
+The study is resolved and validated first: if anything is wrong, every problem is printed and
+nothing is written. Results, the resolved study, checkpoints and the HTML report go to --output
+(default: runs/<study name>-<scale>). An interrupted run resumes where it stopped when the same
+command is run again.
+
+examples:
+  flashbench run studies/fig5a_losses.toml                  # the study's default scale
+  flashbench run studies/fig5a_losses.toml --scale paper    # the paper's recipe (GPUs, hours)
+  flashbench run studies/fig5a_losses.toml --output /scratch/fig5a"""
+
+VALIDATE_EPILOG = """\
+Checks the file's syntax, every key and value in every section, and resolves every variant at one
+scale (default: the study's default_scale, else "paper"). Component names, tags and options are
+checked for that scale only, since the paper scale may name models not installed here; use
+--all-scales to check each scale the file defines. Exit status: 0 valid, 2 problems.
+
+examples:
+  flashbench validate studies/fig5a_losses.toml
+  flashbench validate studies/fig5a_losses.toml --scale paper
+  flashbench validate studies/fig5a_losses.toml --json > resolved.json"""
+
+PLUGINS_EPILOG = f"""\
+Built-in components come with flashbench; third-party packages add more through the entry-point
+group "{ENTRY_POINT_GROUP}" (set FLASHBENCH_DISABLE_PLUGIN_AUTOLOAD=1 to load only the built-ins).
+A study names a component by NAME, e.g. adv_loss = "lsgan", or with options:
+adv_loss = {{ name = "lsgan", <option> = ... }} (-v lists each component's options).
+
+examples:
+  flashbench plugins
+  flashbench plugins --kind loss -v
+  flashbench plugins --json"""
+
+REPORT_EPILOG = """\
+Reads the results stored in RUN_DIR (written by `flashbench run`) and writes the HTML report and
+the tables again; nothing is recomputed.
+
+example:
+  flashbench report runs/ablation_losses-toy"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=MAIN_EPILOG, formatter_class=fmt)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="train and evaluate every variant of a study, then write its report",
+                       description="Train and evaluate every variant of a study, then write its report.",
+                       epilog=RUN_EPILOG, formatter_class=fmt)
+    p.add_argument("file", metavar="FILE", type=Path, help="the study file (.toml)")
+    p.add_argument("--scale", metavar="SCALE", help="a scale the study defines (default: its default_scale, else 'paper')")
+    p.add_argument("--output", "-o", metavar="DIR", type=Path, help="run directory (default: runs/<study name>-<scale>)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("validate", help="check a study file and list its variants, without running anything",
+                       description="Check a study file and list its variants, without running anything.",
+                       epilog=VALIDATE_EPILOG, formatter_class=fmt)
+    p.add_argument("file", metavar="FILE", type=Path, help="the study file (.toml)")
+    p.add_argument("--scale", metavar="SCALE", help="the scale to resolve (default: the study's default_scale, else 'paper')")
+    p.add_argument("--all-scales", action="store_true", help="validate every scale the study defines")
+    p.add_argument("--json", action="store_true", help="print the resolved study (every variant's full configuration) as JSON")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("plugins", help="list every installed component and the distribution providing it",
+                       description="List every installed component: kind, name, distribution, tags, description.",
+                       epilog=PLUGINS_EPILOG, formatter_class=fmt)
+    p.add_argument("--kind", metavar="KIND", help="only this kind (teacher, conditioning, loss, timesteps, solver, evaluator, dataset)")
+    p.add_argument("--json", action="store_true", help="machine-readable output, options included")
+    p.add_argument("-v", "--verbose", action="store_true", help="also list each component's options and defaults")
+    p.set_defaults(func=_cmd_plugins)
+
+    p = sub.add_parser("report", help="render the report of a run directory from its stored results",
+                       description="Render the report of a run directory from its stored results.",
+                       epilog=REPORT_EPILOG, formatter_class=fmt)
+    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a directory written by `flashbench run`")
+    p.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, components=None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    ``components``: a :class:`flashbench.plugins.Components` to use instead of the installed plugins
+    (tests, embedding applications).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors: argparse has printed what it had to
+        return e.code if isinstance(e.code, int) else 2
+    if not args.command:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args, _Lazy(components))
+    except UserError as e:
+        _print_problems(e)
+        return e.exit_code
+    except BrokenPipeError:  # `flashbench plugins | head`: the reader left, nothing to report
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted" + ("; run the same command again to resume" if args.command == "run" else ""),
+              file=sys.stderr)
+        return 130
+
+
+def _print_problems(error: UserError) -> None:
+    for problem in getattr(error, "problems", None) or [error]:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
+
+
+class _Lazy:
+    """The components, collected on first use (a failing third-party plugin becomes one clear line)."""
+
+    def __init__(self, components=None):
+        self._components = components
+
+    def get(self):
+        if self._components is None:
+            from .plugins import collect_components
+
+            try:
+                self._components = collect_components()
+            except Exception as e:  # an import error in a plugin module, a name registered twice
+                hint = "" if os.environ.get("FLASHBENCH_DISABLE_PLUGIN_AUTOLOAD") else (
+                    " (set FLASHBENCH_DISABLE_PLUGIN_AUTOLOAD=1 to load only the built-in plugins)"
+                )
+                raise UserError(f"could not load the plugins: {type(e).__name__}: {e}{hint}") from e
+        return self._components
+
+
+# --- commands ----------------------------------------------------------------------------------------
+
+
+def _cmd_run(args, components: _Lazy) -> int:
+    from .study import load_study
+
+    comps = components.get()
+    study = load_study(args.file, scale=args.scale, components=comps)
+    output = args.output or Path("runs") / f"{study.name}-{study.scale}"
+    n = len(study.variant_names)
+    print(f"{study.name} (scale {study.scale}): {n} variant{'s' * (n != 1)} x {len(study.seeds)} "
+          f"seed{'s' * (len(study.seeds) != 1)} -> {output}")
+    from .runner import run_study  # imports torch: only once the study is known to be valid
+
+    report = run_study(study, output_dir=Path(output), components=comps)
+    print(f"results and tables: {output}")
+    print(f"report: {report}")
+    return 0
+
+
+def _cmd_validate(args, components: _Lazy) -> int:
+    from .errors import StudyError
+    from .study import load_study, study_scales
+
+    scales = study_scales(args.file) if args.all_scales else [args.scale]
+    problems: list[StudyError] = []
+    studies = []
+    for scale in scales:
+        try:
+            studies.append(load_study(args.file, scale=scale, components=components.get()))
+        except StudyError as e:
+            seen = {str(q) for q in problems}  # a problem of [base] shows up at every scale
+            problems.extend(q for q in e.problems if str(q) not in seen)
+    if problems:
+        error = problems[0]
+        error.problems = problems
+        raise error
+    if args.json:
+        data: Any = [s.to_data() for s in studies] if args.all_scales else studies[0].to_data()
+        print(json.dumps(data, indent=2))
+        return 0
+    for i, study in enumerate(studies):
+        if i:
+            print()
+        n = len(study.variant_names)
+        print(f"OK: {n} variant{'s' * (n != 1)} (scale {study.scale})")
+        seeds = ", ".join(map(str, study.seeds))
+        print(f"{study.name}: {study.title}; seeds {seeds}; {len(study.variants)} runs; primary NFE {study.primary_nfe}")
+        print(_table(*_variant_rows(study)))
+    return 0
+
+
+def _cmd_plugins(args, components: _Lazy) -> int:
+    from .registry import KINDS
+
+    if args.kind and args.kind not in KINDS:
+        from .registry import closest
+
+        raise UserError(f"unknown kind {args.kind!r};{closest(args.kind, KINDS)} kinds: {', '.join(KINDS)}")
+    items = [c for c in components.get().all() if not args.kind or c.kind == args.kind]
+    if args.json:
+        print(json.dumps([_component_data(c) for c in items], indent=2))
+        return 0
+    if not items:
+        print("no components installed" + (f" of kind {args.kind}" if args.kind else ""))
+        return 0
+    rows = [[c.kind, c.name, c.distribution, ",".join(c.tags), c.description] for c in items]
+    if not args.verbose:
+        print(_table(["KIND", "NAME", "DISTRIBUTION", "TAGS", "DESCRIPTION"], rows))
+        return 0
+    lines = _table(["KIND", "NAME", "DISTRIBUTION", "TAGS", "DESCRIPTION"], rows).splitlines()
+    print(lines[0])
+    for line, c in zip(lines[1:], items):
+        print(line)
+        for name, default in _options(c).items():
+            print(f"    {name} = {_toml_text(default)}")
+    return 0
+
+
+def _cmd_report(args, components: _Lazy) -> int:
+    run_dir: Path = args.run_dir
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory" if not run_dir.exists() else f"{run_dir}: not a directory")
+    from .report import render_report
+
+    print(f"report: {render_report(run_dir)}")
+    return 0
+
+
+# --- text helpers ------------------------------------------------------------------------------------
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain left-aligned text table (no dependency, copy-paste friendly)."""
+    cells = [[str(x) for x in headers]] + [[str(x) for x in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in cells)
+
+
+def _value_text(v: Any) -> str:
+    from .config import ComponentSpec
+
+    if isinstance(v, ComponentSpec):
+        if not v.options:
+            return v.name
+        return f"{v.name}(" + " ".join(f"{k}={_value_text(x)}" for k, x in v.options.items()) + ")"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + " ".join(_value_text(x) for x in v) + "]"
+    return str(v)
+
+
+def _toml_text(v: Any) -> str:
+    """An option's default as a study file would write it."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_text(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_text(x)}" for k, x in v.items()) + " }"
+    return str(v)
+
+
+def _variant_rows(study) -> tuple[list[str], list[list[str]]]:
+    """One row per variant: its name and the settings that differ between variants."""
+    firsts = {}
+    for v in study.variants:
+        firsts.setdefault(v.name, v)
+    configs = {
+        name: {**{f.name: getattr(v.train, f.name) for f in dataclasses.fields(v.train)},
+               **{f"eval.{f.name}": getattr(v.eval, f.name) for f in dataclasses.fields(v.eval)}}
+        for name, v in firsts.items()
+    }
+    keys = list(next(iter(configs.values()))) if configs else []
+    varying = [k for k in keys if len({_value_text(c[k]) for c in configs.values()}) > 1]
+    rows = [[name, *(_value_text(c[k]) for k in varying)] for name, c in configs.items()]
+    return ["VARIANT", *varying], rows
+
+
+def _options(component) -> dict[str, Any]:
+    if component.config is None:
+        return {}
+    out = {}
+    for f in dataclasses.fields(component.config):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            out[f.name] = f.default_factory()  # type: ignore[misc]
+        else:
+            out[f.name] = "(required)"
+    return out
+
+
+def _component_data(c) -> dict:
+    def jsonable(v):
+        if isinstance(v, (list, tuple)):
+            return [jsonable(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): jsonable(x) for k, x in v.items()}
+        return v if isinstance(v, (str, int, float, bool)) or v is None else repr(v)
+
+    return {
+        "kind": c.kind,
+        "name": c.name,
+        "distribution": c.distribution,
+        "plugin": c.plugin,
+        "tags": list(c.tags),
+        "description": c.description,
+        "options": {k: jsonable(v) for k, v in _options(c).items()},
+    }
+
+
+if __name__ == "__main__":  # python -m flashbench.cli (e.g. under accelerate launch)
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Typed configuration of one study variant: what a study file's ``[base]``, scales, matrix axes and
+variants set. Paper-faithful defaults: SD1.5's recipe of Appendix A.1.
+
+A component field holds either a registry name (``"lsgan"``) or a table ``{ name = "lsgan", ... }``
+whose other keys are that component's options (checked against its config dataclass).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+# Fields naming a component, and the registry kind (and required tag) each is looked up in.
+COMPONENT_FIELDS: dict[str, tuple[str, str | None]] = {
+    "teacher": ("teacher", None),
+    "conditioning": ("conditioning", None),
+    "dataset": ("dataset", None),
+    "solver": ("solver", None),
+    "timesteps": ("timesteps", None),
+    "distil_loss": ("loss", "distillation"),
+    "adv_loss": ("loss", "adversarial"),
+    "dmd_loss": ("loss", "distribution_matching"),
+}
+# Loss fields accept "none" to switch the term off.
+OPTIONAL_COMPONENT_FIELDS = ("distil_loss", "adv_loss", "dmd_loss")
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return self.name != "none"
+
+    def to_data(self) -> Any:
+        return {"name": self.name, **self.options} if self.options else self.name
+
+    def __hash__(self) -> int:  # options is a dict; hash by its items
+        return hash((self.name, tuple(sorted(self.options.items(), key=lambda kv: kv[0]))))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One distillation run (Algorithm 1). Defaults are the paper's SD1.5 recipe."""
+
+    teacher: ComponentSpec = ComponentSpec("sd15")
+    conditioning: ComponentSpec = ComponentSpec("text")
+    dataset: ComponentSpec = ComponentSpec("image-captions")
+    solver: ComponentSpec = ComponentSpec("dpm-solver")
+    timesteps: ComponentSpec = ComponentSpec("flash")
+    distil_loss: ComponentSpec = ComponentSpec("mse")
+    adv_loss: ComponentSpec = ComponentSpec("lsgan")
+    dmd_loss: ComponentSpec = ComponentSpec("dmd")
+    num_timesteps: int = 32  # K: the teacher's grid, a multiple of 4
+    phase_length: int = 5000  # iterations per phase of pi and of the lambda schedules
+    lambda_adv: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3)  # one value per phase
+    lambda_dmd: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7)
+    guidance_min: float = 3.0  # omega ~ U[guidance_min, guidance_max]
+    guidance_max: float = 13.0
+    adv_timesteps: tuple[float, ...] = (0.01, 0.25, 0.5, 0.75)  # t' for re-noising before the discriminator
+    iterations: int = 20000
+    batch_size: int = 4  # per process
+    learning_rate: float = 1e-5  # student LoRA, Adam
+    disc_learning_rate: float = 1e-5  # discriminator head, Adam
+    lora_rank: int = 0  # 0: the teacher plugin's default
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate)
+    gradient_checkpointing: bool = False
+    log_every: int = 50
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Sampling and evaluation of a variant. Teacher baselines are rows of their own."""
+
+    nfe: tuple[int, ...] = (2, 4)  # student steps (1 NFE each: no CFG)
+    evaluators: tuple[ComponentSpec, ...] = (ComponentSpec("fid"), ComponentSpec("clip_score"))
+    prompts: ComponentSpec = ComponentSpec("coco2017-val")
+    num_samples: int = 5000
+    batch_size: int = 16
+    guidance: float = 7.5  # the teacher's CFG scale for its baseline samples
+    teacher_steps: tuple[int, ...] = (25,)  # teacher baselines, in solver steps (2 NFE each with CFG)
+    teacher_at_student_nfe: bool = True  # also sample the teacher at each student NFE
+    grid_size: int = 8  # samples per grid image in the report
+
+
+FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+EVAL_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(EvalConfig)}

@@ -1,0 +1,92 @@
+"""Every hook flashbench calls, in one place.
+
+Component hooks receive a ``register`` callable bound to one registry kind::
+
+    register(name, factory, *, config=None, description="", tags=())
+
+``factory(config, **context)`` builds the component when a study needs it (heavy imports belong
+there, never at module import); ``config`` is a frozen dataclass whose fields are the options a study
+may set for this component (unknown options are errors); ``tags`` qualify a component (a loss is
+tagged ``distillation``, ``adversarial`` or ``distribution_matching``). Built-in plugins are registered
+through these same hooks, before the entry points of group ``flashbench``.
+
+Lifecycle hooks are called by the runner and receive plain data (no torch objects).
+"""
+from __future__ import annotations
+
+import pluggy
+
+from . import PROJECT_NAME
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+# --- components -----------------------------------------------------------------------------------
+
+
+@hookspec
+def register_teachers(register):
+    """Register teacher backbones (diffusion model families).
+
+    ``factory(config, *, device, dtype)`` returns a :class:`flashbench.method.teacher.Teacher`.
+    """
+
+
+@hookspec
+def register_conditionings(register):
+    """Register conditionings: how a dataset batch becomes the teacher's conditional and null inputs.
+
+    ``factory(config)`` returns an object with ``prepare(teacher, prompts, extras) -> (cond, uncond)``.
+    """
+
+
+@hookspec
+def register_losses(register):
+    """Register losses, each tagged ``distillation``, ``adversarial`` or ``distribution_matching``.
+
+    ``factory(config, *, device)`` returns the loss object of :mod:`flashbench.method.losses`.
+    """
+
+
+@hookspec
+def register_timestep_distributions(register):
+    """Register timestep distributions pi over the K-grid.
+
+    ``factory(config, *, num_timesteps, phase_length, num_phases)`` returns a
+    :class:`flashbench.method.timesteps.TimestepDistribution`.
+    """
+
+
+@hookspec
+def register_solvers(register):
+    """Register the teacher's ODE solvers. ``factory(config)`` returns a :class:`flashbench.method.solvers.Solver`."""
+
+
+@hookspec
+def register_evaluators(register):
+    """Register evaluators. ``factory(config, *, device)`` returns a :class:`flashbench.method.evaluation.Evaluator`."""
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets and prompt sets. ``factory(config)`` returns a :class:`flashbench.method.data.Dataset`."""
+
+
+# --- lifecycle ------------------------------------------------------------------------------------
+
+
+@hookspec
+def before_study(study, run_dir):
+    """Called once before the first variant of a study trains.
+
+    ``study`` is the resolved :class:`flashbench.study.Study`; ``run_dir`` the output folder (a Path).
+    """
+
+
+@hookspec
+def after_variant(study, variant, rows, run_dir):
+    """Called after a variant is trained and evaluated, with the result rows (list of dicts) it stored."""
+
+
+@hookspec
+def after_study(study, run_dir, report_path):
+    """Called once after the last variant and the report; ``report_path`` is the HTML file written."""

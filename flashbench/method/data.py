@@ -1,0 +1,34 @@
+"""What the method needs from a dataset plugin: training batches, evaluation prompts, real images."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # (B, 3, H, W) in [-1, 1]
+    prompts: list[str]
+    extras: dict = field(default_factory=dict)  # family/task inputs (masks, low-res images, ...)
+
+
+class Dataset(ABC):
+    name: str = "dataset"
+
+    @abstractmethod
+    def train_batch(self, rng: np.random.Generator, batch_size: int) -> Batch: ...
+
+    @abstractmethod
+    def eval_prompts(self, n: int, seed: int = 0) -> list[str]:
+        """A deterministic list of ``n`` evaluation prompts (documented selection)."""
+
+    @abstractmethod
+    def reference_images(self, n: int, seed: int = 0) -> torch.Tensor:
+        """Real held-out images in [-1, 1] for reference statistics."""
+
+    def reference_id(self) -> str:
+        """Identifies the reference set for caching statistics."""
+        return self.name

@@ -1,0 +1,39 @@
+"""Classifier-free guidance with one batched forward for the conditional and null inputs."""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+
+Cond = Mapping[str, torch.Tensor]
+
+
+def cfg_combine(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, omega: torch.Tensor | float) -> torch.Tensor:
+    """eps~ = omega eps(z, c) + (1 - omega) eps(z, null) (Alg. 1). ``omega`` is a scalar or one per sample."""
+    omega = torch.as_tensor(omega, dtype=eps_cond.dtype, device=eps_cond.device)
+    if omega.ndim == 1:
+        omega = omega.reshape(-1, *([1] * (eps_cond.ndim - 1)))
+    return omega * eps_cond + (1 - omega) * eps_uncond
+
+
+def cond_cat(a: Cond, b: Cond) -> dict[str, torch.Tensor]:
+    return {k: torch.cat([a[k], b[k]]) for k in a}
+
+
+def cond_index(c: Cond, index) -> dict[str, torch.Tensor]:
+    return {k: v[index] for k, v in c.items()}
+
+
+def guided_eps(
+    eps_fn: Callable[[torch.Tensor, torch.Tensor, Cond], torch.Tensor],
+    x: torch.Tensor,
+    t: torch.Tensor,
+    cond: Cond,
+    uncond: Cond,
+    omega: torch.Tensor | float,
+) -> torch.Tensor:
+    """One network call on the doubled batch [cond; uncond], combined with :func:`cfg_combine`."""
+    t = torch.as_tensor(t, device=x.device).expand(x.shape[0]) if torch.as_tensor(t).ndim == 0 else t
+    eps = eps_fn(torch.cat([x, x]), torch.cat([t, t]), cond_cat(cond, uncond))
+    eps_c, eps_u = eps.chunk(2)
+    return cfg_combine(eps_c, eps_u, omega)

@@ -1,0 +1,106 @@
+"""The loss terms of Eq. (10): distillation (Eq. 6), adversarial (Eq. 8) and DMD (Eq. 9)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+# --- distillation -------------------------------------------------------------------------------
+
+
+class DistillationLoss(ABC):
+    @abstractmethod
+    def __call__(self, student_x0: torch.Tensor, teacher_x0: torch.Tensor, decode: Callable) -> torch.Tensor: ...
+
+
+class MSEDistillation(DistillationLoss):
+    """|| z~0_student - z~0_teacher ||^2 in latent space (the paper's choice for SD1.5)."""
+
+    def __call__(self, student_x0, teacher_x0, decode=None):
+        return F.mse_loss(student_x0.float(), teacher_x0.float())
+
+
+class PerceptualDistillation(DistillationLoss):
+    """A perceptual distance on *decoded* images (LPIPS for SDXL / Pixart).
+
+    ``distance(a, b)`` maps two image batches in [-1, 1] to per-sample distances; it is an LPIPS network
+    or, at toy scale, the toy world's trained classifier features (see the ``lpips`` loss plugin).
+    """
+
+    def __init__(self, distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+        self.distance = distance
+
+    def __call__(self, student_x0, teacher_x0, decode):
+        return self.distance(decode(student_x0).float(), decode(teacher_x0).float()).mean()
+
+
+# --- adversarial --------------------------------------------------------------------------------
+
+
+class GANLoss(ABC):
+    """Generator and discriminator objectives on the discriminator's raw scores."""
+
+    @abstractmethod
+    def generator(self, fake: torch.Tensor) -> torch.Tensor: ...
+
+    @abstractmethod
+    def discriminator(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor: ...
+
+
+class LSGAN(GANLoss):
+    """Eq. (8): L_adv = 1/2 E[(D(fake) - 1)^2]; L_D = 1/2 E[(D(real) - 1)^2 + D(fake)^2]."""
+
+    def generator(self, fake):
+        return 0.5 * (fake - 1).pow(2).mean()
+
+    def discriminator(self, real, fake):
+        return 0.5 * ((real - 1).pow(2).mean() + fake.pow(2).mean())
+
+
+class Hinge(GANLoss):
+    """L_adv = -E[D(fake)]; L_D = E[relu(1 - D(real))] + E[relu(1 + D(fake))]."""
+
+    def generator(self, fake):
+        return -fake.mean()
+
+    def discriminator(self, real, fake):
+        return F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+
+
+class WGAN(GANLoss):
+    """L_adv = -E[D(fake)]; L_D = E[D(fake)] - E[D(real)] (critic; no gradient penalty, as in the ablation)."""
+
+    def generator(self, fake):
+        return -fake.mean()
+
+    def discriminator(self, real, fake):
+        return fake.mean() - real.mean()
+
+
+# --- distribution matching ----------------------------------------------------------------------
+
+
+def dmd_loss(student_x0: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> torch.Tensor:
+    """Eq. (9) as an MSE to a stop-gradient target (DMD, Yin et al. 2024).
+
+    ``x0_real`` / ``x0_fake`` are the teacher's (CFG) and the student's x0 predictions from the re-noised
+    student sample. Since s = -(z - alpha x0)/sigma^2, s_teacher - s_student = alpha/sigma^2 (x0_real - x0_fake),
+    so the gradient -(s_teacher - s_student) points along (x0_fake - x0_real). It is normalised per sample
+    by the mean absolute distance between the student sample and x0_real. The loss's gradient w.r.t.
+    ``student_x0`` is exactly grad / numel.
+    """
+    with torch.no_grad():
+        dims = tuple(range(1, student_x0.ndim))
+        weight = (student_x0 - x0_real).abs().mean(dim=dims, keepdim=True).clamp_min(1e-6)
+        grad = (x0_fake - x0_real) / weight
+        target = (student_x0 - grad).detach()
+    return 0.5 * F.mse_loss(student_x0.float(), target.float(), reduction="sum") / student_x0.numel()
+
+
+class DMDLoss:
+    """Callable wrapper of :func:`dmd_loss`, what the ``dmd`` plugin builds."""
+
+    def __call__(self, student_x0, x0_real, x0_fake):
+        return dmd_loss(student_x0, x0_real, x0_fake)

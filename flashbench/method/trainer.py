@@ -1,0 +1,227 @@
+"""One Flash Diffusion training step (Algorithm 1) and the loop around it.
+
+Per step: draw (z0, c), omega ~ U[omega_min, omega_max] and a grid index i ~ pi per sample; z_{t_i} =
+alpha z0 + sigma eps (pure noise at i = K, as at inference); the teacher solves the PF-ODE with CFG from
+t_i down the K-grid to 0 (no grad); the student predicts z~0 in one step; L = L_distil +
+lambda_adv L_adv + lambda_DMD L_DMD with the lambdas of the current phase; Adam on the LoRA; then the
+discriminator head takes its own Adam step (it trains during warm-up too, when lambda_adv is 0).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig
+from .discriminator import DiscriminatorHead
+from .guidance import cond_index, guided_eps
+from .losses import DistillationLoss, DMDLoss, GANLoss
+from .solvers import Solver
+from .teacher import Teacher
+from .timesteps import TimestepDistribution
+
+
+class NonFiniteLoss(RuntimeError):
+    def __init__(self, step: int, term: str, value: float):
+        self.step, self.term, self.value = step, term, value
+        super().__init__(f"non-finite {term} loss ({value}) at step {step}")
+
+
+@dataclass
+class StepStats:
+    losses: dict[str, float]
+    teacher_nfe: float  # teacher network evaluations per sample (CFG counts 2)
+    student_nfe: float
+    phase: int
+
+
+@dataclass
+class TrainSummary:
+    iterations: int
+    seconds: float
+    seconds_per_step: float
+    teacher_nfe_per_step: float
+    student_nfe_per_step: float
+    trainable_params: int
+    history: list[dict] = field(default_factory=list)
+
+
+class FlashTrainer:
+    def __init__(
+        self,
+        teacher: Teacher,
+        conditioning,
+        solver: Solver,
+        timesteps: TimestepDistribution,
+        cfg: TrainConfig,
+        *,
+        distil: DistillationLoss | None,
+        gan: GANLoss | None,
+        dmd: DMDLoss | None,
+        adapter_name: str,
+        seed: int,
+        accelerator=None,
+    ):
+        from accelerate import Accelerator
+
+        self.teacher, self.conditioning, self.solver, self.timesteps, self.cfg = teacher, conditioning, solver, timesteps, cfg
+        self.distil, self.gan, self.dmd = distil, gan, dmd
+        self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=teacher.device.type == "cpu")
+        self.device = teacher.device
+        self.generator = torch.Generator("cpu").manual_seed(seed)
+        self.adapter_name = adapter_name
+        rank = cfg.lora_rank or teacher.default_lora_rank
+        self.lora_params = teacher.add_lora(adapter_name, rank)
+        self.trainable_params = sum(p.numel() for p in self.lora_params)
+        self.student_module = self.accelerator.prepare_model(teacher.denoiser) if self.accelerator.num_processes > 1 else teacher.denoiser
+        self.opt = self.accelerator.prepare_optimizer(torch.optim.Adam(self.lora_params, lr=cfg.learning_rate))
+        self.head = None
+        if gan is not None:
+            ch, size = teacher.discriminator_input()
+            torch.manual_seed(seed)
+            self.head = DiscriminatorHead(ch, size).to(self.device)
+            self.head = self.accelerator.prepare_model(self.head) if self.accelerator.num_processes > 1 else self.head
+            self.head_opt = self.accelerator.prepare_optimizer(torch.optim.Adam(self.head.parameters(), lr=cfg.disc_learning_rate))
+        self.adv_t = [teacher.schedule.continuous_timestep(u) for u in cfg.adv_timesteps]
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _randn(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(like.shape, generator=self.generator).to(like.device, like.dtype)
+
+    def _uniform(self, n: int, lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, generator=self.generator)
+
+    def _teacher_eps(self, x, t, c):
+        return self.teacher.eps(x, t, c, student=False)
+
+    @torch.no_grad()
+    def teacher_target(self, z_t, start, cond, uncond, omega) -> tuple[torch.Tensor, float]:
+        """Solve the PF-ODE with CFG from each sample's grid index down to 0; returns (z~0, NFE per sample)."""
+        sched, k = self.teacher.schedule, self.cfg.num_timesteps
+        x = z_t.clone()
+        x0_prev = torch.zeros_like(x)
+        has_prev = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        evaluations = 0
+        for j in range(int(start.max()), 0, -1):
+            active = (start >= j).to(x.device)
+            idx = active.nonzero().squeeze(1)
+            t, t_next = int(sched.grid_timestep(j, k)), int(sched.grid_timestep(j - 1, k))
+            t_prev = int(sched.grid_timestep(j + 1, k)) if j < k else None
+            xa = x[idx]
+            tt = torch.full((len(idx),), t, device=x.device, dtype=torch.long)
+            with self.accelerator.autocast():
+                eps = guided_eps(self._teacher_eps, xa, tt, cond_index(cond, idx), cond_index(uncond, idx), omega[idx])
+            x0 = sched.x0_from_eps(xa, eps.to(xa.dtype), t)
+            x[idx] = self.solver.step(sched, xa, x0, t, t_next, x0_prev=x0_prev[idx], t_prev=t_prev, has_prev=has_prev[idx])
+            x0_prev[idx] = x0
+            has_prev[idx] = True
+            evaluations += 2 * len(idx)
+        return x, evaluations / x.shape[0]
+
+    # -- one step ------------------------------------------------------------------------------------
+    def step(self, batch, iteration: int) -> StepStats:
+        cfg, sched, teacher = self.cfg, self.teacher.schedule, self.teacher
+        phase = self.timesteps.phase(iteration)
+        lam_adv, lam_dmd = cfg.lambda_adv[phase], cfg.lambda_dmd[phase]
+        with torch.no_grad():
+            z0 = teacher.encode(batch.images.to(self.device))
+            cond, uncond = self.conditioning.prepare(teacher, batch.prompts, batch.extras)
+        b = z0.shape[0]
+        omega = self._uniform(b, cfg.guidance_min, cfg.guidance_max).to(self.device)
+        start = self.timesteps.sample(self.generator, b, iteration)
+        t_i = sched.grid_timestep(start, cfg.num_timesteps).to(self.device)
+        eps = self._randn(z0)
+        z_t = sched.add_noise(z0, eps, t_i)
+        top = (start == cfg.num_timesteps).to(self.device).reshape(-1, *([1] * (z0.ndim - 1)))
+        z_t = torch.where(top, eps, z_t)  # the top of the grid is pure noise, as at inference
+
+        target, teacher_nfe = self.teacher_target(z_t, start, cond, uncond, omega)
+        student_nfe = 1.0
+        losses: dict[str, float] = {}
+        with self.accelerator.autocast():
+            eps_s = teacher.eps(z_t, t_i, cond, student=True, module=self.student_module)
+        x0_s = sched.x0_from_eps(z_t, eps_s.float().to(z_t.dtype), t_i)
+        total = torch.zeros((), device=self.device)
+        if self.distil is not None:
+            l_distil = self.distil(x0_s, target, teacher.decode)
+            total = total + l_distil
+            losses["distil"] = l_distil.item()
+
+        feats_fake = real_noisy = t_adv = None
+        if self.gan is not None:
+            t_adv = torch.tensor(self.adv_t)[torch.randint(len(self.adv_t), (b,), generator=self.generator)].to(self.device)
+            eps_adv = self._randn(z0)
+            fake_noisy = sched.add_noise(x0_s, eps_adv, t_adv)
+            real_noisy = sched.add_noise(z0, eps_adv, t_adv)  # the same noise for real and fake (Sec. 4.3)
+            with self.accelerator.autocast():
+                feats_fake = teacher.encoder_features(fake_noisy if lam_adv > 0 else fake_noisy.detach(), t_adv, cond)
+            if lam_adv > 0:
+                l_adv = self.gan.generator(self.head(feats_fake))
+                total = total + lam_adv * l_adv
+                losses["adv"] = l_adv.item()
+
+        if self.dmd is not None and lam_dmd > 0:
+            t_dmd = torch.randint(0, sched.num_train_timesteps, (b,), generator=self.generator).to(self.device)
+            with torch.no_grad():
+                zz = sched.add_noise(x0_s.detach(), self._randn(z0), t_dmd)
+                with self.accelerator.autocast():
+                    eps_real = guided_eps(self._teacher_eps, zz, t_dmd, cond, uncond, omega)
+                    eps_fake = teacher.eps(zz, t_dmd, cond, student=True)
+                x0_real = sched.x0_from_eps(zz, eps_real.float().to(zz.dtype), t_dmd)
+                x0_fake = sched.x0_from_eps(zz, eps_fake.float().to(zz.dtype), t_dmd)
+            l_dmd = self.dmd(x0_s, x0_real, x0_fake)
+            total = total + lam_dmd * l_dmd
+            losses["dmd"] = l_dmd.item()
+            teacher_nfe += 2
+            student_nfe += 1
+
+        for term, value in losses.items():
+            if not math.isfinite(value):
+                raise NonFiniteLoss(iteration, term, value)
+        if total.requires_grad:
+            self.opt.zero_grad(set_to_none=True)
+            self.accelerator.backward(total)
+            self.opt.step()
+
+        if self.gan is not None:
+            with torch.no_grad(), self.accelerator.autocast():
+                feats_real = teacher.encoder_features(real_noisy, t_adv, cond)
+            l_d = self.gan.discriminator(self.head(feats_real.detach()), self.head(feats_fake.detach()))
+            if not math.isfinite(l_d.item()):
+                raise NonFiniteLoss(iteration, "discriminator", l_d.item())
+            self.head_opt.zero_grad(set_to_none=True)
+            self.accelerator.backward(l_d)
+            self.head_opt.step()
+            losses["disc"] = l_d.item()
+        losses["total"] = float(total.item())
+        return StepStats(losses, teacher_nfe, student_nfe, phase)
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def train(self, dataset, iterations: int, *, seed: int, start_iteration: int = 0, progress: bool = True, log=None, desc: str = "train"):
+        from tqdm.auto import tqdm
+
+        rng = np.random.default_rng(seed)
+        history: list[dict] = []
+        t_nfe = s_nfe = 0.0
+        t0 = time.perf_counter()
+        bar = tqdm(range(start_iteration, iterations), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+        for it in bar:
+            batch = dataset.train_batch(rng, self.cfg.batch_size)
+            stats = self.step(batch, it)
+            t_nfe += stats.teacher_nfe
+            s_nfe += stats.student_nfe
+            if it % self.cfg.log_every == 0 or it == iterations - 1:
+                row = {"step": it, "phase": stats.phase, **stats.losses}
+                history.append(row)
+                if log:
+                    log(row)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in stats.losses.items() if k != "total"})
+        seconds = time.perf_counter() - t0
+        n = max(1, iterations - start_iteration)
+        return TrainSummary(n, seconds, seconds / n, t_nfe / n, s_nfe / n, self.trainable_params, history)
+
+    def close(self) -> None:
+        self.teacher.remove_lora(self.adapter_name)

@@ -1,0 +1,92 @@
+"""Typed component registries: one per kind, duplicates rejected, unknown names answered with the
+closest match and the full list."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from .errors import UserError
+
+KINDS = ("teacher", "conditioning", "loss", "timesteps", "solver", "evaluator", "dataset")
+HOOK_FOR_KIND = {
+    "teacher": "register_teachers",
+    "conditioning": "register_conditionings",
+    "loss": "register_losses",
+    "timesteps": "register_timestep_distributions",
+    "solver": "register_solvers",
+    "evaluator": "register_evaluators",
+    "dataset": "register_datasets",
+}
+
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    config: type | None = None
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    plugin: str = ""
+    distribution: str = ""
+
+    def option_names(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self.config)] if self.config else []
+
+    def make_config(self, options: dict[str, Any] | None = None):
+        """The component's frozen config from study options; raises ``KeyError``/``TypeError`` on bad ones."""
+        options = dict(options or {})
+        if self.config is None:
+            if options:
+                raise KeyError(next(iter(options)))
+            return None
+        known = set(self.option_names())
+        for key in options:
+            if key not in known:
+                raise KeyError(key)
+        return self.config(**options)
+
+    def build(self, options: dict[str, Any] | None = None, **context):
+        return self.factory(self.make_config(options), **context)
+
+
+@dataclass
+class Registry:
+    kind: str
+    _items: dict[str, Component] = field(default_factory=dict)
+
+    def add(self, component: Component) -> None:
+        if component.name in self._items:
+            other = self._items[component.name]
+            raise ValueError(
+                f"{self.kind} {component.name!r} registered twice (by {other.plugin} and {component.plugin})"
+            )
+        self._items[component.name] = component
+
+    def get(self, name: str) -> Component:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise UserError(self.unknown_message(name)) from None
+
+    def unknown_message(self, name: str) -> str:
+        names = sorted(self._items)
+        close = difflib.get_close_matches(str(name), names, n=1)
+        hint = f" did you mean {close[0]!r}?" if close else ""
+        return f"unknown {self.kind} {name!r};{hint} available: {', '.join(names) or '(none)'}"
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[Component]:
+        return iter(sorted(self._items.values(), key=lambda c: c.name))
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+
+def closest(name: str, choices) -> str:
+    close = difflib.get_close_matches(str(name), sorted(choices), n=1)
+    return f" did you mean {close[0]!r}?" if close else ""

@@ -1,0 +1,296 @@
+"""Run a resolved study: per variant, distil (Algorithm 1), sample at the study's NFEs, evaluate, store
+tidy rows; teacher baselines are rows too. The teacher, dataset and evaluators are loaded once per study.
+Variants already marked done in the result store are skipped, so a stopped study resumes.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from .config import ComponentSpec, EvalConfig, TrainConfig
+from .errors import UserError
+
+log = logging.getLogger("flashbench")
+
+
+class StudyResources:
+    """Components built once per study, keyed by their spec (the teacher is the expensive one)."""
+
+    def __init__(self, components, device):
+        self.components, self.device = components, device
+        self._cache: dict = {}
+        self.loads: dict[str, int] = {}
+
+    def _get(self, kind: str, spec: ComponentSpec, **context):
+        key = (kind, spec.name, repr(sorted(spec.options.items())))
+        if key not in self._cache:
+            self.loads[kind] = self.loads.get(kind, 0) + 1
+            self._cache[key] = self.components.get(kind, spec.name).build(spec.options, **context)
+        return self._cache[key]
+
+    def teacher(self, spec):
+        return self._get("teacher", spec, device=self.device)
+
+    def dataset(self, spec):
+        return self._get("dataset", spec)
+
+    def conditioning(self, spec):
+        return self._get("conditioning", spec)
+
+    def evaluator(self, spec):
+        return self._get("evaluator", spec, device=self.device)
+
+    def loss(self, spec):
+        return self._get("loss", spec, device=self.device) if spec.enabled else None
+
+
+def _image_grid(images, columns: int):
+    import numpy as np
+    from PIL import Image
+
+    arr = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    n, h, w, c = arr.shape
+    rows = (n + columns - 1) // columns
+    canvas = np.zeros((rows * (h + 1) + 1, columns * (w + 1) + 1, c), dtype=np.uint8) + 40
+    for i in range(n):
+        r, q = divmod(i, columns)
+        canvas[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + q * (w + 1) : 1 + q * (w + 1) + w] = arr[i]
+    img = Image.fromarray(canvas)
+    scale = max(1, 128 // h)
+    return img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+
+
+class StudyRunner:
+    def __init__(self, study, store, components, *, device="cpu", progress=True):
+        import torch
+
+        self.study, self.store, self.components = study, store, components
+        self.device = torch.device(device)
+        self.progress = progress
+        self.resources = StudyResources(components, self.device)
+        self._eval_inputs: dict = {}
+        self._references: dict = {}
+
+    # --- shared evaluation inputs ----------------------------------------------------------------------
+    def eval_inputs(self, train: TrainConfig, ev: EvalConfig, seed: int):
+        """Prompts, their conditioning and the initial noise: identical for every variant of a seed."""
+        import torch
+
+        key = (train.teacher, train.dataset, ev.prompts, ev.num_samples, seed)
+        if key not in self._eval_inputs:
+            teacher = self.resources.teacher(train.teacher)
+            prompts_ds = self.resources.dataset(ev.prompts)
+            prompts = prompts_ds.eval_prompts(ev.num_samples, seed=0)
+            g = torch.Generator("cpu").manual_seed(10_000 + seed)
+            noise = torch.randn((ev.num_samples, *teacher.latent_shape), generator=g)
+            self._eval_inputs[key] = (prompts, noise)
+        return self._eval_inputs[key]
+
+    def _batched(self, fn, prompts, noise, batch_size):
+        import torch
+
+        out = []
+        for i in range(0, len(prompts), batch_size):
+            out.append(fn(prompts[i : i + batch_size], noise[i : i + batch_size].to(self.device)).cpu())
+        return torch.cat(out)
+
+    def _evaluate(self, images, prompts, ev: EvalConfig, reference):
+        values = {}
+        for spec in ev.evaluators:
+            evaluator = self.resources.evaluator(spec)
+            evaluator.prepare(self.resources.dataset(ev.prompts), ev.num_samples)
+            values[evaluator.metric] = (evaluator.evaluate(images, prompts, reference=reference if evaluator.needs_teacher_reference else None), evaluator.higher_is_better)
+        return values
+
+    # --- teacher baselines -------------------------------------------------------------------------
+    def teacher_steps(self, ev: EvalConfig) -> list[int]:
+        steps = set(ev.teacher_steps)
+        if ev.teacher_at_student_nfe:
+            for n in ev.nfe:
+                steps.add(n)  # the same number of sampler steps (2n NFE with CFG)
+                if n % 2 == 0:
+                    steps.add(n // 2)  # the same NFE
+        return sorted(steps, reverse=True)
+
+    def reference_samples(self, train, ev, seed):
+        """The teacher's many-step samples (max of teacher_steps) from the evaluation noise and prompts."""
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        key = (train.teacher, ev.prompts, ev.num_samples, seed, max(ev.teacher_steps), ev.guidance)
+        if key in self._references:
+            return self._references[key]
+        path = self.store.variant_dir(f"teacher-s{seed}") / f"reference_steps{max(ev.teacher_steps)}.safetensors"
+        if path.exists():
+            ref = load_file(str(path))["images"]
+        else:
+            ref = self._teacher_images(train, ev, seed, max(ev.teacher_steps))
+            save_file({"images": ref.contiguous()}, str(path))
+        self._references[key] = ref
+        return ref
+
+    def _teacher_images(self, train, ev, seed, steps):
+        from .method.sampling import teacher_sample
+
+        teacher = self.resources.teacher(train.teacher)
+        cond_plugin = self.resources.conditioning(train.conditioning)
+        solver = self.components.get("solver", train.solver.name).build(train.solver.options)
+        prompts, noise = self.eval_inputs(train, ev, seed)
+
+        def fn(p, z):
+            c, u = cond_plugin.prepare(teacher, p)
+            return teacher_sample(teacher, solver, c, u, z, steps, ev.guidance)
+
+        return self._batched(fn, prompts, noise, ev.batch_size)
+
+    def run_teacher_baselines(self, variant) -> None:
+        key = f"teacher-s{variant.seed}"
+        if self.store.is_done(key):
+            return
+        train, ev, seed = variant.train, variant.eval, variant.seed
+        prompts, _ = self.eval_inputs(train, ev, seed)
+        reference = self.reference_samples(train, ev, seed)
+        vdir = self.store.variant_dir(key)
+        rows = []
+        for steps in self.teacher_steps(ev):
+            t0 = time.perf_counter()
+            images = reference if steps == max(ev.teacher_steps) else self._teacher_images(train, ev, seed, steps)
+            seconds = time.perf_counter() - t0
+            _image_grid(images[: ev.grid_size], ev.grid_size).save(vdir / f"grid_steps{steps:03d}_nfe{2 * steps}.png")
+            for metric, (value, hib) in self._evaluate(images, prompts, ev, reference).items():
+                rows.append(self._row("teacher", key, "teacher", seed, {}, 2 * steps, steps, metric, value, hib, len(images), sample_seconds=seconds))
+            log.info("teacher %d steps (%d NFE): %s", steps, 2 * steps, {r["metric"]: round(r["value"], 4) for r in rows[-len(ev.evaluators):]})
+        self.store.add_rows(rows)
+        self.store.mark_done(key, {"status": "ok", "rows": len(rows)})
+
+    # --- one variant -------------------------------------------------------------------------------
+    def run_variant(self, variant, index: int) -> list[dict]:
+        import torch
+
+        from .method.sampling import student_sample
+        from .method.trainer import FlashTrainer, NonFiniteLoss
+
+        train, ev, seed = variant.train, variant.eval, variant.seed
+        teacher = self.resources.teacher(train.teacher)
+        dataset = self.resources.dataset(train.dataset)
+        cond_plugin = self.resources.conditioning(train.conditioning)
+        solver = self.components.get("solver", train.solver.name).build(train.solver.options)
+        timesteps = self.components.get("timesteps", train.timesteps.name).build(
+            train.timesteps.options, num_timesteps=train.num_timesteps, phase_length=train.phase_length, num_phases=len(train.lambda_adv)
+        )
+        torch.manual_seed(seed)  # LoRA initialisation
+        trainer = FlashTrainer(
+            teacher, cond_plugin, solver, timesteps, train,
+            distil=self.resources.loss(train.distil_loss), gan=self.resources.loss(train.adv_loss), dmd=self.resources.loss(train.dmd_loss),
+            adapter_name=f"flash_{index}", seed=seed,
+        )
+        vdir = self.store.variant_dir(variant.key)
+        try:
+            try:
+                summary = trainer.train(dataset, train.iterations, seed=seed, progress=self.progress, desc=variant.name, log=lambda r: log.info("%s %s", variant.name, r))
+            except NonFiniteLoss as exc:
+                log.error("%s failed: %s", variant.name, exc)
+                return [self._row("student", variant.key, variant.name, seed, variant.axes, None, None, exc.term, None, None, 0, status="failed", reason=str(exc), step=exc.step)]
+            teacher.save_lora(trainer.adapter_name, vdir / "lora")
+            prompts, noise = self.eval_inputs(train, ev, seed)
+            reference = self.reference_samples(train, ev, seed)
+            rows = []
+            for nfe in ev.nfe:
+                g = torch.Generator("cpu").manual_seed(20_000 + seed)
+
+                def fn(p, z):
+                    c, _ = cond_plugin.prepare(teacher, p)
+                    return student_sample(teacher, c, z, nfe, g)
+
+                t0 = time.perf_counter()
+                images = self._batched(fn, prompts, noise, ev.batch_size)
+                seconds = time.perf_counter() - t0
+                _image_grid(images[: ev.grid_size], ev.grid_size).save(vdir / f"grid_nfe{nfe}.png")
+                for metric, (value, hib) in self._evaluate(images, prompts, ev, reference).items():
+                    rows.append(
+                        self._row("student", variant.key, variant.name, seed, variant.axes, nfe, nfe, metric, value, hib, len(images),
+                                  sample_seconds=seconds, trainable_params=summary.trainable_params, iterations=summary.iterations,
+                                  seconds_per_step=summary.seconds_per_step, teacher_nfe_per_step=summary.teacher_nfe_per_step,
+                                  student_nfe_per_step=summary.student_nfe_per_step, train_seconds=summary.seconds)
+                    )
+                log.info("%s %d NFE: %s", variant.name, nfe, {r["metric"]: round(r["value"], 4) for r in rows[-len(ev.evaluators):]})
+            return rows
+        finally:
+            trainer.close()
+
+    def _row(self, role, key, name, seed, axes, nfe, steps, metric, value, hib, n, **extra):
+        row = {
+            "study": self.study.name, "scale": self.study.scale, "variant": name, "variant_key": key, "seed": seed,
+            "role": role, "nfe": nfe, "steps": steps, "metric": metric, "value": value, "n": n,
+            "higher_is_better": hib, "status": extra.pop("status", "ok"), "git_hash": self.git_hash,
+        }
+        row.update({f"axis.{k}": (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in axes.items()})
+        row.update(extra)
+        return row
+
+    # --- the study -----------------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        from .results import collect_provenance
+
+        provenance = collect_provenance(self.study.scale)
+        self.git_hash = provenance.get("git_hash") or provenance.get("git_commit") or "unknown"
+        self.store.write_study(self.study.to_data())
+        self.store.write_provenance(provenance)
+        pending = [v for v in self.study.variants if not self.store.is_done(v.key)]
+        skipped = len(self.study.variants) - len(pending)
+        if skipped:
+            log.info("resuming: %d of %d variants already done", skipped, len(self.study.variants))
+        for seed in self.study.seeds:
+            first = next(v for v in self.study.variants if v.seed == seed)
+            self.run_teacher_baselines(first)
+        produced = []
+        for index, variant in enumerate(self.study.variants):
+            if self.store.is_done(variant.key):
+                continue
+            log.info("variant %d/%d: %s (seed %d)", index + 1, len(self.study.variants), variant.name, variant.seed)
+            rows = self.run_variant(variant, index)
+            self.store.add_rows(rows)
+            status = rows[0]["status"] if rows else "ok"
+            self.store.mark_done(variant.key, {"status": status, "rows": len(rows)})
+            produced.append((variant, rows))
+            yield variant, rows
+
+
+def _setup_logging(run_dir: Path) -> logging.Handler:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def run_study(study, *, output_dir, components=None, device: str | None = None, progress: bool = True) -> Path:
+    """Run every pending variant of ``study`` into ``output_dir``; returns the HTML report's path."""
+    import torch
+
+    from .plugins import collect_components
+    from .report import render_report
+    from .results import ResultStore
+
+    components = components or collect_components()
+    run_dir = Path(output_dir)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    handler = _setup_logging(run_dir)
+    try:
+        store = ResultStore(run_dir)
+        runner = StudyRunner(study, store, components, device=device, progress=progress)
+        hook = components.pm.hook
+        hook.before_study(study=study, run_dir=run_dir)
+        t0 = time.perf_counter()
+        for variant, rows in runner.run():
+            hook.after_variant(study=study, variant=variant, rows=rows, run_dir=run_dir)
+        report = render_report(run_dir)
+        hook.after_study(study=study, run_dir=run_dir, report_path=report)
+        log.info("study %s done in %.0fs; report %s", study.name, time.perf_counter() - t0, report)
+        return report
+    finally:
+        log.removeHandler(handler)
+        handler.close()

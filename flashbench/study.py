@@ -1,0 +1,948 @@
+"""Study files: one TOML file per table or figure panel, resolved into a list of runnable variants.
+
+A study file has these sections (every one but ``[study]`` optional)::
+
+    [study]            name (required, [a-z0-9_-]+), title, reproduces, panel, version,
+                       default_scale, seeds (default [0]), primary_nfe (default: the first eval NFE)
+    [paper]            free-form reference values for the report, kept as-is; ``[[paper.claims]]``
+                       entries (text, metric, better = "lower"|"higher", variant, than, nfe) are checked
+    [base]             the paper recipe: any :class:`~flashbench.config.TrainConfig` field, and a
+                       ``[base.eval]`` table of :class:`~flashbench.config.EvalConfig` fields
+    [scale.<name>]     a named scale: overrides of ``[base]`` (same keys). ``paper`` always exists and
+                       is ``[base]`` itself (plus ``[scale.paper]`` overrides if given)
+    [[variants]]       explicit variants: ``name`` plus overrides (and an optional ``eval`` table)
+    [matrix]           axes: a field (or ``"eval.<field>"``) and a non-empty array of values; the
+                       cartesian product of all axes, applied to each explicit variant
+
+Resolution of one variant, last wins: TrainConfig/EvalConfig defaults <- ``[base]`` <-
+``[scale.<s>]`` <- the explicit variant <- the matrix cell. Names: ``variant/k=v,k2=v2`` with both,
+``k=v,k2=v2`` with a matrix only, the variant's name without a matrix, ``base`` with neither. Each
+variant runs once per seed.
+
+Validation collects every problem before reporting any; each is a :class:`StudyError` that names the
+file and the key path (``studies/x.toml: scale.toy.iterations: must be a positive integer, got -3``).
+Types, ranges and cross-field rules are checked in every section, whatever the scale; component names,
+tags and options are checked for the resolved scale only, since a study's paper scale may name
+components (``sd15``) that are not installed on a machine that only runs the toy scale.
+
+Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10 with the tomli backport
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from .config import COMPONENT_FIELDS, OPTIONAL_COMPONENT_FIELDS, ComponentSpec, EvalConfig, TrainConfig
+from .errors import StudyError
+from .registry import closest
+
+__all__ = ["Variant", "Study", "load_study", "validate_study", "study_scales", "MAX_VARIANTS", "NUM_PHASES"]
+
+MAX_VARIANTS = 256  # explicit variants x matrix cells; beyond this a study is almost surely a typo
+NUM_PHASES = 4  # phases of pi and of the lambda schedules (Sec. 4.2)
+MIXED_PRECISION = ("no", "bf16", "fp16")
+NAME_RE = re.compile(r"[a-z0-9_-]+\Z")
+VARIANT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
+
+SECTIONS = ("study", "paper", "base", "scale", "variants", "matrix")
+STUDY_KEYS = ("name", "title", "reproduces", "panel", "version", "default_scale", "seeds", "primary_nfe")
+CLAIM_KEYS = ("text", "metric", "better", "variant", "than", "nfe")
+# Evaluation fields that name components: the registry kind each is looked up in.
+EVAL_COMPONENT_FIELDS = {"evaluators": "evaluator", "prompts": "dataset"}
+
+_DEFAULT, _BASE, _SCALE, _VARIANT, _MATRIX = range(5)  # layer ranks, later wins
+
+
+def _annotation(tp: Any) -> str:
+    return tp if isinstance(tp, str) else getattr(tp, "__name__", str(tp))
+
+
+TRAIN_TYPES = {f.name: _annotation(f.type) for f in dataclasses.fields(TrainConfig)}
+EVAL_TYPES = {f.name: _annotation(f.type) for f in dataclasses.fields(EvalConfig)}
+
+
+# --- public data ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One run: a named configuration and a seed."""
+
+    name: str
+    seed: int
+    axes: dict  # {"variant": explicit name, "<matrix axis>": value as written}; {} for "base"
+    train: TrainConfig
+    eval: EvalConfig
+
+    @property
+    def key(self) -> str:
+        """A filesystem-safe id, unique within a study (folder and result-row id)."""
+        return f"{_slug(self.name)}-s{self.seed}"
+
+    def __hash__(self) -> int:  # axes is a dict
+        return hash((self.name, self.seed))
+
+    def to_data(self) -> dict:
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "key": self.key,
+            "axes": _jsonable(self.axes),
+            "train": _config_data(self.train),
+            "eval": _config_data(self.eval),
+        }
+
+    @classmethod
+    def from_data(cls, data: dict) -> "Variant":
+        return cls(
+            name=data["name"],
+            seed=int(data["seed"]),
+            axes=dict(data.get("axes", {})),
+            train=_config_from_data(TrainConfig, TRAIN_TYPES, data["train"]),
+            eval=_config_from_data(EvalConfig, EVAL_TYPES, data["eval"]),
+        )
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study file resolved at one scale: every variant x seed, validated."""
+
+    path: Path
+    name: str
+    title: str
+    reproduces: str
+    panel: str
+    version: int
+    scale: str
+    primary_nfe: int
+    seeds: tuple
+    paper: dict
+    variants: tuple  # tuple[Variant, ...], variant-major then seed
+    scales: tuple  # every scale the file defines, "paper" first
+
+    def __hash__(self) -> int:  # paper is a dict
+        return hash((str(self.path), self.name, self.scale))
+
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        """Distinct variant names, in study order."""
+        return tuple(dict.fromkeys(v.name for v in self.variants))
+
+    @property
+    def claims(self) -> tuple[dict, ...]:
+        return tuple(self.paper.get("claims", ()))
+
+    def to_data(self) -> dict:
+        """The fully resolved study as JSON-serialisable data (written beside the results)."""
+        return {
+            "path": str(self.path),
+            "name": self.name,
+            "title": self.title,
+            "reproduces": self.reproduces,
+            "panel": self.panel,
+            "version": self.version,
+            "scale": self.scale,
+            "scales": list(self.scales),
+            "primary_nfe": self.primary_nfe,
+            "seeds": list(self.seeds),
+            "paper": _jsonable(self.paper),
+            "variants": [v.to_data() for v in self.variants],
+        }
+
+    @classmethod
+    def from_data(cls, data: dict) -> "Study":
+        """Inverse of :meth:`to_data` (no validation: the data was written by a validated study)."""
+        return cls(
+            path=Path(data["path"]),
+            name=data["name"],
+            title=data["title"],
+            reproduces=data["reproduces"],
+            panel=data["panel"],
+            version=int(data["version"]),
+            scale=data["scale"],
+            primary_nfe=int(data["primary_nfe"]),
+            seeds=tuple(data["seeds"]),
+            paper=dict(data["paper"]),
+            variants=tuple(Variant.from_data(v) for v in data["variants"]),
+            scales=tuple(data["scales"]),
+        )
+
+
+def load_study(path, *, scale: str | None = None, components=None) -> Study:
+    """Read, resolve and validate a study file.
+
+    ``scale``: a scale name; default the file's ``study.default_scale``, else ``"paper"``.
+    ``components``: a :class:`flashbench.plugins.Components`; default every installed plugin's.
+    Raises the first :class:`StudyError`; its ``problems`` attribute lists every problem found.
+    """
+    study, problems = _load(path, scale, components)
+    if problems:
+        first = problems[0]
+        first.problems = problems
+        raise first
+    assert study is not None
+    return study
+
+
+def validate_study(path, *, scale: str | None = None, components=None) -> list[StudyError]:
+    """Every problem of a study file at one scale (see :func:`load_study`); an empty list means valid."""
+    return _load(path, scale, components)[1]
+
+
+def study_scales(path) -> tuple[str, ...]:
+    """The scales a study file defines, "paper" first; just ``("paper",)`` where the file cannot be
+    read or parsed (validating it then says why)."""
+    try:
+        raw = tomllib.loads(Path(path).read_bytes().decode("utf-8")).get("scale", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return ("paper",)
+    names = [n for n in raw if n != "paper"] if isinstance(raw, dict) else []
+    return ("paper", *names)
+
+
+# --- problems ---------------------------------------------------------------------------------------
+
+
+class _Problems:
+    def __init__(self, path: Path):
+        self.path = path
+        self.items: list[StudyError] = []
+        self._seen: set[tuple[str | None, str]] = set()
+
+    def add(self, key: str | None, message: str) -> None:
+        if (key, message) not in self._seen:  # a base value shared by many variants is reported once
+            self._seen.add((key, message))
+            self.items.append(StudyError(self.path, key, message))
+
+
+_BAD = object()  # a value that failed validation (its problem is already recorded)
+
+
+def _fmt(v: Any) -> str:
+    """A value as TOML would spell it."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
+    if isinstance(v, str):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_fmt(x)}" for k, x in v.items()) + " }"
+    return str(v)
+
+
+def _desc(v: Any) -> str:
+    if isinstance(v, bool):
+        return f"a boolean ({_fmt(v)})"
+    if isinstance(v, int):
+        return f"an integer ({v})"
+    if isinstance(v, float):
+        return f"a float ({_fmt(v)})"
+    if isinstance(v, str):
+        return f"a string ({v!r})"
+    if isinstance(v, list):
+        return "an array"
+    if isinstance(v, dict):
+        return "a table"
+    if isinstance(v, (datetime.date, datetime.time)):
+        return f"a date/time ({v.isoformat()})"
+    return f"a {type(v).__name__}"
+
+
+def _unknown(what: str, name: str, allowed) -> str:
+    allowed = list(allowed)
+    return f"unknown {what} {name!r};{closest(name, allowed)} allowed: {', '.join(allowed)}"
+
+
+# --- converters: raw TOML value -> typed value, or _BAD with a problem recorded ------------------------
+
+Converter = Callable[[Any, str, _Problems], Any]
+
+
+def _as_int(v, key, p):
+    if isinstance(v, bool) or not isinstance(v, int):
+        p.add(key, f"must be an integer, got {_desc(v)}")
+        return _BAD
+    return v
+
+
+def _as_float(v, key, p):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        p.add(key, f"must be a number, got {_desc(v)}")
+        return _BAD
+    if not math.isfinite(v):
+        p.add(key, f"must be a finite number, got {_fmt(v)}")
+        return _BAD
+    return float(v)
+
+
+def _as_str(v, key, p):
+    if not isinstance(v, str):
+        p.add(key, f"must be a string, got {_desc(v)}")
+        return _BAD
+    return v
+
+
+def _as_bool(v, key, p):
+    if not isinstance(v, bool):
+        p.add(key, f"must be true or false, got {_desc(v)}")
+        return _BAD
+    return v
+
+
+def _as_component(v, key, p):
+    if isinstance(v, str):
+        if v:
+            return ComponentSpec(v)
+        p.add(key, "must be a component name, got an empty string")
+        return _BAD
+    if isinstance(v, dict):
+        name = v.get("name")
+        if name is None:
+            p.add(key, 'a component table needs a name, e.g. { name = "lsgan", <options> }')
+        elif not isinstance(name, str) or not name:
+            p.add(f"{key}.name", f"must be a component name (a string), got {_desc(name)}")
+        else:
+            return ComponentSpec(name, {k: x for k, x in v.items() if k != "name"})
+        return _BAD
+    p.add(key, f'must be a component name or a table {{ name = "...", <options> }}, got {_desc(v)}')
+    return _BAD
+
+
+def _tuple_of(item: Converter) -> Converter:
+    def convert(v, key, p):
+        if not isinstance(v, list):
+            p.add(key, f"must be an array, got {_desc(v)}")
+            return _BAD
+        out = [item(x, f"{key}[{i}]", p) for i, x in enumerate(v)]
+        return _BAD if any(x is _BAD for x in out) else tuple(out)
+
+    return convert
+
+
+CONVERTERS: dict[str, Converter] = {
+    "int": _as_int,
+    "float": _as_float,
+    "str": _as_str,
+    "bool": _as_bool,
+    "ComponentSpec": _as_component,
+    "tuple[int, ...]": _tuple_of(_as_int),
+    "tuple[float, ...]": _tuple_of(_as_float),
+    "tuple[str, ...]": _tuple_of(_as_str),
+    "tuple[bool, ...]": _tuple_of(_as_bool),
+    "tuple[ComponentSpec, ...]": _tuple_of(_as_component),
+}
+
+
+# --- range checks: typed value -> (key suffix, message) for each problem ------------------------------
+
+Check = Callable[[Any], Iterator[tuple[str, str]]]
+
+
+def _positive(v):
+    if v <= 0:
+        yield "", f"must be a positive {'integer' if isinstance(v, int) else 'number'}, got {_fmt(v)}"
+
+
+def _non_negative(v):
+    if v < 0:
+        yield "", f"must be >= 0, got {_fmt(v)}"
+
+
+def _multiple_of_4(v):
+    if v % 4:
+        yield "", f"must be a multiple of 4 (the 4 inference timesteps lie on the K-grid), got {v}"
+
+
+def _per_phase(v):
+    if len(v) != NUM_PHASES:
+        yield "", f"must have one value per phase ({NUM_PHASES} values), got {len(v)}"
+
+
+def _non_empty(v):
+    if not v:
+        yield "", "must not be empty"
+
+
+def _unit_interval(v):
+    if not 0.0 <= v <= 1.0:
+        yield "", f"must be in [0, 1], got {_fmt(v)}"
+
+
+def _one_of(choices) -> Check:
+    def check(v):
+        if v not in choices:
+            yield "", f"must be one of {', '.join(map(repr, choices))}, got {v!r};{closest(v, choices)}".rstrip(";")
+
+    return check
+
+
+def _each(check: Check) -> Check:
+    def each(v):
+        for i, x in enumerate(v):
+            for suffix, msg in check(x):
+                yield f"[{i}]{suffix}", msg
+
+    return each
+
+
+TRAIN_CHECKS: dict[str, tuple[Check, ...]] = {
+    "num_timesteps": (_positive, _multiple_of_4),
+    "phase_length": (_positive,),
+    "iterations": (_positive,),
+    "batch_size": (_positive,),
+    "log_every": (_positive,),
+    "learning_rate": (_positive,),
+    "disc_learning_rate": (_positive,),
+    "lora_rank": (_non_negative,),
+    "mixed_precision": (_one_of(MIXED_PRECISION),),
+    "lambda_adv": (_per_phase, _each(_non_negative)),
+    "lambda_dmd": (_per_phase, _each(_non_negative)),
+    "guidance_min": (_non_negative,),
+    "guidance_max": (_non_negative,),
+    "adv_timesteps": (_non_empty, _each(_unit_interval)),
+}
+EVAL_CHECKS: dict[str, tuple[Check, ...]] = {
+    "nfe": (_non_empty, _each(_positive)),
+    "num_samples": (_positive,),
+    "batch_size": (_positive,),
+    "guidance": (_non_negative,),
+    "teacher_steps": (_each(_positive),),
+    "grid_size": (_non_negative,),
+}
+
+
+def _parse_value(annotation: str, checks, raw, key, p):
+    convert = CONVERTERS.get(annotation)
+    if convert is None:  # a field type this loader does not know: pass it through unchecked
+        return raw
+    value = convert(raw, key, p)
+    if value is _BAD:
+        return _BAD
+    for check in checks or ():
+        found = list(check(value))
+        if found:
+            for suffix, msg in found:
+                p.add(key + suffix, msg)
+            return _BAD
+    return value
+
+
+# --- sections ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Set:
+    """A field's value, as written, and where it was written."""
+
+    value: Any
+    raw: Any
+    key: str | None  # None: the dataclass default
+    rank: int
+
+
+@dataclass
+class _Layer:
+    train: dict[str, _Set]
+    eval: dict[str, _Set]
+
+
+def _parse_layer(table, key: str, p: _Problems, rank: int, extra=()) -> _Layer:
+    layer = _Layer({}, {})
+    if not isinstance(table, dict):
+        p.add(key, f"must be a table, got {_desc(table)}")
+        return layer
+    for k, v in table.items():
+        kp = f"{key}.{k}"
+        if k in extra:
+            continue
+        if k == "eval":
+            if not isinstance(v, dict):
+                p.add(kp, f"must be a table of evaluation settings ([{key}.eval]), got {_desc(v)}")
+                continue
+            for ek, ev in v.items():
+                ekp = f"{kp}.{ek}"
+                if ek not in EVAL_TYPES:
+                    p.add(ekp, _unknown("evaluation setting", ek, EVAL_TYPES))
+                    continue
+                value = _parse_value(EVAL_TYPES[ek], EVAL_CHECKS.get(ek), ev, ekp, p)
+                if value is not _BAD:
+                    layer.eval[ek] = _Set(value, ev, ekp, rank)
+            continue
+        if k not in TRAIN_TYPES:
+            p.add(kp, _unknown("key", k, [*extra, *TRAIN_TYPES, "eval"]))
+            continue
+        value = _parse_value(TRAIN_TYPES[k], TRAIN_CHECKS.get(k), v, kp, p)
+        if value is not _BAD:
+            layer.train[k] = _Set(value, v, kp, rank)
+    return layer
+
+
+def _parse_header(table, p: _Problems) -> dict:
+    header: dict[str, Any] = {
+        "name": None, "title": "", "reproduces": "", "panel": "", "version": 1,
+        "default_scale": None, "seeds": (0,), "primary_nfe": None,
+    }
+    if table is None:
+        p.add("study", 'missing [study] section; it needs at least name = "..."')
+        return header
+    if not isinstance(table, dict):
+        p.add("study", f"must be a table, got {_desc(table)}")
+        return header
+    for k, v in table.items():
+        kp = f"study.{k}"
+        if k not in STUDY_KEYS:
+            p.add(kp, _unknown("key", k, STUDY_KEYS))
+        elif k == "name":
+            value = _as_str(v, kp, p)
+            if value is not _BAD and not NAME_RE.match(value):
+                p.add(kp, f"must match [a-z0-9_-]+ (lower-case letters, digits, '_', '-'), got {value!r}")
+            elif value is not _BAD:
+                header["name"] = value
+        elif k in ("title", "reproduces", "panel", "default_scale"):
+            value = _as_str(v, kp, p)
+            if value is not _BAD:
+                header[k] = value
+        elif k in ("version", "primary_nfe"):
+            value = _parse_value("int", (_positive,), v, kp, p)
+            if value is not _BAD:
+                header[k] = value
+        elif k == "seeds":
+            value = _parse_value("tuple[int, ...]", (_non_empty,), v, kp, p)
+            if value is not _BAD:
+                dupes = sorted({s for s in value if value.count(s) > 1})
+                if dupes:
+                    p.add(kp, f"duplicate seeds: {', '.join(map(str, dupes))}")
+                else:
+                    header["seeds"] = value
+    if "name" not in table:
+        p.add("study.name", 'required: a short id such as name = "ablation_losses" ([a-z0-9_-]+)')
+    if not header["title"] and header["name"]:
+        header["title"] = header["name"]
+    return header
+
+
+def _parse_variants(raw, p: _Problems) -> list[tuple[str, _Layer]]:
+    if not isinstance(raw, list) or not all(isinstance(v, dict) for v in raw):
+        p.add("variants", "must be an array of tables: one [[variants]] section per variant")
+        return []
+    out: list[tuple[str, _Layer]] = []
+    seen: dict[str, int] = {}
+    for i, table in enumerate(raw):
+        key = f"variants[{i}]"
+        layer = _parse_layer(table, key, p, _VARIANT, extra=("name",))
+        name = table.get("name")
+        if name is None:
+            p.add(f"{key}.name", 'required: each [[variants]] needs a name, e.g. name = "distil+adv"')
+            continue
+        if _as_str(name, f"{key}.name", p) is _BAD:
+            continue
+        if not VARIANT_NAME_RE.match(name):
+            p.add(f"{key}.name", f"must match {VARIANT_NAME_RE.pattern[:-2]} (letters, digits, '.', '_', '+', '-'), got {name!r}")
+            continue
+        if name in seen:
+            p.add(f"{key}.name", f"duplicate variant name {name!r} (also variants[{seen[name]}])")
+            continue
+        seen[name] = i
+        out.append((name, layer))
+    return out
+
+
+@dataclass
+class _Axis:
+    name: str  # as written: "adv_loss" or "eval.nfe"
+    section: str  # "train" | "eval"
+    field: str
+    size: int  # values as written (for the size check, valid or not)
+    values: list[_Set]
+
+
+def _parse_matrix(table, p: _Problems) -> list[_Axis]:
+    if not isinstance(table, dict):
+        p.add("matrix", f"must be a table of axes, got {_desc(table)}")
+        return []
+    if not table:
+        p.add("matrix", 'is empty: add an axis (e.g. adv_loss = ["lsgan", "hinge"]) or remove [matrix]')
+        return []
+    items = []
+    for k, v in table.items():
+        if k == "eval" and isinstance(v, dict):  # eval.nfe = [...] written as a dotted key
+            items.extend((f"eval.{ek}", ev) for ek, ev in v.items())
+        else:
+            items.append((k, v))
+    allowed = [*TRAIN_TYPES, *(f"eval.{f}" for f in EVAL_TYPES)]
+    axes = []
+    for name, values in items:
+        kp = f"matrix.{name}"
+        section, fname = ("eval", name[5:]) if name.startswith("eval.") else ("train", name)
+        types, checks = (EVAL_TYPES, EVAL_CHECKS) if section == "eval" else (TRAIN_TYPES, TRAIN_CHECKS)
+        if fname not in types:
+            p.add(kp, _unknown("matrix axis", name, allowed))
+            continue
+        if not isinstance(values, list):
+            p.add(kp, f"must be an array of the axis's values, got {_desc(values)}")
+            continue
+        if not values:
+            p.add(kp, "empty axis: give at least one value, or remove the axis")
+            continue
+        sets: list[_Set] = []
+        seen: dict[str, int] = {}
+        for i, raw in enumerate(values):
+            ikp = f"{kp}[{i}]"
+            value = _parse_value(types[fname], checks.get(fname), raw, ikp, p)
+            if value is _BAD:
+                continue
+            label = _render(raw)
+            if label in seen:
+                p.add(ikp, f"duplicate value {_fmt(raw)} (also {kp}[{seen[label]}])")
+                continue
+            seen[label] = i
+            sets.append(_Set(value, raw, ikp, _MATRIX))
+        axes.append(_Axis(name, section, fname, len(values), sets))
+    return axes
+
+
+def _parse_claims(paper: dict, names, p: _Problems) -> None:
+    claims = paper.get("claims")
+    if claims is None:
+        return
+    if not isinstance(claims, list) or not all(isinstance(c, dict) for c in claims):
+        p.add("paper.claims", "must be an array of tables: one [[paper.claims]] section per claim")
+        return
+    for i, claim in enumerate(claims):
+        key = f"paper.claims[{i}]"
+        for k, v in claim.items():
+            kp = f"{key}.{k}"
+            if k not in CLAIM_KEYS:
+                p.add(kp, _unknown("key", k, CLAIM_KEYS))
+            elif k == "nfe":
+                _parse_value("int", (_positive,), v, kp, p)
+            elif k == "better":
+                _parse_value("str", (_one_of(("lower", "higher")),), v, kp, p)
+            elif _as_str(v, kp, p) is not _BAD and k in ("variant", "than") and names is not None:
+                # Teacher baselines are result rows of their own, named "teacher...".
+                if v not in names and not v.startswith("teacher"):
+                    p.add(kp, f"no variant named {v!r};{closest(v, names)} variants: {', '.join(names)}")
+        for k in ("metric", "better", "variant", "than"):
+            if k not in claim:
+                p.add(f"{key}.{k}", "required (a claim needs metric, better, variant and than)")
+
+
+# --- resolution --------------------------------------------------------------------------------------
+
+
+def _render(raw: Any) -> str:
+    """A matrix value in a variant name: components by name, arrays space-separated."""
+    if isinstance(raw, dict):
+        options = " ".join(f"{k}={_render(v)}" for k, v in raw.items() if k != "name")
+        return f"{raw.get('name')}({options})" if options else str(raw.get("name"))
+    if isinstance(raw, list):
+        return "[" + " ".join(_render(x) for x in raw) + "]"
+    if isinstance(raw, (bool, float)):
+        return _fmt(raw)
+    return str(raw)
+
+
+def _defaults(cls) -> dict[str, _Set]:
+    out = {}
+    for f in dataclasses.fields(cls):
+        value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        out[f.name] = _Set(value, None, None, _DEFAULT)
+    return out
+
+
+class _ComponentChecker:
+    """Checks component names, tags and options against the registries, once per place written."""
+
+    def __init__(self, components, p: _Problems, scale: str):
+        self.components, self.p, self.scale = components, p, scale
+        self._cache: dict[tuple[int, str], Any] = {}
+
+    def spec(self, s: _Set, field: str, kind: str, tag: str | None, section: str):
+        cache_key = (id(s), field)
+        if cache_key not in self._cache:
+            key, note = s.key, ""
+            if key is None:
+                where = f"base.eval.{field}" if section == "eval" else f"base.{field}"
+                key, note = where, f" (the default; set {field} in [base] or [scale.{self.scale}])"
+            if isinstance(s.value, tuple):
+                out = [self._one(spec, f"{key}[{i}]", field, kind, tag, note) for i, spec in enumerate(s.value)]
+                result = _BAD if any(x is _BAD for x in out) else tuple(out)
+            else:
+                result = self._one(s.value, key, field, kind, tag, note)
+            self._cache[cache_key] = result
+        return self._cache[cache_key]
+
+    def _one(self, spec: ComponentSpec, key: str, field: str, kind: str, tag, note: str):
+        p = self.p
+        if spec.name == "none" and field in OPTIONAL_COMPONENT_FIELDS:
+            if spec.options:
+                p.add(key, f"'none' switches the {field} term off and takes no options")
+                return _BAD
+            return spec
+        registry = self.components[kind]
+        if spec.name not in registry:
+            extra = " (or 'none' to switch the term off)" if field in OPTIONAL_COMPONENT_FIELDS else ""
+            p.add(key, registry.unknown_message(spec.name) + extra + note)
+            return _BAD
+        component = registry.get(spec.name)
+        if tag and tag not in component.tags:
+            fitting = [c.name for c in registry if tag in c.tags]
+            p.add(key, f"{kind} {spec.name!r} is not tagged {tag!r} (its tags: {', '.join(component.tags) or 'none'}); "
+                       f"{field} takes one of: {', '.join(fitting) or '(none installed)'}{', none' if field in OPTIONAL_COMPONENT_FIELDS else ''}")
+            return _BAD
+        options, ok = {}, True
+        allowed = component.option_names()
+        types = {f.name: _annotation(f.type) for f in dataclasses.fields(component.config)} if component.config else {}
+        for name, raw in spec.options.items():
+            okey = f"{key}.{name}"
+            if name not in types:
+                if allowed:
+                    p.add(okey, f"unknown option {name!r} for {kind} {spec.name!r};{closest(name, allowed)} options: {', '.join(allowed)}")
+                else:
+                    p.add(okey, f"{kind} {spec.name!r} takes no options")
+                ok = False
+                continue
+            value = _parse_value(types[name], (), raw, okey, p) if types[name] in CONVERTERS else _frozen(raw)
+            if value is _BAD:
+                ok = False
+            options[name] = value
+        if not ok:
+            return _BAD
+        try:
+            component.make_config(options)
+        except (KeyError, TypeError, ValueError) as e:
+            message = e.args[0] if isinstance(e, KeyError) and e.args else e
+            p.add(key, f"invalid options for {kind} {spec.name!r}: {message}; options: {', '.join(allowed) or '(none)'}")
+            return _BAD
+        return ComponentSpec(spec.name, options)
+
+
+def _frozen(v: Any) -> Any:
+    """TOML arrays as tuples, so that frozen configs built from options stay hashable."""
+    if isinstance(v, list):
+        return tuple(_frozen(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _frozen(x) for k, x in v.items()}
+    return v
+
+
+def _resolve_one(
+    layers: list[_Layer], cell: list[tuple[_Axis, _Set]], checker: _ComponentChecker, p: _Problems
+) -> tuple[TrainConfig, EvalConfig] | None:
+    train, ev = _defaults(TrainConfig), _defaults(EvalConfig)
+    for layer in layers:
+        train.update(layer.train)
+        ev.update(layer.eval)
+    for axis, s in cell:
+        (ev if axis.section == "eval" else train)[axis.field] = s
+
+    ok = True
+    # Cross-field rules, reported where the more specific of the two values was written.
+    for low, high, rule in (
+        ("guidance_min", "guidance_max", "guidance_min must be <= guidance_max"),
+        ("phase_length", "iterations", "phase_length must be <= iterations (a run must reach its first phase change)"),
+    ):
+        a, b = train[low], train[high]
+        if a.value > b.value:
+            at, other = (a, b) if a.rank >= b.rank else (b, a)
+            where = other.key or "the default"
+            p.add(at.key or f"base.{low}", f"{rule}: {low} = {_fmt(a.value)}, {high} = {_fmt(b.value)} (from {where})")
+            ok = False
+
+    values: dict[str, dict[str, Any]] = {"train": {}, "eval": {}}
+    for section, merged in (("train", train), ("eval", ev)):
+        for field, s in merged.items():
+            kind_tag = COMPONENT_FIELDS.get(field) if section == "train" else (
+                (EVAL_COMPONENT_FIELDS[field], None) if field in EVAL_COMPONENT_FIELDS else None
+            )
+            value = checker.spec(s, field, *kind_tag, section) if kind_tag else s.value
+            if value is _BAD:
+                ok = False
+            values[section][field] = value
+    if not ok:
+        return None
+    return TrainConfig(**values["train"]), EvalConfig(**values["eval"])
+
+
+def _load(path, scale: str | None, components) -> tuple[Study | None, list[StudyError]]:
+    path = Path(path)
+    p = _Problems(path)
+    try:
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        p.add(None, "no such study file")
+        return None, p.items
+    except IsADirectoryError:
+        p.add(None, "is a directory, not a study file (.toml)")
+        return None, p.items
+    except OSError as e:
+        p.add(None, f"cannot read: {e.strerror or e}")
+        return None, p.items
+    except UnicodeDecodeError as e:
+        p.add(None, f"not UTF-8 text (byte {e.start}); a study file is TOML")
+        return None, p.items
+    except tomllib.TOMLDecodeError as e:
+        p.add(None, f"invalid TOML: {e}")
+        return None, p.items
+
+    for k in data:
+        if k == "eval":
+            p.add("eval", "unknown section [eval]: evaluation settings go in [base.eval] (or [scale.<name>.eval])")
+        elif k not in SECTIONS:
+            p.add(k, _unknown("section", k, SECTIONS))
+
+    header = _parse_header(data.get("study"), p)
+    base = _parse_layer(data.get("base", {}), "base", p, _BASE)
+    scales: dict[str, _Layer] = {"paper": _Layer({}, {})}
+    raw_scales = data.get("scale", {})
+    if not isinstance(raw_scales, dict) or not all(isinstance(t, dict) for t in raw_scales.values()):
+        p.add("scale", "must hold one table per scale: [scale.toy], [scale.paper], ...")
+        raw_scales = {}
+    for sname, table in raw_scales.items():
+        if not NAME_RE.match(sname):
+            p.add(f"scale.{sname}", f"scale names must match [a-z0-9_-]+, got {sname!r}")
+            continue
+        scales[sname] = _parse_layer(table, f"scale.{sname}", p, _SCALE)
+    explicit = _parse_variants(data["variants"], p) if "variants" in data else []
+    axes = _parse_matrix(data["matrix"], p) if "matrix" in data else []
+    paper = data.get("paper", {})
+    if not isinstance(paper, dict):
+        p.add("paper", f"must be a table, got {_desc(paper)}")
+        paper = {}
+
+    scale_names = tuple(scales)
+    if header["default_scale"] is not None and header["default_scale"] not in scales:
+        p.add("study.default_scale", _unknown("scale", header["default_scale"], scale_names).replace("allowed:", "available:"))
+    chosen = scale or header["default_scale"] or "paper"
+    if scale is not None and scale not in scales:
+        p.add("scale", _unknown("scale", scale, scale_names).replace("allowed:", "available:"))
+
+    n_cells = math.prod(a.size for a in axes)
+    total = n_cells * max(1, len(explicit))
+    names: list[str] | None = None
+    variants: list[Variant] = []
+    if total > MAX_VARIANTS:
+        sizes = " x ".join([*([f"{len(explicit)} variants"] if explicit else []), *(f"{a.size} {a.name}" for a in axes)])
+        p.add("matrix", f"{total} variants ({sizes}) exceed the limit of {MAX_VARIANTS}; split the study into several files")
+    elif chosen in scales and (scale is not None or isinstance(data.get("study"), dict)):
+        # (without [study] the intended default_scale is unknown: resolving "paper" would only add noise)
+        if components is None:
+            from .plugins import collect_components
+
+            components = collect_components()
+        checker = _ComponentChecker(components, p, chosen)
+        named = explicit or [("base", _Layer({}, {}))]
+        names = []
+        for (vname, layer), cell in itertools.product(named, itertools.product(*[[(a, s) for s in a.values] for a in axes])):
+            cell_name = ",".join(f"{a.name}={_render(s.raw)}" for a, s in cell)
+            if cell and explicit:
+                name = f"{vname}/{cell_name}"
+            else:
+                name = cell_name or vname
+            if name in names:
+                # Two cells that render alike (e.g. 1 and 1.0): the results would be indistinguishable.
+                p.add("matrix", f"two variants are both named {name!r}; make their values distinct")
+                continue
+            names.append(name)
+            axes_data = {"variant": vname} if explicit else {}
+            axes_data.update({a.name: _jsonable(s.raw) for a, s in cell})
+            resolved = _resolve_one([base, scales[chosen], layer], list(cell), checker, p)
+            if resolved is None:
+                continue
+            for seed in header["seeds"]:
+                variants.append(Variant(name, seed, axes_data, *resolved))
+
+    primary_nfe = header["primary_nfe"]
+    if variants:
+        if primary_nfe is None:
+            primary_nfe = variants[0].eval.nfe[0]
+        evaluated = sorted({n for v in variants for n in v.eval.nfe})
+        if primary_nfe not in evaluated:  # the panel's table would be empty
+            p.add("study.primary_nfe", f"{primary_nfe} is not among the NFEs any variant evaluates ({', '.join(map(str, evaluated))})")
+    _parse_claims(paper, names, p)
+
+    if p.items:
+        return None, p.items
+    return (
+        Study(
+            path=path,
+            name=header["name"],
+            title=header["title"],
+            reproduces=header["reproduces"],
+            panel=header["panel"],
+            version=header["version"],
+            scale=chosen,
+            primary_nfe=primary_nfe,
+            seeds=tuple(header["seeds"]),
+            paper=paper,
+            variants=tuple(variants),
+            scales=scale_names,
+        ),
+        [],
+    )
+
+
+# --- data conversion ---------------------------------------------------------------------------------
+
+
+def _slug(name: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._+=,-]+", "_", name)
+    if safe.startswith("."):
+        safe = "_" + safe[1:]
+    if safe != name or len(safe) > 96:
+        # Replaced characters could make two names collide: a short hash of the name keeps keys unique.
+        safe = f"{safe[:80]}-{hashlib.sha1(name.encode()).hexdigest()[:6]}"
+    return safe
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, ComponentSpec):
+        return _jsonable(v.to_data())
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (datetime.date, datetime.time)):
+        return v.isoformat()
+    return v
+
+
+def _config_data(config) -> dict:
+    return {f.name: _jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _spec_from_data(v: Any) -> ComponentSpec:
+    if isinstance(v, str):
+        return ComponentSpec(v)
+    return ComponentSpec(v["name"], {k: _frozen(x) for k, x in v.items() if k != "name"})
+
+
+def _config_from_data(cls, types: dict[str, str], data: dict):
+    values = {}
+    for name, v in data.items():
+        ann = types.get(name)
+        if ann == "ComponentSpec":
+            v = _spec_from_data(v)
+        elif ann == "tuple[ComponentSpec, ...]":
+            v = tuple(_spec_from_data(x) for x in v)
+        elif ann == "float":
+            v = float(v)
+        elif isinstance(v, list):
+            v = tuple(float(x) if ann == "tuple[float, ...]" else x for x in v)
+        values[name] = v
+    return cls(**values)

@@ -1,0 +1,58 @@
+"""``toy-fd``: a Fréchet distance for the toy world, through clean-fid, on features of the digit/colour
+classifier trained here (128-d embedding; held-out accuracy 99.7% digit, 100% colour). It is *not* FID:
+no Inception network is involved, and numbers are comparable only with other ``toy-fd`` numbers at
+the same sample count. Reference statistics: the toy dataset's held-out images, computed once per
+evaluator instance (so once per study).
+
+Config: ``reference_samples`` (default 0: as many as the generated samples).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flashbench import hookimpl
+
+
+@dataclass(frozen=True)
+class ToyFDConfig:
+    reference_samples: int = 0
+
+
+def build(config: ToyFDConfig, *, device="cpu"):
+    import numpy as np
+    import torch
+    from cleanfid.fid import frechet_distance
+
+    from flashbench.method.evaluation import Evaluator, feature_statistics
+    from flashbench_plugins.toy.perceptual import load_features
+
+    class ToyFD(Evaluator):
+        metric = "fd"
+        higher_is_better = False
+
+        def __init__(self):
+            self.net = load_features(str(device))
+            self.reference: tuple | None = None
+            self.extractor_calls = 0
+
+        @torch.no_grad()
+        def features(self, images: torch.Tensor) -> np.ndarray:
+            self.extractor_calls += 1
+            out = [self.net.features(chunk.to(device).float().clamp(-1, 1)) for chunk in images.split(256)]
+            return torch.cat(out).cpu().double().numpy()
+
+        def prepare(self, dataset, num_samples, seed=0):
+            if self.reference is None:
+                n = config.reference_samples or num_samples
+                self.reference = feature_statistics(self.features(dataset.reference_images(n, seed)))
+
+        def evaluate(self, images, prompts, *, reference=None):
+            mu, sigma = feature_statistics(self.features(images))
+            return float(frechet_distance(mu, sigma, *self.reference))
+
+    return ToyFD()
+
+
+@hookimpl
+def register_evaluators(register):
+    register("toy-fd", build, config=ToyFDConfig, description="Fréchet distance (clean-fid) on toy digit-classifier features")

@@ -1,0 +1,1 @@
+"""Teacher plugins: each adapts one diffusers model family to :class:`flashbench.method.teacher.Teacher`."""

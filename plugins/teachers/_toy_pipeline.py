@@ -1,0 +1,51 @@
+"""``ToyDigitsPipeline``: the stock pipeline of the pixel-space toy teacher.
+
+A ``DiffusionPipeline`` with Stable Diffusion's LoRA loader mixin (so ``load_lora_weights`` /
+``save_lora_weights`` are diffusers' own) and a plain sampling loop over any diffusers scheduler:
+CFG when ``guidance_scale > 1``; explicit ``timesteps`` (the student's [999, 749, 499, 249]) are passed
+to the scheduler unchanged.
+"""
+from __future__ import annotations
+
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
+from diffusers.utils.torch_utils import randn_tensor
+
+
+class ToyDigitsPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
+    model_cpu_offload_seq = "text_encoder->unet"
+
+    def __init__(self, unet, text_encoder, tokenizer, scheduler):
+        super().__init__()
+        self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+
+    @torch.no_grad()
+    def _embed(self, prompts):
+        ids = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+        return self.text_encoder(ids.to(self.device))[0]
+
+    @torch.no_grad()
+    def __call__(self, prompt, num_inference_steps: int = 4, timesteps=None, guidance_scale: float = 1.0, generator=None, latents=None):
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        cond = self._embed(prompts)
+        do_cfg = guidance_scale > 1.0
+        if do_cfg:
+            cond = torch.cat([cond, self._embed([""] * len(prompts))])
+        if timesteps is not None:
+            self.scheduler.set_timesteps(timesteps=list(timesteps), device=self.device)
+        else:
+            self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        c = self.unet.config
+        x = latents if latents is not None else randn_tensor((len(prompts), c.in_channels, c.sample_size, c.sample_size), generator=generator, device=self.device)
+        x = x * self.scheduler.init_noise_sigma
+        for t in self.scheduler.timesteps:
+            inp = torch.cat([x, x]) if do_cfg else x
+            eps = self.unet(inp, t, encoder_hidden_states=cond).sample
+            if do_cfg:
+                e_c, e_u = eps.chunk(2)
+                eps = e_u + guidance_scale * (e_c - e_u)
+            out = self.scheduler.step(eps, t, x, generator=generator)
+            x = out.prev_sample
+        final = getattr(out, "denoised", None)
+        return (final if final is not None else x).clamp(-1, 1)

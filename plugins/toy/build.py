@@ -1,0 +1,173 @@
+"""Rebuild the toy world's committed weights: ``python -m flashbench_plugins.toy.build --all``.
+
+Recipes (2 CPU cores, measured on the project's CI machine kind):
+
+* ``features``: :class:`~flashbench_plugins.toy.nets.DigitFeatures`, cross-entropy on digit and colour,
+  Adam 1e-3, batch 128, 1,500 steps, random 1-px shifts; about 1 minute.
+* ``clip``: open_clip ``toy-digits-clip`` (ViT 16 px / patch 4, 2 layers; text 2 layers, 64 wide), the
+  CLIP contrastive loss on batches holding each of the 60 prompts once; Adam 1e-3, 1,500 steps.
+* ``teacher``: ``UNet2DConditionModel`` + ``CLIPTextModel`` trained jointly for epsilon-prediction on
+  SD's scaled-linear schedule (1000 steps), 10% of prompts replaced by "" for classifier-free guidance,
+  AdamW 1e-3 with cosine decay, batch 32, 5,000 steps, EMA 0.999 (the EMA weights are kept); ~10 min.
+
+Everything is seeded; weights are stored as float16 safetensors (a few MB each).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import data, models, nets
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+TEACHER_DIR = WEIGHTS / "toy-digits-teacher"
+FEATURES_FILE = WEIGHTS / "toy-digits-features.safetensors"
+CLIP_FILE = WEIGHTS / "toy-digits-clip.safetensors"
+
+
+def _save_half(state: dict, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().to(torch.float16).contiguous() for k, v in state.items()}, str(path))
+
+
+def build_features(steps: int = 1500, seed: int = 0) -> None:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    ds = data.ColouredDigits("train")
+    net = nets.DigitFeatures()
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    for step in range(steps):
+        images, _, digits, colours = ds.batch(rng, 128)
+        logits_d, logits_c = net(torch.from_numpy(images))
+        loss = F.cross_entropy(logits_d, torch.from_numpy(digits)) + F.cross_entropy(logits_c, torch.from_numpy(colours))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 500 == 0:
+            print(f"features step {step} loss {loss.item():.4f}", flush=True)
+    net.eval()
+    held = data.ColouredDigits("heldout", shift=0)
+    images, _, digits, colours = held.batch(np.random.default_rng(1), 720)
+    with torch.no_grad():
+        ld, lc = net(torch.from_numpy(images))
+    acc_d = (ld.argmax(1).numpy() == digits).mean()
+    acc_c = (lc.argmax(1).numpy() == colours).mean()
+    print(f"features held-out accuracy: digit {acc_d:.3f} colour {acc_c:.3f}")
+    _save_half(net.state_dict(), FEATURES_FILE)
+
+
+def build_clip(steps: int = 1500, seed: int = 0) -> None:
+    import open_clip
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = nets.build_clip()
+    tokenizer = open_clip.get_tokenizer(nets.CLIP_MODEL_NAME)
+    ds = data.ColouredDigits("train")
+    prompts = data.all_prompts()
+    text = tokenizer(prompts)
+    digits = np.repeat(np.arange(10), len(data.COLOURS))
+    colours = np.tile(np.arange(len(data.COLOURS)), 10)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    for step in range(steps):
+        images, batch_prompts, _, _ = ds.batch(rng, len(prompts), digits=digits, colours=colours)
+        assert batch_prompts == prompts
+        img = F.normalize(model.encode_image(torch.from_numpy(images)), dim=-1)
+        txt = F.normalize(model.encode_text(text), dim=-1)
+        logits = model.logit_scale.exp() * img @ txt.T
+        target = torch.arange(len(prompts))
+        loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        if step % 500 == 0:
+            print(f"clip step {step} loss {loss.item():.4f}", flush=True)
+    model.eval()
+    held = data.ColouredDigits("heldout", shift=0)
+    images, held_prompts, _, _ = held.batch(np.random.default_rng(1), 600)
+    with torch.no_grad():
+        img = F.normalize(model.encode_image(torch.from_numpy(images)), dim=-1)
+        txt = F.normalize(model.encode_text(text), dim=-1)
+    pred = (img @ txt.T).argmax(1).numpy()
+    acc = np.mean([prompts[p] == q for p, q in zip(pred, held_prompts)])
+    print(f"clip held-out zero-shot accuracy over 60 prompts: {acc:.3f}")
+    _save_half(model.state_dict(), CLIP_FILE)
+
+
+def build_teacher(steps: int = 5000, batch: int = 32, seed: int = 0) -> None:
+    from diffusers import DDPMScheduler
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    tok_dir = TEACHER_DIR / "tokenizer"
+    tokenizer = models.build_tokenizer(tok_dir)
+    unet, text_encoder = models.build_unet(seed), models.build_text_encoder(seed)
+    scheduler = models.build_scheduler()
+    noise_sched = DDPMScheduler.from_config(scheduler.config)
+    ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, 1e-3, weight_decay=0.0)
+    warmup = 200
+    lr_at = lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps))  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    ds = data.ColouredDigits("train")
+    t0 = time.time()
+    for step in range(steps):
+        images, prompts, _, _ = ds.batch(rng, batch)
+        prompts = ["" if rng.random() < 0.1 else p for p in prompts]
+        ids = tokenizer(prompts, padding="max_length", max_length=models.TEXT_MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
+        x0 = torch.from_numpy(images)
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, 1000, (batch,))
+        xt = noise_sched.add_noise(x0, noise, t)
+        pred = unet(xt, t, text_encoder(ids)[0]).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        decay = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for ema, live in ((ema_unet, unet), (ema_text, text_encoder)):
+                for pe, pl in zip(ema.parameters(), live.parameters()):
+                    pe.lerp_(pl, 1 - decay)
+        if step % 250 == 0:
+            print(f"teacher step {step} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", flush=True)
+    ema_unet.half().save_pretrained(TEACHER_DIR / "unet")
+    ema_text.half().save_pretrained(TEACHER_DIR / "text_encoder")
+    tokenizer.save_pretrained(tok_dir)
+    scheduler.save_pretrained(TEACHER_DIR / "scheduler")
+    print(f"teacher written to {TEACHER_DIR} in {time.time() - t0:.0f}s")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--all", action="store_true", help="rebuild every network")
+    parser.add_argument("--features", action="store_true")
+    parser.add_argument("--clip", action="store_true")
+    parser.add_argument("--teacher", action="store_true")
+    parser.add_argument("--teacher-steps", type=int, default=5000)
+    args = parser.parse_args(argv)
+    WEIGHTS.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.all or args.features:
+        build_features()
+    if args.all or args.clip:
+        build_clip()
+    if args.all or args.teacher:
+        build_teacher(args.teacher_steps)
+
+
+if __name__ == "__main__":
+    main()

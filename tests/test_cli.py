@@ -1,0 +1,192 @@
+"""The ``flashbench`` command: exit codes, one line per problem, no traceback, no torch where not needed."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from flashbench.cli import main
+from flashbench.errors import UserError
+
+DATA = Path(__file__).parent / "data"
+LOSSES = DATA / "studies" / "losses.toml"
+
+BAD_STUDY = """\
+[study]
+name = "Bad Name"
+seeds = []
+
+[base]
+iteration = 5
+
+[scale.toy]
+num_timesteps = 30
+adv_loss = "mse"
+teacher = "toy-digits"
+dataset = "toy-digits"
+eval = { prompts = "toy-prompts", evaluators = ["toy-fd"] }
+"""
+
+
+def test_validate_ok(capsys, fake_components):
+    assert main(["validate", str(LOSSES)], components=fake_components) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == "OK: 4 variants (scale toy)"
+    assert err == ""
+    for name in ("distil", "distil+adv", "distil+dmd", "all"):
+        assert any(line.split()[0] == name for line in out.splitlines()[3:])
+    assert "adv_loss" in out.splitlines()[2]  # the settings that differ between variants
+
+
+def test_validate_json_is_the_resolved_study(capsys, fake_components):
+    assert main(["validate", str(LOSSES), "--json"], components=fake_components) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["scale"] == "toy" and len(data["variants"]) == 8
+
+
+def test_validate_bad_file_prints_every_problem(capsys, tmp_path, fake_components):
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD_STUDY)
+    assert main(["validate", str(path), "--scale", "toy"], components=fake_components) == 2
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert out == ""
+    assert "Traceback" not in err
+    assert all(line.startswith(f"flashbench: error: {path}: ") for line in lines)
+    keys = [line[len(f"flashbench: error: {path}: "):].split(":")[0] for line in lines]
+    assert keys == ["study.name", "study.seeds", "base.iteration", "scale.toy.num_timesteps", "scale.toy.adv_loss"]
+
+
+def test_validate_paper_scale_of_a_toy_only_machine(capsys, fake_components):
+    assert main(["validate", str(LOSSES), "--scale", "paper"], components=fake_components) == 2
+    assert "unknown teacher 'sd15'" in capsys.readouterr().err
+    assert main(["validate", str(LOSSES), "--all-scales"], components=fake_components) == 2
+    err = capsys.readouterr().err
+    assert err.count("unknown teacher 'sd15'") == 1
+
+
+def test_validate_missing_file(capsys, tmp_path, fake_components):
+    assert main(["validate", str(tmp_path / "nope.toml")], components=fake_components) == 2
+    err = capsys.readouterr().err
+    assert err == f"flashbench: error: {tmp_path / 'nope.toml'}: no such study file\n"
+
+
+def test_plugins_lists_every_component(capsys, fake_components):
+    assert main(["plugins"], components=fake_components) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["KIND", "NAME", "DISTRIBUTION", "TAGS", "DESCRIPTION"]
+    assert len(lines) == 1 + len(fake_components.all())
+    assert any(line.split()[:2] == ["loss", "lsgan"] and "adversarial" in line and "fake LSGAN" in line for line in lines)
+    # aligned columns: NAME starts at the same offset on every line
+    offsets = {line.index(line.split()[1], len(line.split()[0])) for line in lines}
+    assert len(offsets) == 1
+
+
+def test_plugins_json_and_filters(capsys, fake_components):
+    assert main(["plugins", "--json", "--kind", "loss"], components=fake_components) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {c["kind"] for c in data} == {"loss"}
+    lsgan = next(c for c in data if c["name"] == "lsgan")
+    assert lsgan["tags"] == ["adversarial"] and lsgan["options"] == {"head_channels": 16, "label_smoothing": 0.0}
+    assert main(["plugins", "-v", "--kind", "teacher"], components=fake_components) == 0
+    assert "    channels = [8, 16]" in capsys.readouterr().out
+    assert main(["plugins", "--kind", "losses"], components=fake_components) == 2
+    assert "did you mean 'loss'" in capsys.readouterr().err
+
+
+def test_report_on_missing_dir(capsys, tmp_path):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"flashbench: error: {tmp_path / 'nope'}: no such run directory\n"
+
+
+def test_run_bad_study_writes_nothing(capsys, tmp_path, fake_components, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "bad.toml"
+    path.write_text(BAD_STUDY)
+    output = tmp_path / "out"
+    assert main(["run", str(path), "--scale", "toy", "--output", str(output)], components=fake_components) == 2
+    assert len(capsys.readouterr().err.splitlines()) == 5
+    assert not output.exists() and not (tmp_path / "runs").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+
+def test_run_calls_the_runner_with_the_resolved_study(capsys, tmp_path, fake_components, monkeypatch):
+    import types
+
+    calls = []
+
+    def run_study(study, *, output_dir, components):
+        calls.append((study, output_dir, components))
+        return output_dir / "report.html"
+
+    monkeypatch.setitem(sys.modules, "flashbench.runner", types.SimpleNamespace(run_study=run_study))
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(LOSSES)], components=fake_components) == 0
+    (study, output_dir, components), = calls
+    assert study.name == "ablation_losses" and study.scale == "toy"
+    assert str(output_dir) == "runs/ablation_losses-toy" and components is fake_components
+    assert capsys.readouterr().out.splitlines()[-1] == "report: runs/ablation_losses-toy/report.html"
+
+
+def test_user_errors_from_the_runner_are_one_line(capsys, fake_components, monkeypatch, tmp_path):
+    import types
+
+    def run_study(study, *, output_dir, components):
+        raise UserError("weights for teacher 'sd15' are not on this machine")
+
+    monkeypatch.setitem(sys.modules, "flashbench.runner", types.SimpleNamespace(run_study=run_study))
+    assert main(["run", str(LOSSES), "-o", str(tmp_path / "o")], components=fake_components) == 2
+    assert capsys.readouterr().err == "flashbench: error: weights for teacher 'sd15' are not on this machine\n"
+
+
+def test_usage_errors_and_help(capsys):
+    assert main([]) == 2
+    assert "usage: flashbench" in capsys.readouterr().err
+    assert main(["frobnicate"]) == 2
+    assert main(["--help"]) == 0
+    assert "flashbench validate" in capsys.readouterr().out
+    for command in ("run", "validate", "plugins", "report"):
+        assert main([command, "--help"]) == 0
+        assert "example" in capsys.readouterr().out
+
+
+def test_plugin_load_failure_is_one_line(capsys, monkeypatch):
+    import flashbench.plugins
+
+    def broken(*args, **kwargs):
+        raise ImportError("No module named 'fb_broken'")
+
+    monkeypatch.setattr(flashbench.plugins, "get_plugin_manager", broken)
+    assert main(["plugins"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flashbench: error: could not load the plugins: ImportError: No module named 'fb_broken'")
+    assert len(err.splitlines()) == 1
+
+
+def _builtins_importable() -> bool:
+    probe = "import flashbench.plugins as p; p.get_plugin_manager(load_entry_points=False)"
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("command", ["plugins", "validate"])
+def test_plugins_and_validate_do_not_import_torch(command, tmp_path):
+    if not _builtins_importable():
+        pytest.skip("the built-in plugin modules do not import yet")
+    study = tmp_path / "s.toml"
+    study.write_text('[study]\nname = "s"\n')
+    argv = ["plugins"] if command == "plugins" else ["validate", str(study)]
+    code = textwrap.dedent(f"""
+        import sys
+        import flashbench.cli
+        rc = flashbench.cli.main({argv!r})
+        assert "torch" not in sys.modules, "torch was imported"
+        sys.exit(0 if rc in (0, 2) else rc)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
