@@ -59,6 +59,7 @@ class TrainConfig:
     lambda_dmd: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7)
     guidance_min: float = 3.0  # omega ~ U[guidance_min, guidance_max]
     guidance_max: float = 13.0
+    guidance_fixed: float = 0.0  # > 0: omega fixed at this value instead of sampled (Fig. 5d)
     adv_timesteps: tuple[float, ...] = (0.01, 0.25, 0.5, 0.75)  # t' for re-noising before the discriminator
     iterations: int = 20000
     batch_size: int = 4  # per process

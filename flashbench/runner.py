@@ -24,7 +24,7 @@ class StudyResources:
         self.loads: dict[str, int] = {}
 
     def _get(self, kind: str, spec: ComponentSpec, **context):
-        key = (kind, spec.name, repr(sorted(spec.options.items())))
+        key = (kind, spec.name, repr(sorted(spec.options.items())), id(context.get("teacher")))
         if key not in self._cache:
             self.loads[kind] = self.loads.get(kind, 0) + 1
             self._cache[key] = self.components.get(kind, spec.name).build(spec.options, **context)
@@ -42,8 +42,8 @@ class StudyResources:
     def evaluator(self, spec):
         return self._get("evaluator", spec, device=self.device)
 
-    def loss(self, spec):
-        return self._get("loss", spec, device=self.device) if spec.enabled else None
+    def loss(self, spec, teacher=None):
+        return self._get("loss", spec, device=self.device, teacher=teacher) if spec.enabled else None
 
 
 def _image_grid(images, columns: int):
@@ -183,7 +183,7 @@ class StudyRunner:
         torch.manual_seed(seed)  # LoRA initialisation
         trainer = FlashTrainer(
             teacher, cond_plugin, solver, timesteps, train,
-            distil=self.resources.loss(train.distil_loss), gan=self.resources.loss(train.adv_loss), dmd=self.resources.loss(train.dmd_loss),
+            distil=self.resources.loss(train.distil_loss, teacher), gan=self.resources.loss(train.adv_loss), dmd=self.resources.loss(train.dmd_loss),
             adapter_name=f"flash_{index}", seed=seed,
         )
         vdir = self.store.variant_dir(variant.key)
@@ -231,7 +231,8 @@ class StudyRunner:
         return row
 
     # --- the study -----------------------------------------------------------------------------------
-    def run(self) -> list[dict]:
+    def run(self):
+        """Run pending work; yields (variant, rows) after each variant is stored."""
         from .results import collect_provenance
 
         provenance = collect_provenance(self.study.scale)
@@ -245,7 +246,6 @@ class StudyRunner:
         for seed in self.study.seeds:
             first = next(v for v in self.study.variants if v.seed == seed)
             self.run_teacher_baselines(first)
-        produced = []
         for index, variant in enumerate(self.study.variants):
             if self.store.is_done(variant.key):
                 continue
@@ -254,7 +254,10 @@ class StudyRunner:
             self.store.add_rows(rows)
             status = rows[0]["status"] if rows else "ok"
             self.store.mark_done(variant.key, {"status": status, "rows": len(rows)})
-            produced.append((variant, rows))
+            if self.progress:
+                ok = [r for r in rows if r["status"] == "ok"]
+                summary = ", ".join(f"{r['metric']}@{r['nfe']}={r['value']:.4g}" for r in ok) or rows[0].get("reason", "failed")
+                print(f"[{index + 1}/{len(self.study.variants)}] {variant.name} (seed {variant.seed}): {summary}", flush=True)
             yield variant, rows
 
 
@@ -264,6 +267,7 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    log.propagate = False  # the console gets progress bars and a summary line per variant, not the log
     return handler
 
 

@@ -13,6 +13,8 @@ A study file has these sections (every one but ``[study]`` optional)::
     [[variants]]       explicit variants: ``name`` plus overrides (and an optional ``eval`` table)
     [matrix]           axes: a field (or ``"eval.<field>"``) and a non-empty array of values; the
                        cartesian product of all axes, applied to each explicit variant
+    [scale.<s>.matrix] replaces ``[matrix]`` at scale ``<s>`` (e.g. guidance values or K that suit
+                       the toy teacher)
 
 Resolution of one variant, last wins: TrainConfig/EvalConfig defaults <- ``[base]`` <-
 ``[scale.<s>]`` <- the explicit variant <- the matrix cell. Names: ``variant/k=v,k2=v2`` with both,
@@ -414,6 +416,7 @@ TRAIN_CHECKS: dict[str, tuple[Check, ...]] = {
     "lambda_dmd": (_per_phase, _each(_non_negative)),
     "guidance_min": (_non_negative,),
     "guidance_max": (_non_negative,),
+    "guidance_fixed": (_non_negative,),
     "adv_timesteps": (_non_empty, _each(_unit_interval)),
 }
 EVAL_CHECKS: dict[str, tuple[Check, ...]] = {
@@ -571,12 +574,12 @@ class _Axis:
     values: list[_Set]
 
 
-def _parse_matrix(table, p: _Problems) -> list[_Axis]:
+def _parse_matrix(table, p: _Problems, where: str = "matrix") -> list[_Axis]:
     if not isinstance(table, dict):
-        p.add("matrix", f"must be a table of axes, got {_desc(table)}")
+        p.add(where, f"must be a table of axes, got {_desc(table)}")
         return []
     if not table:
-        p.add("matrix", 'is empty: add an axis (e.g. adv_loss = ["lsgan", "hinge"]) or remove [matrix]')
+        p.add(where, f'is empty: add an axis (e.g. adv_loss = ["lsgan", "hinge"]) or remove [{where}]')
         return []
     items = []
     for k, v in table.items():
@@ -587,7 +590,7 @@ def _parse_matrix(table, p: _Problems) -> list[_Axis]:
     allowed = [*TRAIN_TYPES, *(f"eval.{f}" for f in EVAL_TYPES)]
     axes = []
     for name, values in items:
-        kp = f"matrix.{name}"
+        kp = f"{where}.{name}"
         section, fname = ("eval", name[5:]) if name.startswith("eval.") else ("train", name)
         types, checks = (EVAL_TYPES, EVAL_CHECKS) if section == "eval" else (TRAIN_TYPES, TRAIN_CHECKS)
         if fname not in types:
@@ -809,6 +812,7 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
     header = _parse_header(data.get("study"), p)
     base = _parse_layer(data.get("base", {}), "base", p, _BASE)
     scales: dict[str, _Layer] = {"paper": _Layer({}, {})}
+    scale_axes: dict[str, list[_Axis]] = {}  # [scale.<s>.matrix] replaces [matrix] at that scale
     raw_scales = data.get("scale", {})
     if not isinstance(raw_scales, dict) or not all(isinstance(t, dict) for t in raw_scales.values()):
         p.add("scale", "must hold one table per scale: [scale.toy], [scale.paper], ...")
@@ -817,7 +821,9 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
         if not NAME_RE.match(sname):
             p.add(f"scale.{sname}", f"scale names must match [a-z0-9_-]+, got {sname!r}")
             continue
-        scales[sname] = _parse_layer(table, f"scale.{sname}", p, _SCALE)
+        scales[sname] = _parse_layer(table, f"scale.{sname}", p, _SCALE, extra=("matrix",))
+        if "matrix" in table:
+            scale_axes[sname] = _parse_matrix(table["matrix"], p, f"scale.{sname}.matrix")
     explicit = _parse_variants(data["variants"], p) if "variants" in data else []
     axes = _parse_matrix(data["matrix"], p) if "matrix" in data else []
     paper = data.get("paper", {})
@@ -832,6 +838,8 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
     if scale is not None and scale not in scales:
         p.add("scale", _unknown("scale", scale, scale_names).replace("allowed:", "available:"))
 
+    if chosen in scale_axes:
+        axes = scale_axes[chosen]
     n_cells = math.prod(a.size for a in axes)
     total = n_cells * max(1, len(explicit))
     names: list[str] | None = None

@@ -27,6 +27,7 @@ class Teacher(ABC):
     device: torch.device
     dtype: torch.dtype
     default_lora_rank: int = 64
+    perceptual_net: str = "vgg"  # the LPIPS backbone the ``lpips`` loss uses with net = "auto"
 
     # --- conditioning ---
     @abstractmethod

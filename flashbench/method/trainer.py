@@ -130,7 +130,8 @@ class FlashTrainer:
             z0 = teacher.encode(batch.images.to(self.device))
             cond, uncond = self.conditioning.prepare(teacher, batch.prompts, batch.extras)
         b = z0.shape[0]
-        omega = self._uniform(b, cfg.guidance_min, cfg.guidance_max).to(self.device)
+        lo, hi = (cfg.guidance_fixed, cfg.guidance_fixed) if cfg.guidance_fixed > 0 else (cfg.guidance_min, cfg.guidance_max)
+        omega = self._uniform(b, lo, hi).to(self.device)
         start = self.timesteps.sample(self.generator, b, iteration)
         t_i = sched.grid_timestep(start, cfg.num_timesteps).to(self.device)
         eps = self._randn(z0)

@@ -9,7 +9,8 @@ judgements exist for the toy world) on the three conv stages of the digit/colour
 here (``flashbench_plugins/weights/toy-digits-features.safetensors``). It is a really trained
 backbone, never a random one.
 
-Config: ``net`` ("vgg" | "alex" | "squeeze" | "toy-digits"), default "vgg".
+Config: ``net`` ("auto" | "vgg" | "alex" | "squeeze" | "toy-digits"), default "auto": the teacher's
+``perceptual_net`` (the toy teacher says "toy-digits"; real backbones "vgg", as the paper).
 """
 from __future__ import annotations
 
@@ -17,28 +18,29 @@ from dataclasses import dataclass
 
 from flashbench import hookimpl
 
-NETS = ("vgg", "alex", "squeeze", "toy-digits")
+NETS = ("auto", "vgg", "alex", "squeeze", "toy-digits")
 
 
 @dataclass(frozen=True)
 class LPIPSConfig:
-    net: str = "vgg"
+    net: str = "auto"
 
     def __post_init__(self):
         if self.net not in NETS:
             raise ValueError(f"net must be one of {', '.join(NETS)}, got {self.net!r}")
 
 
-def build(config: LPIPSConfig, *, device="cpu", **context):
+def build(config: LPIPSConfig, *, device="cpu", teacher=None, **context):
     from flashbench.method.losses import PerceptualDistillation
 
-    if config.net == "toy-digits":
+    net_name = config.net if config.net != "auto" else getattr(teacher, "perceptual_net", "vgg")
+    if net_name == "toy-digits":
         from flashbench_plugins.toy.perceptual import toy_perceptual_distance
 
         return PerceptualDistillation(toy_perceptual_distance(device))
     from flashbench_plugins.evaluators._lpips_net import load_lpips
 
-    net = load_lpips(config.net, device)
+    net = load_lpips(net_name, device)
     return PerceptualDistillation(lambda a, b: net(a, b).flatten())
 
 

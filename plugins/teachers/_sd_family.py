@@ -152,10 +152,13 @@ class SDFamilyTeacher(Teacher):
             self.unet.enable_adapters()
 
     def lora_state_dict(self, name):
-        from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
 
-        return convert_state_dict_to_diffusers(get_peft_model_state_dict(self.unet, adapter_name=name))
+        # PEFT-format keys (``lora_A``/``lora_B``), which ``load_lora_weights`` reads as they are. Not
+        # ``convert_state_dict_to_diffusers``: it renames only the attention projections (to the legacy
+        # ``lora.down``/``lora.up``), and the loader, seeing the conv/FF layers' ``lora_A`` keys, takes the
+        # whole file for PEFT format and silently drops every attention LoRA.
+        return get_peft_model_state_dict(self.unet, adapter_name=name)
 
     def save_lora(self, name, folder):
         folder = Path(folder)
@@ -170,4 +173,14 @@ class SDFamilyTeacher(Teacher):
         return StableDiffusionPipeline
 
     def pipeline(self):
-        raise NotImplementedError
+        """``StableDiffusionPipeline`` over these components, with a trailing ``LCMScheduler`` (few-step
+        student sampling on explicit timesteps). Pixel-space families give their own (see ``toy-digits``)."""
+        if self.vae is None or self.pipeline_cls is not None:
+            raise NotImplementedError(f"{type(self).__name__} from {self.source} has no default pipeline; the teacher plugin must provide one")
+        from diffusers import LCMScheduler, StableDiffusionPipeline
+
+        sched = LCMScheduler.from_config(self.scheduler.config, timestep_spacing="trailing")
+        return StableDiffusionPipeline(
+            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet, scheduler=sched,
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )

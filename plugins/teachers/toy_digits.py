@@ -41,6 +41,7 @@ def build(config: ToyDigitsTeacherConfig, *, device="cpu", dtype=None):
         return ToyDigitsPipeline(teacher.unet, teacher.text_encoder, teacher.tokenizer, sched)
 
     teacher.pipeline = pipeline
+    teacher.perceptual_net = "toy-digits"
     return teacher
 
 

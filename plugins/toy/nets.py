@@ -6,6 +6,7 @@ or OpenCLIP-G.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -68,4 +69,11 @@ def build_clip():
     import open_clip
 
     register_clip_config()
-    return open_clip.create_model(CLIP_MODEL_NAME, pretrained=None)
+    # open_clip logs "no pretrained weights loaded" on the root logger; the caller loads ours next
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        return open_clip.create_model(CLIP_MODEL_NAME, pretrained=None)
+    finally:
+        root.setLevel(level)

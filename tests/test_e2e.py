@@ -1,0 +1,87 @@
+"""End to end on the embedded world: a shortened ``studies/ablation_losses.toml`` through the real CLI,
+the real plugins, the runner, the result store and the report; then resume."""
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from flashbench.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def shortened(tmp_path: Path, name: str = "ablation_losses.toml", **toy) -> Path:
+    data = tomllib.loads((ROOT / "studies" / name).read_text())
+    data["scale"]["toy"].update({"iterations": 8, "phase_length": 2, "batch_size": 4, "log_every": 4, **toy})
+    data["scale"]["toy"]["eval"].update({"num_samples": 48, "batch_size": 48, "teacher_steps": [6], "grid_size": 4})
+    path = tmp_path / name
+    path.write_text(tomli_w.dumps(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    study = shortened(tmp)
+    out = tmp / "run"
+    assert main(["run", str(study), "--output", str(out)]) == 0
+    return study, out
+
+
+def test_tables_shape_and_finite_metrics(run_dir):
+    import pandas as pd
+
+    _, out = run_dir
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    students = [r for r in rows if r["role"] == "student"]
+    teachers = [r for r in rows if r["role"] == "teacher"]
+    metrics = {"fd", "clip_score", "lpips_to_teacher"}
+    # 4 variants x 3 NFEs x 3 metrics; teacher at 6 (many), 4, 2 and 1 steps x 3 metrics
+    assert len(students) == 4 * 3 * 3
+    assert {r["metric"] for r in students} == metrics
+    assert sorted({r["steps"] for r in teachers}) == [1, 2, 4, 6]
+    assert all(r["status"] == "ok" and math.isfinite(r["value"]) for r in rows)
+    assert all(r["n"] == 48 for r in rows)
+    assert {r["variant"] for r in students} == {"distil", "distil+dmd", "distil+adv", "distil+adv+dmd"}
+    # provenance and cost on every student row
+    for r in students:
+        assert r["git_hash"] and r["seconds_per_step"] > 0 and r["trainable_params"] > 0
+        assert r["teacher_nfe_per_step"] >= 2 and r["student_nfe_per_step"] >= 1
+    dmd_rows = [r for r in students if "dmd" in r["variant"]]
+    assert all(r["student_nfe_per_step"] > 1 for r in dmd_rows)  # DMD adds a student evaluation
+    main_table = pd.read_csv(out / "tables" / "main.csv")
+    assert len(main_table) == 4 * 3 + 4
+    panel = pd.read_csv(out / "tables" / "panel.csv")
+    assert len(panel) == 4
+    assert (out / "tables" / "main.md").exists()
+    html = (out / "report.html").read_text()
+    assert "Figure 5(a)" in html and "data:image/png;base64" in html
+    assert (out / "study.json").exists() and (out / "provenance.json").exists() and (out / "run.log").exists()
+
+
+def test_lora_exported_per_variant(run_dir):
+    _, out = run_dir
+    for key in ("distil-s0", "distil+adv+dmd-s0"):
+        assert (out / "variants" / key / "lora" / "pytorch_lora_weights.safetensors").exists()
+        assert (out / "variants" / key / "grid_nfe4.png").exists()
+
+
+def test_rerun_skips_done_variants(run_dir, capsys):
+    study, out = run_dir
+    before = (out / "results.jsonl").read_text()
+    assert main(["run", str(study), "--output", str(out)]) == 0
+    assert (out / "results.jsonl").read_text() == before
+    assert "already done" in (out / "run.log").read_text()
+
+
+def test_report_rerenders_from_stored_results(run_dir):
+    _, out = run_dir
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.html").exists()
