@@ -146,8 +146,10 @@ class TeacherContract:
 
     # --- fixtures and helpers ---------------------------------------------------------------------------
     @pytest.fixture(scope="class")
-    def teacher(self) -> Teacher:
-        teacher = self.make_teacher()
+    @classmethod
+    def teacher(cls, request) -> Teacher:
+        # request.cls: the concrete Test... subclass (a classmethod fixture may be bound to the base class)
+        teacher = request.cls().make_teacher()
         assert isinstance(teacher, Teacher), f"make_teacher() returned {type(teacher).__name__}, not a flashbench Teacher"
         return teacher
 
@@ -284,14 +286,15 @@ class TeacherContract:
     def test_gradients_reach_only_lora_and_head(self, teacher, inputs):
         x, t, cond = inputs
         channels, size = teacher.discriminator_input()
-        torch.manual_seed(0)
         head = DiscriminatorHead(channels, size).to(teacher.device)
         sched = teacher.schedule
+        noise = torch.randn(x.shape, generator=torch.Generator("cpu").manual_seed(2)).to(x.device, x.dtype)
         with self.lora(teacher) as (_, params):
+            # as in a training step: the student's x0, re-noised, through the frozen encoder into the head
             eps = teacher.eps(x, t, cond, student=True)
             x0 = sched.x0_from_eps(x, eps, t)
             t_adv = torch.full_like(t, sched.continuous_timestep(0.5))
-            feats = teacher.encoder_features(sched.add_noise(x0, torch.randn_like(x0), t_adv), t_adv, cond)
+            feats = teacher.encoder_features(sched.add_noise(x0, noise, t_adv), t_adv, cond)
             loss = eps.float().square().mean() + head(feats).square().mean()
             loss.backward()
             missing = [i for i, p in enumerate(params) if p.grad is None]

@@ -45,6 +45,16 @@ def write_tiny_sd(root):
     return root
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # tiny models: one thread is fastest, and two threads on a busy 2-core machine spin in OpenMP barriers
+    # (a 16x16 UNet forward goes from 6 ms to 2 s)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny_sd_folder(tmp_path_factory):
     return write_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
@@ -62,7 +72,8 @@ class TestToyDigitsTeacher(TeacherContract):
 
 class TestTinyLatentSDTeacher(TeacherContract):
     @pytest.fixture(scope="class", autouse=True)
-    def _folder(self, request, tiny_sd_folder):
+    @classmethod
+    def _folder(cls, request, tiny_sd_folder):
         request.cls.folder = tiny_sd_folder
 
     def make_teacher(self):

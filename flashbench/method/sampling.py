@@ -16,17 +16,22 @@ from .teacher import Teacher
 
 
 @torch.no_grad()
-def student_sample(teacher: Teacher, cond: Cond, noise: torch.Tensor, steps: int, generator: torch.Generator) -> torch.Tensor:
+def student_sample(
+    teacher: Teacher, cond: Cond, noise: torch.Tensor, steps: int, generator: torch.Generator, *, fresh_noise: bool = True
+) -> torch.Tensor:
+    """``fresh_noise=False`` re-noises deterministically with the student's own epsilon (a DDIM step)."""
     sched = teacher.schedule
     ts = sched.sampling_timesteps(steps)
     x = noise
     x0 = noise
     for k, t in enumerate(ts):
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        x0 = sched.x0_from_eps(x, teacher.eps(x, tt, cond, student=True), t)
+        eps = teacher.eps(x, tt, cond, student=True)
+        x0 = sched.x0_from_eps(x, eps, t)
         if k + 1 < len(ts):
-            fresh = torch.randn(x.shape, generator=generator, device="cpu").to(x.device, x.dtype)
-            x = sched.add_noise(x0, fresh, ts[k + 1])
+            if fresh_noise:
+                eps = torch.randn(x.shape, generator=generator, device="cpu").to(x.device, x.dtype)
+            x = sched.add_noise(x0, eps, ts[k + 1])
     return teacher.decode(x0)
 
 
