@@ -30,22 +30,22 @@ evaluators, datasets) are named by their registry name; `flashbench plugins` lis
 MAIN_EPILOG = """\
 typical session:
   flashbench plugins                              # what components are installed
-  flashbench validate studies/fig5a_losses.toml   # check a study before spending compute
-  flashbench run studies/fig5a_losses.toml        # train + evaluate every variant, write the report
+  flashbench validate studies/ablation_losses.toml   # check a study before spending compute
+  flashbench run studies/ablation_losses.toml        # train + evaluate every variant, write the report
   flashbench report runs/ablation_losses-toy      # re-render a report from stored results
 
 `flashbench COMMAND --help` describes each command."""
 
 RUN_EPILOG = """\
 The study is resolved and validated first: if anything is wrong, every problem is printed and
-nothing is written. Results, the resolved study, checkpoints and the HTML report go to --output
-(default: runs/<study name>-<scale>). An interrupted run resumes where it stopped when the same
-command is run again.
+nothing is written. Results, the resolved study, each student's LoRA, sample grids and the HTML
+report go to --output (default: runs/<study name>-<scale>). Run the same command again after an
+interruption: variants already finished are skipped (a variant cut off mid-training restarts).
 
 examples:
-  flashbench run studies/fig5a_losses.toml                  # the study's default scale
-  flashbench run studies/fig5a_losses.toml --scale paper    # the paper's recipe (GPUs, hours)
-  flashbench run studies/fig5a_losses.toml --output /scratch/fig5a"""
+  flashbench run studies/ablation_losses.toml                  # the study's default scale
+  flashbench run studies/ablation_losses.toml --scale paper    # the paper's recipe (GPUs, hours)
+  flashbench run studies/ablation_losses.toml --output /scratch/fig5a"""
 
 VALIDATE_EPILOG = """\
 Checks the file's syntax, every key and value in every section, and resolves every variant at one
@@ -54,9 +54,9 @@ checked for that scale only, since the paper scale may name models not installed
 --all-scales to check each scale the file defines. Exit status: 0 valid, 2 problems.
 
 examples:
-  flashbench validate studies/fig5a_losses.toml
-  flashbench validate studies/fig5a_losses.toml --scale paper
-  flashbench validate studies/fig5a_losses.toml --json > resolved.json"""
+  flashbench validate studies/ablation_losses.toml
+  flashbench validate studies/ablation_losses.toml --scale paper
+  flashbench validate studies/ablation_losses.toml --json > resolved.json"""
 
 PLUGINS_EPILOG = f"""\
 Built-in components come with flashbench; third-party packages add more through the entry-point

@@ -27,6 +27,7 @@ class StudyResources:
         key = (kind, spec.name, repr(sorted(spec.options.items())), id(context.get("teacher")))
         if key not in self._cache:
             self.loads[kind] = self.loads.get(kind, 0) + 1
+            log.info("loading %s %s", kind, spec.name)
             self._cache[key] = self.components.get(kind, spec.name).build(spec.options, **context)
         return self._cache[key]
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+from flashbench import hookimpl
 from flashbench.cli import main
+from flashbench.plugins import collect_components, get_plugin_manager
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -25,13 +27,48 @@ def shortened(tmp_path: Path, name: str = "ablation_losses.toml", **toy) -> Path
     return path
 
 
+class Recorder:
+    """A lifecycle plugin: records what the runner tells it."""
+
+    def __init__(self):
+        self.calls = []
+
+    @hookimpl
+    def before_study(self, study, run_dir):
+        self.calls.append(("before_study", study.name))
+
+    @hookimpl
+    def after_variant(self, study, variant, rows, run_dir):
+        self.calls.append(("after_variant", variant.name, len(rows)))
+
+    @hookimpl
+    def after_study(self, study, run_dir, report_path):
+        self.calls.append(("after_study", Path(report_path).name))
+
+
+RECORDER = Recorder()
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     study = shortened(tmp)
     out = tmp / "run"
-    assert main(["run", str(study), "--output", str(out)]) == 0
+    components = collect_components(get_plugin_manager(extra_plugins=[RECORDER]))
+    assert main(["run", str(study), "--output", str(out)], components=components) == 0
     return study, out
+
+
+def test_lifecycle_hooks_and_single_loads(run_dir):
+    _, out = run_dir
+    names = [c[0] for c in RECORDER.calls]
+    assert names == ["before_study"] + ["after_variant"] * 4 + ["after_study"]
+    assert all(c[2] == 9 for c in RECORDER.calls[1:5])  # 3 NFEs x 3 metrics per variant
+    assert RECORDER.calls[-1] == ("after_study", "report.html")
+    log = (out / "run.log").read_text()
+    # the teacher, the dataset and each evaluator are loaded once per study, not once per variant
+    assert log.count("loading teacher toy-digits") == 1
+    assert log.count("loading evaluator toy-fd") == 1
 
 
 def test_tables_shape_and_finite_metrics(run_dir):
@@ -85,3 +122,16 @@ def test_report_rerenders_from_stored_results(run_dir):
     (out / "report.html").unlink()
     assert main(["report", str(out)]) == 0
     assert (out / "report.html").exists()
+
+
+@pytest.mark.parametrize("name", ["ablation_gan.toml", "ablation_distil.toml", "ablation_guidance.toml", "ablation_k.toml", "ablation_timesteps.toml"])
+def test_every_figure5_panel_runs_on_the_toy_world(tmp_path, name):
+    study = shortened(tmp_path, name, iterations=4, phase_length=1)
+    data = tomllib.loads(study.read_text())
+    data["scale"]["toy"]["eval"].update({"num_samples": 16, "batch_size": 16, "teacher_steps": [2], "nfe": [1, 4]})
+    study.write_text(tomli_w.dumps(data))
+    out = tmp_path / "run"
+    assert main(["run", str(study), "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert rows and all(r["status"] == "ok" and math.isfinite(r["value"]) for r in rows)
+    assert "reproduced" in (out / "report.html").read_text()

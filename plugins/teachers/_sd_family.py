@@ -37,6 +37,9 @@ class SDFamilyTeacher(Teacher):
     def __init__(self, source: str, *, device="cpu", dtype=torch.float32, lora_targets=DEFAULT_LORA_TARGETS, default_lora_rank: int = 64, pipeline_cls=None):
         from diffusers import DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one "Loading weights" bar per component drowns the run's own bars
 
         self.source = str(source)
         self.device, self.dtype = torch.device(device), dtype
