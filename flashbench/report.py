@@ -211,6 +211,15 @@ def panel_table(study: dict, df):
     nfe = _primary_nfe(study, _ok_rows(df))
     metrics = list(metric_directions(df))
     axes, axis_values = _axis_values(study, df)
+    if "variant" in axes:
+        # the explicit variant's name: the row's own name when there is no matrix (drop the duplicate),
+        # the group a matrix cell belongs to otherwise
+        axes = [a for a in axes if a != "variant"]
+        if axes:
+            axes.insert(0, "variant_group")
+            for values in axis_values.values():
+                if "variant" in values:
+                    values["variant_group"] = values["variant"]
     students = main[(main["role"] == "student") & (main["nfe"] == nfe)] if not main.empty and nfe is not None \
         else main.iloc[0:0]
     several_seeds = any(f"{m}_std" in main.columns for m in metrics)

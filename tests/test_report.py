@@ -191,3 +191,19 @@ def test_single_seed_has_no_std(tmp_path):
     assert main.loc[0, "trainable_params"] == 26_400_000
     md = (tmp_path / "tables" / "main.md").read_text()
     assert "±" not in md and "26.4M" in md
+
+
+def test_explicit_variant_axis_is_not_a_second_variant_column(tmp_path):
+    """The loader records explicit variants as axis "variant": the panel must not repeat the column."""
+    store = ResultStore(tmp_path)
+    names = ["distil", "distil+adv"]
+    store.write_study({"name": "losses", "title": "Loss terms", "primary_nfe": 2,
+                       "variants": [{"name": n, "key": f"{n}-s0", "seed": 0, "axes": {"variant": n}} for n in names]})
+    for i, n in enumerate(names):
+        store.add_rows([{"variant": n, "variant_key": f"{n}-s0", "seed": 0, "role": "student", "nfe": 2, "steps": 2,
+                         "metric": "fd", "value": 20.0 + i, "n": 8, "higher_is_better": False, "axis.variant": n}])
+        store.mark_done(f"{n}-s0", {})
+    render_report(tmp_path)
+    panel = pd.read_csv(tmp_path / "tables" / "panel.csv")
+    assert list(panel.columns) == ["variant", "nfe", "seeds", "n", "fd"]
+    assert list(panel["variant"]) == names and list(panel["fd"]) == [20.0, 21.0]
