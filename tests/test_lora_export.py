@@ -11,25 +11,12 @@ import torch
 
 from flashbench.config import ComponentSpec, TrainConfig
 from flashbench.method.sampling import student_sample
-from flashbench.plugins import collect_components
 
 TIMESTEPS = [999, 749, 499, 249]
 PROMPTS = ["a red digit one", "a green digit four", "a blue digit seven", "a magenta digit zero"]
 ADAPTER = "export"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny models: one thread is fastest, and two threads on a busy 2-core machine spin in OpenMP barriers
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def components():
-    return collect_components()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import torch
 from flashbench.errors import MissingWeightsError
 from flashbench.testing import TeacherContract, tiny_text_prompts
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def write_tiny_sd(root):
     """A tiny SD1.5-shaped diffusers folder (random weights, seeded): 8x8x4 latents, 16x16 images."""
@@ -45,14 +47,6 @@ def write_tiny_sd(root):
     return root
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny models: one thread is fastest, and two threads on a busy 2-core machine spin in OpenMP barriers
-    # (a 16x16 UNet forward goes from 6 ms to 2 s)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -9,26 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from flashbench.errors import MissingWeightsError
-from flashbench.plugins import collect_components
 from flashbench_plugins.toy import data
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny models and 128x128 matrices: one thread is fastest, and two threads on a busy 2-core machine spin
-    # in OpenMP / OpenBLAS barriers (a tiny forward or a sqrtm goes from milliseconds to seconds)
-    from threadpoolctl import threadpool_limits
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def components():
-    return collect_components()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
