@@ -57,7 +57,7 @@ from torch import nn
 from .method.discriminator import DiscriminatorHead
 from .method.teacher import Teacher
 
-__all__ = ["TeacherContract", "tiny_text_prompts"]
+__all__ = ["TeacherContract", "tiny_text_prompts", "flash_training_smoke"]
 
 _TINY_PROMPTS = (
     "a red digit one",
@@ -355,3 +355,32 @@ class TeacherContract:
                 if denoiser is teacher.denoiser:  # the pipeline shares the teacher's weights: take its adapter off
                     for adapter in loaded:
                         teacher.remove_lora(adapter)
+
+
+def flash_training_smoke(teacher: Teacher, batches, *, num_timesteps: int = 8, lora_rank: int = 4, lr: float = 1e-3,
+                         guidance: tuple[float, float] = (1.5, 3.0), adapter_name: str = "smoke", seed: int = 0):
+    """Run ``len(batches)`` steps of the full method (MSE + LSGAN + DMD, flash pi with one-iteration phases,
+    so every loss term is active from the second step) on ``teacher``; returns ``(trainer, stats)``.
+
+    ``batches`` are :class:`flashbench.method.data.Batch` objects (images in [-1, 1], prompts, extras).
+    The adapter stays active so the caller can sample and export; call ``trainer.close()`` afterwards.
+    """
+    from .config import TrainConfig
+    from .method.losses import LSGAN, DMDLoss, MSEDistillation
+    from .method.solvers import DPMSolverPP2M
+    from .method.timesteps import FlashMixture
+    from .method.trainer import FlashTrainer
+
+    class _Text:
+        def prepare(self, t, prompts, extras=None):
+            return t.encode_prompts(list(prompts), extras), t.null_condition(list(prompts), extras)
+
+    steps = len(batches)
+    cfg = TrainConfig(num_timesteps=num_timesteps, phase_length=1, iterations=steps, batch_size=len(batches[0].prompts),
+                      learning_rate=lr, disc_learning_rate=lr, guidance_min=guidance[0], guidance_max=guidance[1],
+                      lora_rank=lora_rank)
+    torch.manual_seed(seed)
+    trainer = FlashTrainer(teacher, _Text(), DPMSolverPP2M(), FlashMixture(num_timesteps, 1, 4), cfg,
+                           distil=MSEDistillation(), gan=LSGAN(), dmd=DMDLoss(), adapter_name=adapter_name, seed=seed)
+    stats = [trainer.step(batch, i) for i, batch in enumerate(batches)]
+    return trainer, stats
