@@ -135,3 +135,34 @@ def test_every_figure5_panel_runs_on_the_toy_world(tmp_path, name):
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert rows and all(r["status"] == "ok" and math.isfinite(r["value"]) for r in rows)
     assert "reproduced" in (out / "report.html").read_text()
+
+
+class NaNLossPlugin:
+    """A third-party-style plugin registering a distillation loss that blows up."""
+
+    @hookimpl
+    def register_losses(self, register):
+        def build(config, **context):
+            import torch
+
+            return lambda student, teacher, decode: (student - teacher).pow(2).mean() * torch.tensor(float("nan"))
+
+        register("nan-mse", build, tags=("distillation",), description="MSE times NaN (tests numerical faults)")
+
+
+def test_nan_loss_fails_the_variant_and_the_study_goes_on(tmp_path):
+    study = shortened(tmp_path, iterations=4, phase_length=1)
+    data = tomllib.loads(study.read_text())
+    data["variants"][0]["distil_loss"] = "nan-mse"  # "distil" blows up; the three others must still run
+    data["scale"]["toy"]["eval"].update({"num_samples": 16, "batch_size": 16, "teacher_steps": [2], "nfe": [4]})
+    study.write_text(tomli_w.dumps(data))
+    out = tmp_path / "run"
+    components = collect_components(get_plugin_manager(extra_plugins=[NaNLossPlugin()]))
+    assert main(["run", str(study), "--output", str(out)], components=components) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["variant"] == "distil" and failed[0]["step"] == 0
+    assert "non-finite distil loss" in failed[0]["reason"]
+    ok_variants = {r["variant"] for r in rows if r["status"] == "ok" and r["role"] == "student"}
+    assert ok_variants == {"distil+dmd", "distil+adv", "distil+adv+dmd"}
+    assert "non-finite distil loss" in (out / "report.html").read_text()
