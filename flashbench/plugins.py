@@ -16,6 +16,13 @@ from .registry import HOOK_FOR_KIND, KINDS, Component, Registry
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "flashbench_plugins.teachers.toy_digits",
+    "flashbench_plugins.teachers.sd15",
+    "flashbench_plugins.teachers.inpaint",
+    "flashbench_plugins.teachers.superres",
+    "flashbench_plugins.teachers.sdxl",
+    "flashbench_plugins.teachers.adapter_canny",
+    "flashbench_plugins.teachers.adapter_depth",
+    "flashbench_plugins.teachers.pixart_alpha",
     "flashbench_plugins.conditionings.text",
     "flashbench_plugins.datasets.toy_digits",
     "flashbench_plugins.losses.mse",

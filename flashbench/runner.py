@@ -72,7 +72,6 @@ class StudyRunner:
         self.progress = progress
         self.resources = StudyResources(components, self.device)
         self._eval_inputs: dict = {}
-        self._references: dict = {}
 
     # --- shared evaluation inputs ----------------------------------------------------------------------
     def eval_inputs(self, train: TrainConfig, ev: EvalConfig, seed: int):
@@ -84,26 +83,54 @@ class StudyRunner:
             teacher = self.resources.teacher(train.teacher)
             prompts_ds = self.resources.dataset(ev.prompts)
             prompts = prompts_ds.eval_prompts(ev.num_samples, seed=0)
+            extras = prompts_ds.eval_extras(ev.num_samples, seed=0)
             g = torch.Generator("cpu").manual_seed(10_000 + seed)
             noise = torch.randn((ev.num_samples, *teacher.latent_shape), generator=g)
-            self._eval_inputs[key] = (prompts, noise)
+            self._eval_inputs[key] = (prompts, noise, extras)
         return self._eval_inputs[key]
 
-    def _batched(self, fn, prompts, noise, batch_size):
-        import torch
-
+    def evaluators(self, ev: EvalConfig) -> list:
         out = []
-        for i in range(0, len(prompts), batch_size):
-            out.append(fn(prompts[i : i + batch_size], noise[i : i + batch_size].to(self.device)).cpu())
-        return torch.cat(out)
-
-    def _evaluate(self, images, prompts, ev: EvalConfig, reference):
-        values = {}
         for spec in ev.evaluators:
             evaluator = self.resources.evaluator(spec)
             evaluator.prepare(self.resources.dataset(ev.prompts), ev.num_samples)
-            values[evaluator.metric] = (evaluator.evaluate(images, prompts, reference=reference if evaluator.needs_teacher_reference else None), evaluator.higher_is_better)
-        return values
+            out.append(evaluator)
+        return out
+
+    def sample_and_evaluate(self, sample_fn, train, ev: EvalConfig, seed: int, grid_path: Path, *, save_reference: Path | None = None):
+        """Generate the evaluation set batch by batch and stream it through every evaluator.
+
+        Only one batch of images is in memory at a time; the teacher's many-step reference (for
+        LPIPS-to-teacher) is read back chunk by chunk, or written when ``save_reference`` is given.
+        Returns ({metric: (value, higher_is_better)}, number of samples, seconds spent sampling).
+        """
+        prompts, noise, extras = self.eval_inputs(train, ev, seed)
+        evaluators = self.evaluators(ev)
+        for e in evaluators:
+            e.reset()
+        ref_dir = save_reference or self.reference_dir(train, ev, seed)
+        needs_ref = any(e.needs_teacher_reference for e in evaluators)
+        grid, seconds = [], 0.0
+        for chunk, i in enumerate(range(0, len(prompts), ev.batch_size)):
+            batch_prompts = prompts[i : i + ev.batch_size]
+            t0 = time.perf_counter()
+            batch_extras = {k: v[i : i + ev.batch_size].to(self.device) for k, v in extras.items()}
+            images = sample_fn(batch_prompts, noise[i : i + ev.batch_size].to(self.device), batch_extras).float().cpu()
+            seconds += time.perf_counter() - t0
+            if save_reference is not None:
+                _save_chunk(save_reference, chunk, images)
+            reference = images if save_reference is not None else (_load_chunk(ref_dir, chunk) if needs_ref else None)
+            for e in evaluators:
+                e.update(images, batch_prompts, reference=reference if e.needs_teacher_reference else None)
+            if sum(len(g) for g in grid) < ev.grid_size:
+                grid.append(images[: ev.grid_size - sum(len(g) for g in grid)])
+        if save_reference is not None:
+            (save_reference / "complete").write_text(str(len(prompts)))
+        if grid and ev.grid_size:
+            import torch
+
+            _image_grid(torch.cat(grid), ev.grid_size).save(grid_path)
+        return {e.metric: (e.compute(), e.higher_is_better) for e in evaluators}, len(prompts), seconds
 
     # --- teacher baselines -------------------------------------------------------------------------
     def teacher_steps(self, ev: EvalConfig) -> list[int]:
@@ -115,54 +142,44 @@ class StudyRunner:
                     steps.add(n // 2)  # the same NFE
         return sorted(steps, reverse=True)
 
-    def reference_samples(self, train, ev, seed):
-        """The teacher's many-step samples (max of teacher_steps) from the evaluation noise and prompts."""
-        import torch
-        from safetensors.torch import load_file, save_file
+    def reference_dir(self, train, ev, seed) -> Path:
+        """Where the teacher's many-step samples (max of teacher_steps) are kept, one file per batch."""
+        return self.store.variant_dir(f"teacher-s{seed}") / f"reference_steps{max(ev.teacher_steps)}"
 
-        key = (train.teacher, ev.prompts, ev.num_samples, seed, max(ev.teacher_steps), ev.guidance)
-        if key in self._references:
-            return self._references[key]
-        path = self.store.variant_dir(f"teacher-s{seed}") / f"reference_steps{max(ev.teacher_steps)}.safetensors"
-        if path.exists():
-            ref = load_file(str(path))["images"]
-        else:
-            ref = self._teacher_images(train, ev, seed, max(ev.teacher_steps))
-            save_file({"images": ref.contiguous()}, str(path))
-        self._references[key] = ref
-        return ref
-
-    def _teacher_images(self, train, ev, seed, steps):
+    def _teacher_sampler(self, train, ev, steps):
         from .method.sampling import teacher_sample
 
         teacher = self.resources.teacher(train.teacher)
         cond_plugin = self.resources.conditioning(train.conditioning)
         solver = self.components.get("solver", train.solver.name).build(train.solver.options)
-        prompts, noise = self.eval_inputs(train, ev, seed)
 
-        def fn(p, z):
-            c, u = cond_plugin.prepare(teacher, p)
+        def fn(p, z, extras):
+            c, u = cond_plugin.prepare(teacher, p, extras)
             return teacher_sample(teacher, solver, c, u, z, steps, ev.guidance)
 
-        return self._batched(fn, prompts, noise, ev.batch_size)
+        return fn
 
     def run_teacher_baselines(self, variant) -> None:
         key = f"teacher-s{variant.seed}"
         if self.store.is_done(key):
             return
         train, ev, seed = variant.train, variant.eval, variant.seed
-        prompts, _ = self.eval_inputs(train, ev, seed)
-        reference = self.reference_samples(train, ev, seed)
         vdir = self.store.variant_dir(key)
         rows = []
-        for steps in self.teacher_steps(ev):
-            t0 = time.perf_counter()
-            images = reference if steps == max(ev.teacher_steps) else self._teacher_images(train, ev, seed, steps)
-            seconds = time.perf_counter() - t0
-            _image_grid(images[: ev.grid_size], ev.grid_size).save(vdir / f"grid_steps{steps:03d}_nfe{2 * steps}.png")
-            for metric, (value, hib) in self._evaluate(images, prompts, ev, reference).items():
-                rows.append(self._row("teacher", key, "teacher", seed, {}, 2 * steps, steps, metric, value, hib, len(images), sample_seconds=seconds))
-            log.info("teacher %d steps (%d NFE): %s", steps, 2 * steps, {r["metric"]: round(r["value"], 4) for r in rows[-len(ev.evaluators):]})
+        # the many-step run comes first: it writes the reference the others are compared with
+        order = sorted(self.teacher_steps(ev), key=lambda s: (s != max(ev.teacher_steps), -s))
+        for steps in order:
+            is_reference = steps == max(ev.teacher_steps)
+            ref_dir = self.reference_dir(train, ev, seed)
+            if is_reference:
+                ref_dir.mkdir(parents=True, exist_ok=True)
+            values, n, seconds = self.sample_and_evaluate(
+                self._teacher_sampler(train, ev, steps), train, ev, seed, vdir / f"grid_steps{steps:03d}_nfe{2 * steps}.png",
+                save_reference=ref_dir if is_reference else None,
+            )
+            for metric, (value, hib) in values.items():
+                rows.append(self._row("teacher", key, "teacher", seed, {}, 2 * steps, steps, metric, value, hib, n, sample_seconds=seconds))
+            log.info("teacher %d steps (%d NFE): %s", steps, 2 * steps, {m: round(v, 4) for m, (v, _) in values.items()})
         self.store.add_rows(rows)
         self.store.mark_done(key, {"status": "ok", "rows": len(rows)})
 
@@ -195,28 +212,23 @@ class StudyRunner:
                 log.error("%s failed: %s", variant.name, exc)
                 return [self._row("student", variant.key, variant.name, seed, variant.axes, None, None, exc.term, None, None, 0, status="failed", reason=str(exc), step=exc.step)]
             teacher.save_lora(trainer.adapter_name, vdir / "lora")
-            prompts, noise = self.eval_inputs(train, ev, seed)
-            reference = self.reference_samples(train, ev, seed)
             rows = []
             for nfe in ev.nfe:
                 g = torch.Generator("cpu").manual_seed(20_000 + seed)
 
-                def fn(p, z):
-                    c, _ = cond_plugin.prepare(teacher, p)
+                def fn(p, z, extras):
+                    c, _ = cond_plugin.prepare(teacher, p, extras)
                     return student_sample(teacher, c, z, nfe, g)
 
-                t0 = time.perf_counter()
-                images = self._batched(fn, prompts, noise, ev.batch_size)
-                seconds = time.perf_counter() - t0
-                _image_grid(images[: ev.grid_size], ev.grid_size).save(vdir / f"grid_nfe{nfe}.png")
-                for metric, (value, hib) in self._evaluate(images, prompts, ev, reference).items():
+                values, n, seconds = self.sample_and_evaluate(fn, train, ev, seed, vdir / f"grid_nfe{nfe}.png")
+                for metric, (value, hib) in values.items():
                     rows.append(
-                        self._row("student", variant.key, variant.name, seed, variant.axes, nfe, nfe, metric, value, hib, len(images),
+                        self._row("student", variant.key, variant.name, seed, variant.axes, nfe, nfe, metric, value, hib, n,
                                   sample_seconds=seconds, trainable_params=summary.trainable_params, iterations=summary.iterations,
                                   seconds_per_step=summary.seconds_per_step, teacher_nfe_per_step=summary.teacher_nfe_per_step,
                                   student_nfe_per_step=summary.student_nfe_per_step, train_seconds=summary.seconds)
                     )
-                log.info("%s %d NFE: %s", variant.name, nfe, {r["metric"]: round(r["value"], 4) for r in rows[-len(ev.evaluators):]})
+                log.info("%s %d NFE: %s", variant.name, nfe, {m: round(v, 4) for m, (v, _) in values.items()})
             return rows
         finally:
             trainer.close()
@@ -260,6 +272,29 @@ class StudyRunner:
                 summary = ", ".join(f"{r['metric']}@{r['nfe']}={r['value']:.4g}" for r in ok) or rows[0].get("reason", "failed")
                 print(f"[{index + 1}/{len(self.study.variants)}] {variant.name} (seed {variant.seed}): {summary}", flush=True)
             yield variant, rows
+
+
+def _save_chunk(folder: Path, index: int, images) -> None:
+    from safetensors.torch import save_file
+
+    tmp = folder / f".{index:05d}.tmp"
+    save_file({"images": images.to(torch_half()).contiguous()}, str(tmp))
+    tmp.replace(folder / f"{index:05d}.safetensors")
+
+
+def _load_chunk(folder: Path, index: int):
+    from safetensors.torch import load_file
+
+    path = folder / f"{index:05d}.safetensors"
+    if not path.exists():
+        raise RuntimeError(f"missing teacher reference chunk {path}; delete {folder.parent} to recompute the baselines")
+    return load_file(str(path))["images"].float()
+
+
+def torch_half():
+    import torch
+
+    return torch.float16
 
 
 def _setup_logging(run_dir: Path) -> logging.Handler:

@@ -57,7 +57,7 @@ from torch import nn
 from .method.discriminator import DiscriminatorHead
 from .method.teacher import Teacher
 
-__all__ = ["TeacherContract", "tiny_text_prompts", "flash_training_smoke"]
+__all__ = ["TeacherContract", "tiny_text_prompts", "flash_training_smoke", "adapter_names"]
 
 _TINY_PROMPTS = (
     "a red digit one",
@@ -103,7 +103,8 @@ def _snapshot(teacher: Teacher, lora: list[nn.Parameter]) -> dict[str, torch.Ten
     return state
 
 
-def _adapter_names(module: nn.Module) -> set[str]:
+def adapter_names(module: nn.Module) -> set[str]:
+    """Names of the peft adapters attached to ``module``."""
     return set(getattr(module, "peft_config", None) or {})
 
 
@@ -143,6 +144,11 @@ class TeacherContract:
             if isinstance(module, nn.Module):
                 return module
         raise AssertionError(f"{type(pipe).__name__} has no unet/transformer; override pipeline_denoiser()")
+
+    def load_lora_into(self, pipe, folder: Path) -> None:
+        """Load the exported student into the family's pipeline (default: diffusers' ``load_lora_weights``;
+        a family whose pipeline has none, e.g. PixArt-alpha, loads its peft adapter here)."""
+        pipe.load_lora_weights(str(folder))
 
     # --- fixtures and helpers ---------------------------------------------------------------------------
     @pytest.fixture(scope="class")
@@ -344,9 +350,9 @@ class TeacherContract:
             assert folder.is_dir() and any(folder.iterdir()), f"save_lora wrote nothing to {folder}"
             pipe = teacher.pipeline()
             denoiser = self.pipeline_denoiser(pipe)
-            existing = _adapter_names(denoiser)
-            pipe.load_lora_weights(str(folder))
-            loaded = _adapter_names(denoiser) - existing
+            existing = adapter_names(denoiser)
+            self.load_lora_into(pipe, folder)
+            loaded = adapter_names(denoiser) - existing
             try:
                 with torch.no_grad():
                     reloaded = teacher.eps(x, t, cond, student=True, module=denoiser)

@@ -29,6 +29,11 @@ class Dataset(ABC):
     def reference_images(self, n: int, seed: int = 0) -> torch.Tensor:
         """Real held-out images in [-1, 1] for reference statistics."""
 
+    def eval_extras(self, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Extra conditioning inputs (masks, low-res images, control images) for the ``n`` evaluation
+        prompts, batch first; empty for text-only datasets."""
+        return {}
+
     def reference_id(self) -> str:
         """Identifies the reference set for caching statistics."""
         return self.name

@@ -20,7 +20,7 @@ def _groups(channels: int) -> int:
 class DiscriminatorHead(nn.Module):
     def __init__(self, in_channels: int, feature_size: int, hidden: int | None = None, max_blocks: int = 3):
         super().__init__()
-        hidden = hidden or in_channels
+        hidden = hidden or min(in_channels, 256)  # wide DiT tokens (1152 ch) would make a 64M-parameter head
         layers: list[nn.Module] = []
         size, ch = feature_size, in_channels
         for _ in range(max_blocks):

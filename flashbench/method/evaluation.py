@@ -1,4 +1,9 @@
-"""What the method needs from an evaluator plugin, and the Fréchet distance maths."""
+"""What the method needs from an evaluator plugin, and the Fréchet distance maths.
+
+Evaluators are streamed: the runner calls ``reset()``, then ``update()`` once per generated batch, then
+``compute()``, so no evaluator needs all images in memory at once (5,000 images at 1024 px would not
+fit). ``evaluate()`` is the one-batch shortcut.
+"""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -13,11 +18,67 @@ class Evaluator(ABC):
     needs_teacher_reference: bool = False  # LPIPS-to-teacher compares with the teacher's many-step samples
 
     def prepare(self, dataset, num_samples: int, seed: int = 0) -> None:
-        """Compute (and cache) anything that depends only on the dataset, e.g. reference statistics."""
+        """Compute (or load from cache) what depends only on the dataset, e.g. reference statistics."""
 
     @abstractmethod
+    def reset(self) -> None:
+        """Forget the batches seen so far."""
+
+    @abstractmethod
+    def update(self, images: torch.Tensor, prompts: list[str], *, reference: torch.Tensor | None = None) -> None:
+        """Add generated images (B, 3, H, W) in [-1, 1] for their prompts (and the teacher's reference images)."""
+
+    @abstractmethod
+    def compute(self) -> float:
+        """The metric over every batch since ``reset``."""
+
     def evaluate(self, images: torch.Tensor, prompts: list[str], *, reference: torch.Tensor | None = None) -> float:
-        """Score generated images (B, 3, H, W) in [-1, 1] for their prompts."""
+        self.reset()
+        self.update(images, prompts, reference=reference)
+        return self.compute()
+
+
+class MeanEvaluator(Evaluator):
+    """An evaluator whose metric is the mean of a per-sample score."""
+
+    def reset(self) -> None:
+        self._sum, self._count = 0.0, 0
+
+    def add(self, per_sample: torch.Tensor) -> None:
+        self._sum += float(per_sample.double().sum())
+        self._count += int(per_sample.numel())
+
+    def compute(self) -> float:
+        if not self._count:
+            raise ValueError(f"{self.metric}: no samples were given")
+        return self._sum / self._count
+
+
+class FrechetEvaluator(Evaluator):
+    """A Fréchet distance between the features of generated and reference images (via clean-fid's maths).
+
+    Subclasses provide ``features(images) -> (B, D) numpy`` and set ``self.reference`` (mu, sigma) in
+    ``prepare``; generated features are accumulated batch by batch.
+    """
+
+    reference: tuple[np.ndarray, np.ndarray] | None = None
+
+    @abstractmethod
+    def features(self, images: torch.Tensor) -> np.ndarray: ...
+
+    def reset(self) -> None:
+        self._feats: list[np.ndarray] = []
+
+    def update(self, images, prompts, *, reference=None) -> None:
+        self._feats.append(self.features(images))
+
+    def compute(self) -> float:
+        from cleanfid.fid import frechet_distance
+
+        if self.reference is None:
+            raise RuntimeError(f"{self.metric}: prepare() must compute the reference statistics first")
+        mu, sigma = feature_statistics(np.concatenate(self._feats))
+        return float(frechet_distance(mu, sigma, *self.reference))
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

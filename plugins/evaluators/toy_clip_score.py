@@ -13,11 +13,11 @@ def build(config, *, device="cpu"):
     import torch
     import torch.nn.functional as F
 
-    from flashbench.method.evaluation import Evaluator
+    from flashbench.method.evaluation import MeanEvaluator
     from flashbench_plugins.toy.nets import CLIP_MODEL_NAME
     from flashbench_plugins.toy.perceptual import load_clip
 
-    class ToyClipScore(Evaluator):
+    class ToyClipScore(MeanEvaluator):
         metric = "clip_score"
         higher_is_better = True
 
@@ -26,10 +26,10 @@ def build(config, *, device="cpu"):
             self.tokenizer = open_clip.get_tokenizer(CLIP_MODEL_NAME)
 
         @torch.no_grad()
-        def evaluate(self, images, prompts, *, reference=None):
+        def update(self, images, prompts, *, reference=None):
             img = F.normalize(self.model.encode_image(images.to(device).float().clamp(-1, 1)), dim=-1)
             txt = F.normalize(self.model.encode_text(self.tokenizer(list(prompts)).to(device)), dim=-1)
-            return float((img * txt).sum(-1).mean())
+            self.add((img * txt).sum(-1))
 
     return ToyClipScore()
 

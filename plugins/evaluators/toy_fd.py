@@ -19,14 +19,12 @@ class ToyFDConfig:
 
 
 def build(config: ToyFDConfig, *, device="cpu"):
-    import numpy as np
     import torch
-    from cleanfid.fid import frechet_distance
 
-    from flashbench.method.evaluation import Evaluator, feature_statistics
+    from flashbench.method.evaluation import FrechetEvaluator, feature_statistics
     from flashbench_plugins.toy.perceptual import load_features
 
-    class ToyFD(Evaluator):
+    class ToyFD(FrechetEvaluator):
         metric = "fd"
         higher_is_better = False
 
@@ -36,7 +34,7 @@ def build(config: ToyFDConfig, *, device="cpu"):
             self.extractor_calls = 0
 
         @torch.no_grad()
-        def features(self, images: torch.Tensor) -> np.ndarray:
+        def features(self, images):
             self.extractor_calls += 1
             out = [self.net.features(chunk.to(device).float().clamp(-1, 1)) for chunk in images.split(256)]
             return torch.cat(out).cpu().double().numpy()
@@ -45,10 +43,6 @@ def build(config: ToyFDConfig, *, device="cpu"):
             if self.reference is None:
                 n = config.reference_samples or num_samples
                 self.reference = feature_statistics(self.features(dataset.reference_images(n, seed)))
-
-        def evaluate(self, images, prompts, *, reference=None):
-            mu, sigma = feature_statistics(self.features(images))
-            return float(frechet_distance(mu, sigma, *self.reference))
 
     return ToyFD()
 

@@ -10,10 +10,10 @@ from flashbench import hookimpl
 def build(config, *, device="cpu"):
     import torch
 
-    from flashbench.method.evaluation import Evaluator
+    from flashbench.method.evaluation import MeanEvaluator
     from flashbench_plugins.toy.perceptual import toy_perceptual_distance
 
-    class ToyLPIPS(Evaluator):
+    class ToyLPIPS(MeanEvaluator):
         metric = "lpips_to_teacher"
         higher_is_better = False
         needs_teacher_reference = True
@@ -22,10 +22,10 @@ def build(config, *, device="cpu"):
             self.distance = toy_perceptual_distance(device)
 
         @torch.no_grad()
-        def evaluate(self, images, prompts, *, reference=None):
+        def update(self, images, prompts, *, reference=None):
             if reference is None:
                 raise ValueError("toy-lpips needs the teacher's many-step samples as reference")
-            return float(self.distance(images.float().clamp(-1, 1), reference.float().clamp(-1, 1)).mean())
+            self.add(self.distance(images.float().clamp(-1, 1), reference.float().clamp(-1, 1)))
 
     return ToyLPIPS()
 

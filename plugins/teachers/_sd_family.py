@@ -4,19 +4,29 @@ encoder's hidden states, an optional VAE (absent: pixel space), a DDPM-family no
 Loading is diffusers' own ``from_pretrained`` of a hub id or a local folder (subfolders ``unet``,
 ``text_encoder``, ``tokenizer``, ``scheduler`` and, for latent models, ``vae``); offline, a missing hub
 model fails with one line saying which id and how to give a local folder instead.
+
+Beyond text-to-image (``sd15``), the family covers channel-concat UNets: :class:`SDFamilyTeacher` concatenates
+the cond-dict entries named in ``concat_keys`` to the noisy latents along the channels and passes a
+``class_labels`` entry to the UNet (:class:`SDInpaintTeacher`: mask + masked-image latents;
+:class:`SDUpscaleTeacher`: the noise-augmented low-res image and its noise level). v-prediction UNets (the x4
+upscaler) are converted to epsilon in ``_forward``: the method works on epsilon (Eq. 2-10).
 """
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator
 
 import torch
-from torch import nn
 
 from flashbench.errors import MissingWeightsError
 from flashbench.method.schedule import NoiseSchedule
 from flashbench.method.teacher import Teacher
+
+#: the few-step sampler of the exported student: LCM's schedule on the 4 inference timesteps, so that both
+#: ``timesteps=[999, 749, 499, 249][:n]`` and ``num_inference_steps=n`` (n in 1, 2, 4; pipelines that take no
+#: explicit timesteps) give the trailing grid the student was trained on
+FEW_STEP_ORIGINAL_STEPS = 4
 
 DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1", "conv2", "conv_shortcut", "time_emb_proj")
 
@@ -33,7 +43,31 @@ def _load(cls, source: str, subfolder: str, **kw):
         ) from None
 
 
+def few_step_scheduler(scheduler_config):
+    """``LCMScheduler`` over the teacher's training schedule (its ``prediction_type`` included) whose
+    ``set_timesteps(n)`` is the trailing grid for n in 1, 2, 4: 999; 999, 499; 999, 749, 499, 249."""
+    from diffusers import LCMScheduler
+
+    return LCMScheduler.from_config(scheduler_config, timestep_spacing="trailing", original_inference_steps=FEW_STEP_ORIGINAL_STEPS)
+
+
+def torch_dtype(name: str):
+    """``"float32"`` / ``"bfloat16"`` / ``"float16"`` -> the torch dtype (config files hold strings)."""
+    value = getattr(torch, str(name), None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {name!r}")
+    return value
+
+
+def _as_timesteps(t, x):
+    t = torch.as_tensor(t, device=x.device)
+    return t.expand(x.shape[0]) if t.ndim == 0 else t
+
+
 class SDFamilyTeacher(Teacher):
+    #: cond-dict entries concatenated after the noisy latents along the channels, in this order
+    concat_keys: tuple[str, ...] = ()
+
     def __init__(self, source: str, *, device="cpu", dtype=torch.float32, lora_targets=DEFAULT_LORA_TARGETS, default_lora_rank: int = 64, pipeline_cls=None):
         from diffusers import DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
@@ -56,7 +90,11 @@ class SDFamilyTeacher(Teacher):
         self.schedule = NoiseSchedule(self.scheduler.alphas_cumprod)
         cfg = self.unet.config
         size = cfg.sample_size
-        self.latent_shape = (cfg.in_channels, size, size)
+        # out_channels: a channel-concat UNet (inpainting 9 -> 4, x4 upscaler 7 -> 4) denoises 4 channels
+        self.latent_shape = (cfg.out_channels, size, size)
+        self.prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"{self.source}: prediction_type {self.prediction_type!r} is not supported (epsilon or v_prediction)")
         self.lora_targets = tuple(lora_targets)
         self.default_lora_rank = default_lora_rank
         self.pipeline_cls = pipeline_cls
@@ -82,22 +120,41 @@ class SDFamilyTeacher(Teacher):
         return self.text_encoder(ids.to(self.device))[0]
 
     # --- denoiser ---
+    def _unet_input(self, x, cond):
+        """The UNet's input: the noisy latents, then the ``concat_keys`` entries of ``cond`` along the channels."""
+        extra = [cond[k] for k in self.concat_keys]
+        for key, value in zip(self.concat_keys, extra):
+            if value.shape[-2:] != x.shape[-2:]:
+                raise ValueError(f"{key} is {tuple(value.shape[-2:])} but the latents are {tuple(x.shape[-2:])}; they are concatenated channel-wise")
+        x = x.to(self.dtype)
+        return torch.cat([x, *(v.to(x.dtype) for v in extra)], dim=1) if extra else x
+
+    def _to_eps(self, out, x, t):
+        """epsilon from the UNet's output: v = alpha eps - sigma x0 gives eps = alpha v + sigma x_t."""
+        if self.prediction_type == "epsilon":
+            return out
+        o = out.float()
+        return (self.schedule.alpha(t, o) * o + self.schedule.sigma(t, o) * x.float()).to(out.dtype)
+
     def _forward(self, module, x, t, cond):
-        t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0:
-            t = t.expand(x.shape[0])
-        return module(x.to(self.dtype), t, encoder_hidden_states=cond["encoder_hidden_states"]).sample
+        t = _as_timesteps(t, x)
+        out = module(self._unet_input(x, cond), t, encoder_hidden_states=cond["encoder_hidden_states"], class_labels=cond.get("class_labels")).sample
+        return self._to_eps(out, x, t)
 
     def encoder_features(self, x, t, cond):
         """The UNet's down blocks and mid block (the encoder), run with the adapters disabled."""
         unet = self.unet
-        t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0:
-            t = t.expand(x.shape[0])
+        t = _as_timesteps(t, x)
         ehs = cond["encoder_hidden_states"]
         with self.adapters_disabled():
-            emb = unet.time_embedding(unet.time_proj(t).to(x.dtype))
-            h = unet.conv_in(x)
+            sample = self._unet_input(x, cond)
+            emb = unet.time_embedding(unet.time_proj(t).to(sample.dtype))
+            class_emb = unet.get_class_embed(sample=sample, class_labels=cond.get("class_labels"))
+            if class_emb is not None:
+                emb = torch.cat([emb, class_emb], dim=-1) if unet.config.class_embeddings_concat else emb + class_emb
+            if unet.time_embed_act is not None:
+                emb = unet.time_embed_act(emb)
+            h = unet.conv_in(sample)
             for block in unet.down_blocks:
                 if getattr(block, "has_cross_attention", False):
                     h, _ = block(hidden_states=h, temb=emb, encoder_hidden_states=ehs)
@@ -135,6 +192,10 @@ class SDFamilyTeacher(Teacher):
         params = []
         for n, p in self.unet.named_parameters():
             if "lora_" in n and f".{name}." in n:
+                # half-precision weights: keep the adapter in float32 (peft casts around it), or Adam's 1e-5
+                # steps round away in bf16
+                if p.dtype != torch.float32:
+                    p.data = p.data.float()
                 p.requires_grad_(True)
                 params.append(p)
         return params
@@ -176,14 +237,148 @@ class SDFamilyTeacher(Teacher):
         return StableDiffusionPipeline
 
     def pipeline(self):
-        """``StableDiffusionPipeline`` over these components, with a trailing ``LCMScheduler`` (few-step
-        student sampling on explicit timesteps). Pixel-space families give their own (see ``toy-digits``)."""
+        """The family's stock pipeline over these components (the UNet with its adapters), with the few-step
+        ``LCMScheduler`` of :func:`few_step_scheduler`. Pixel-space families give their own (see ``toy-digits``)."""
         if self.vae is None or self.pipeline_cls is not None:
             raise NotImplementedError(f"{type(self).__name__} from {self.source} has no default pipeline; the teacher plugin must provide one")
-        from diffusers import LCMScheduler, StableDiffusionPipeline
+        return self._make_pipeline(few_step_scheduler(self.scheduler.config))
 
-        sched = LCMScheduler.from_config(self.scheduler.config, timestep_spacing="trailing")
+    def _make_pipeline(self, scheduler):
+        from diffusers import StableDiffusionPipeline
+
         return StableDiffusionPipeline(
-            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet, scheduler=sched,
+            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet, scheduler=scheduler,
             safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         )
+
+
+def _content_seed(image: torch.Tensor) -> int:
+    """A seed derived from a tensor's values (blake2b of its float32 bytes)."""
+    import hashlib
+
+    data = image.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") & ((1 << 63) - 1)
+
+
+class SDInpaintTeacher(SDFamilyTeacher):
+    """SD inpainting: a 9-channel UNet over [noisy latents (4), mask (1), masked-image latents (4)].
+
+    ``extras`` (batch first): ``mask`` (B, 1, H, W), 1 = the region to inpaint, binarised at 0.5 as the pipeline
+    does; and ``image`` (B, 3, H, W) in [-1, 1], the original image (the batch image), from which the masked
+    image ``image * (mask < 0.5)`` is built -- or ``masked_image`` directly. The masked image is encoded with
+    the VAE (the latent mean; the pipeline samples the latent distribution, a difference of the VAE's tiny
+    posterior std) and the mask is resized to the latents with nearest interpolation, as in
+    ``StableDiffusionInpaintPipeline.prepare_mask_latents``. CFG's null keeps the mask and masked image and
+    empties the prompt, as the pipeline's CFG does.
+    """
+
+    concat_keys = ("mask", "masked_image_latents")
+
+    def encode_prompts(self, prompts, extras=None):
+        return {**super().encode_prompts(prompts, extras), **self.inpaint_inputs(extras, len(prompts))}
+
+    @torch.no_grad()
+    def inpaint_inputs(self, extras, batch: int) -> dict[str, torch.Tensor]:
+        extras = extras or {}
+        if "mask" not in extras or not ({"image", "masked_image"} & set(extras)):
+            raise ValueError(
+                "the inpainting teacher needs extras 'mask' (B, 1, H, W; 1 = inpaint) and 'image' (B, 3, H, W in [-1, 1]) "
+                f"or 'masked_image'; got {sorted(extras) or 'none'}"
+            )
+        mask = torch.as_tensor(extras["mask"]).to(self.device, torch.float32)
+        if mask.ndim == 3:
+            mask = mask.unsqueeze(1)
+        if mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[0] != batch:
+            raise ValueError(f"extras['mask'] must be (B={batch}, 1, H, W), got {tuple(mask.shape)}")
+        mask = (mask >= 0.5).float()
+        if "masked_image" in extras:
+            masked = torch.as_tensor(extras["masked_image"]).to(self.device, torch.float32)
+        else:
+            masked = torch.as_tensor(extras["image"]).to(self.device, torch.float32) * (1 - mask)
+        if masked.shape[0] != batch or masked.shape[-2:] != mask.shape[-2:]:
+            raise ValueError(f"the (masked) image {tuple(masked.shape)} and the mask {tuple(mask.shape)} must match, batch {batch}")
+        latents = self.encode(masked)
+        small = torch.nn.functional.interpolate(mask, size=latents.shape[-2:])  # nearest, as the pipeline
+        return {"mask": small.to(self.dtype), "masked_image_latents": latents}
+
+    def _make_pipeline(self, scheduler):
+        from diffusers import StableDiffusionInpaintPipeline
+
+        return StableDiffusionInpaintPipeline(
+            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet, scheduler=scheduler,
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        )
+
+    def pipeline_class(self):
+        from diffusers import StableDiffusionInpaintPipeline
+
+        return StableDiffusionInpaintPipeline
+
+
+class SDUpscaleTeacher(SDFamilyTeacher):
+    """A channel-concat super-resolution UNet such as the public x4 upscaler: 4 latents + the 3 RGB channels of
+    the low-res image (the latents have the low-res image's size; the VAE decodes them to 4x), ``class_labels`` =
+    the noise level of the low-res image's noise augmentation, text prompts, v-prediction.
+
+    ``extras``: ``low_res`` (B, 3, h, w) in [-1, 1]. As ``StableDiffusionUpscalePipeline`` does, the low-res image
+    is noised with the ``low_res_scheduler`` at ``noise_level`` before it is concatenated. The noise is a
+    function of the image (seeded from its values), so the conditional and null inputs of one image carry the
+    same noisy image, as in the pipeline's CFG batch, and re-encoding a batch reproduces it.
+
+    ``text=False`` (the paper's in-house upscaler has no text): every prompt is the empty prompt and CFG's null
+    is the low-res input zeroed (the usual conditioning-dropout null of an image-conditioned model); with
+    ``text=True`` the null is the empty prompt with the same low-res image, as the pipeline's CFG.
+    """
+
+    concat_keys = ("low_res",)
+
+    def __init__(self, source, *, text: bool = True, noise_level: int = 20, **kw):
+        from diffusers import DDPMScheduler
+
+        super().__init__(source, **kw)
+        self.low_res_scheduler = _load(DDPMScheduler, self.source, "low_res_scheduler")
+        self.text, self.noise_level = text, int(noise_level)
+
+    def encode_prompts(self, prompts, extras=None):
+        if not self.text:
+            prompts = [""] * len(prompts)
+        return {**super().encode_prompts(prompts, extras), **self.low_res_inputs(extras, len(prompts))}
+
+    def null_condition(self, prompts, extras=None):
+        null = super().encode_prompts([""] * len(prompts), extras)
+        null.update(self.low_res_inputs(extras, len(prompts)))
+        if not self.text:
+            null["low_res"] = torch.zeros_like(null["low_res"])
+        return null
+
+    @torch.no_grad()
+    def low_res_inputs(self, extras, batch: int) -> dict[str, torch.Tensor]:
+        extras = extras or {}
+        if "low_res" not in extras:
+            raise ValueError(f"the super-resolution teacher needs extras 'low_res' (B, 3, h, w in [-1, 1]); got {sorted(extras) or 'none'}")
+        low = torch.as_tensor(extras["low_res"]).to(self.device, torch.float32)
+        if low.ndim != 4 or low.shape[:2] != (batch, 3):
+            raise ValueError(f"extras['low_res'] must be (B={batch}, 3, h, w), got {tuple(low.shape)}")
+        levels = torch.full((batch,), self.noise_level, dtype=torch.long, device=self.device)
+        if self.noise_level > 0:
+            noise = torch.stack([torch.randn(img.shape, generator=torch.Generator().manual_seed(_content_seed(img))) for img in low])
+            low = self.low_res_scheduler.add_noise(low, noise.to(low.device), levels)
+        return {"low_res": low.to(self.dtype), "class_labels": levels}
+
+    def _make_pipeline(self, scheduler):
+        from diffusers import StableDiffusionUpscalePipeline
+
+        scaling = self.vae.config.scaling_factor
+        pipe = StableDiffusionUpscalePipeline(
+            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
+            low_res_scheduler=self.low_res_scheduler, scheduler=scheduler,
+        )
+        if self.vae.config.scaling_factor != scaling:
+            # the stock pipeline forces the x4 upscaler's 0.08333 onto any VAE it is given; keep the teacher's own
+            self.vae.register_to_config(scaling_factor=scaling)
+        return pipe
+
+    def pipeline_class(self):
+        from diffusers import StableDiffusionUpscalePipeline
+
+        return StableDiffusionUpscalePipeline

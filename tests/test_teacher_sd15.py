@@ -1,0 +1,199 @@
+"""``sd15``: a tiny SD1.5-shaped pipeline (the real classes, random weights, built from config) saved with
+``save_pretrained`` and loaded through the plugin; the published teacher contract; several full-method
+training steps; student samples at 1, 2 and 4 NFEs; the exported LoRA reloaded into a fresh
+``StableDiffusionPipeline`` reproduces the in-memory student; the offline error; bf16 on CUDA; the paper's
+trainable-parameter count on the real UNet config (meta device).
+"""
+from __future__ import annotations
+
+import math
+
+import pluggy
+import pytest
+import torch
+
+import flashbench
+from flashbench.errors import MissingWeightsError
+from flashbench.method.data import Batch
+from flashbench.method.sampling import student_sample
+from flashbench.plugins import collect_components
+from flashbench.testing import TeacherContract, flash_training_smoke, tiny_text_prompts
+from flashbench_plugins.teachers import sd15
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+PROMPTS = ["a red car on a beach", "a cat with a bow tie"]
+IMAGE_SIZE = 16  # tiny VAE: 2x the 8x8 latents
+
+
+def write_tiny_sd15(root):
+    """A ``StableDiffusionPipeline`` of tiny seeded components, saved as a diffusers folder (model_index.json)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from flashbench_plugins.teachers import _sd_configs as cfg
+    from flashbench_plugins.toy.models import write_clip_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer_dir = write_clip_tokenizer(root / "_tokenizer", model_max_length=77)
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL(**cfg.TINY_VAE).eval(),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**cfg.TINY_CLIP_TEXT)).eval(),
+        tokenizer=CLIPTokenizer.from_pretrained(str(tokenizer_dir)),
+        unet=UNet2DConditionModel(**cfg.TINY_UNET).eval(),
+        scheduler=DDIMScheduler(**cfg.SD15_SCHEDULER),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(root / "model")
+    return root / "model"
+
+
+def components():
+    pm = pluggy.PluginManager(flashbench.PROJECT_NAME)
+    pm.add_hookspecs(flashbench.hookspecs)
+    pm.register(sd15)
+    return collect_components(pm)
+
+
+def build(folder, **options):
+    return components().get("teacher", "sd15").build({"path": str(folder), **options}, device="cpu")
+
+
+def images(n, seed=0):
+    return torch.rand((n, 3, IMAGE_SIZE, IMAGE_SIZE), generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    return write_tiny_sd15(tmp_path_factory.mktemp("tiny-sd15"))
+
+
+# --- (1) + (2): loading through the plugin, the contract -----------------------------------------------------
+class TestSD15Contract(TeacherContract):
+    @pytest.fixture(scope="class", autouse=True)
+    @classmethod
+    def _folder(cls, request, tiny_folder):
+        request.cls.folder = tiny_folder
+
+    def make_teacher(self):
+        return build(self.folder, default_lora_rank=4)
+
+    def prompts(self):
+        return tiny_text_prompts(2)
+
+    def test_loaded_from_the_folder(self, teacher):
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        assert isinstance(teacher.unet, UNet2DConditionModel) and isinstance(teacher.vae, AutoencoderKL)
+        assert teacher.latent_shape == (4, 8, 8) and teacher.source == str(self.folder)
+        assert teacher.discriminator_input() == (64, 4)
+        assert teacher.default_lora_rank == 4 and teacher.lora_targets == ("to_q", "to_k", "to_v", "to_out.0")
+
+
+# --- (3), (4), (5): training, sampling, export -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tiny_folder):
+    teacher = build(tiny_folder)
+    batches = [Batch(images(2, seed=i), PROMPTS) for i in range(3)]
+    trainer, stats = flash_training_smoke(teacher, batches, lr=1e-2)
+    yield teacher, stats
+    trainer.close()
+
+
+def test_flash_training_steps_have_every_loss_term(trained):
+    _, stats = trained
+    last = stats[-1].losses
+    for term in ("distil", "adv", "dmd", "disc", "total"):
+        assert term in last and math.isfinite(last[term]), f"{term}: {last}"
+    assert all(math.isfinite(v) for s in stats for v in s.losses.values())
+
+
+@pytest.mark.parametrize("nfe", [1, 2, 4])
+def test_student_samples(trained, nfe):
+    teacher, _ = trained
+    cond = teacher.encode_prompts(PROMPTS)
+    noise = torch.randn((2, *teacher.latent_shape), generator=torch.Generator().manual_seed(0))
+    out = student_sample(teacher, cond, noise, nfe, torch.Generator().manual_seed(1))
+    assert out.shape == (2, 3, IMAGE_SIZE, IMAGE_SIZE) and torch.isfinite(out).all()
+
+
+def test_exported_lora_reproduces_student_in_stock_pipeline(trained, tiny_folder, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from flashbench_plugins.teachers._sd_family import few_step_scheduler
+
+    teacher, _ = trained
+    folder = teacher.save_lora("smoke", tmp_path / "lora")
+    assert (folder / "pytorch_lora_weights.safetensors").is_file()
+    timesteps = teacher.schedule.sampling_timesteps(4)
+    assert timesteps == [999, 749, 499, 249]
+
+    def draw(pipe):
+        out = pipe(PROMPTS, timesteps=timesteps, guidance_scale=0.0, generator=torch.Generator().manual_seed(0), output_type="pt").images
+        assert pipe.scheduler.timesteps.tolist() == timesteps
+        return out
+
+    in_memory = draw(teacher.pipeline())
+    fresh = StableDiffusionPipeline.from_pretrained(str(tiny_folder))
+    fresh.scheduler = few_step_scheduler(fresh.scheduler.config)
+    plain = draw(fresh)
+    fresh.load_lora_weights(str(folder))
+    reloaded = draw(fresh)
+    torch.testing.assert_close(reloaded, in_memory, rtol=0, atol=1e-5)
+    assert (reloaded - plain).abs().max() > 1e-4, "the LoRA does not change the samples: the check would be vacuous"
+
+
+
+def test_student_sample_agrees_with_the_stock_pipeline(trained):
+    # the pipeline draws the initial noise, then LCMScheduler fresh noise after each step but the last;
+    # student_sample re-noises with the same generator in the same order
+    teacher, _ = trained
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn((2, *teacher.latent_shape), generator=g)
+    ours = student_sample(teacher, teacher.encode_prompts(PROMPTS), noise, 4, g)
+    theirs = teacher.pipeline()(
+        PROMPTS, timesteps=[999, 749, 499, 249], guidance_scale=0.0, generator=torch.Generator().manual_seed(0), output_type="pt"
+    ).images
+    torch.testing.assert_close((ours.clamp(-1, 1) + 1) / 2, theirs, rtol=0, atol=1e-5)
+
+# --- (6): offline --------------------------------------------------------------------------------------------
+def test_missing_hub_model_offline_is_one_line_error(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    source = "nonexistent-org/nonexistent-sd15"
+    with pytest.raises(MissingWeightsError) as info:
+        build(source)
+    message = str(info.value)
+    assert source in message and "path" in message and "\n" not in message
+    assert sd15.SD15TeacherConfig().path == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+# --- (7): bf16 on CUDA -----------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_training_steps_on_cuda(tiny_folder):
+    teacher = components().get("teacher", "sd15").build({"path": str(tiny_folder), "dtype": "bfloat16"}, device="cuda")
+    assert teacher.unet.dtype == torch.bfloat16
+    base = {n: p.detach().clone() for n, p in teacher.unet.named_parameters()}
+    batches = [Batch(images(2, seed=i).cuda(), PROMPTS) for i in range(3)]
+    trainer, stats = flash_training_smoke(teacher, batches)
+    assert {"distil", "adv", "dmd", "disc"} <= set(stats[-1].losses)
+    assert all(math.isfinite(v) for s in stats for v in s.losses.values())
+    assert all(p.dtype == torch.float32 for p in trainer.lora_params)  # the adapter trains in float32
+    for n, p in teacher.unet.named_parameters():
+        if n in base:
+            assert torch.equal(p, base[n]), n
+    trainer.close()
+
+
+# --- (8): the paper's trainable-parameter count ------------------------------------------------------------------
+def test_default_lora_matches_the_paper_count_on_the_real_unet():
+    from flashbench_plugins.teachers import _sd_configs as cfg
+
+    config = sd15.SD15TeacherConfig()
+    lora = cfg.lora_parameter_count(cfg.SD15_UNET, config.default_lora_rank, config.lora_targets)
+    assert lora == 25_509_888  # rank 128 on to_q/to_k/to_v/to_out.0, the official Flash SD1.5 LoRA
+    # the paper's 26.4M trainable parameters = this LoRA + the official discriminator head
+    assert round((lora + cfg.FLASH_SD15_DISCRIMINATOR_PARAMS) / 1e6, 1) == 26.4
