@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from .config import ComponentSpec, EvalConfig, TrainConfig
-from .errors import UserError
 
 log = logging.getLogger("flashbench")
 
@@ -243,6 +241,26 @@ class StudyRunner:
         row.update(extra)
         return row
 
+    def preflight(self, variants) -> None:
+        """Build every component the pending variants need, before anything trains: missing weights, a
+        missing dataset folder or a bad option fail here (one line, exit 2), not hours into a run."""
+        for v in variants:
+            train, ev = v.train, v.eval
+            teacher = self.resources.teacher(train.teacher)
+            self.resources.dataset(train.dataset)
+            self.resources.dataset(ev.prompts)
+            self.resources.conditioning(train.conditioning)
+            for spec in (train.distil_loss,):
+                self.resources.loss(spec, teacher)
+            for spec in (train.adv_loss, train.dmd_loss):
+                self.resources.loss(spec)
+            self.components.get("solver", train.solver.name).build(train.solver.options)
+            self.components.get("timesteps", train.timesteps.name).build(
+                train.timesteps.options, num_timesteps=train.num_timesteps, phase_length=train.phase_length, num_phases=len(train.lambda_adv)
+            )
+            for spec in ev.evaluators:
+                self.resources.evaluator(spec)
+
     # --- the study -----------------------------------------------------------------------------------
     def run(self):
         """Run pending work; yields (variant, rows) after each variant is stored."""
@@ -256,6 +274,7 @@ class StudyRunner:
         skipped = len(self.study.variants) - len(pending)
         if skipped:
             log.info("resuming: %d of %d variants already done", skipped, len(self.study.variants))
+        self.preflight(pending)
         for seed in self.study.seeds:
             first = next(v for v in self.study.variants if v.seed == seed)
             self.run_teacher_baselines(first)

@@ -166,3 +166,29 @@ def test_nan_loss_fails_the_variant_and_the_study_goes_on(tmp_path):
     ok_variants = {r["variant"] for r in rows if r["status"] == "ok" and r["role"] == "student"}
     assert ok_variants == {"distil+dmd", "distil+adv", "distil+adv+dmd"}
     assert "non-finite distil loss" in (out / "report.html").read_text()
+
+
+class MissingWeightsPlugin:
+    """An evaluator whose weights are not on the machine."""
+
+    @hookimpl
+    def register_evaluators(self, register):
+        def build(config, **context):
+            from flashbench.errors import MissingWeightsError
+
+            raise MissingWeightsError("evaluator weights big-net.pt are missing: put them in $BIG_NET_DIR")
+
+        register("needs-weights", build, description="fails: its weights are not here")
+
+
+def test_missing_weights_fail_before_any_training(tmp_path, capsys):
+    study = shortened(tmp_path, iterations=4, phase_length=1)
+    data = tomllib.loads(study.read_text())
+    data["scale"]["toy"]["eval"]["evaluators"] = ["toy-fd", "needs-weights"]
+    study.write_text(tomli_w.dumps(data))
+    out = tmp_path / "run"
+    components = collect_components(get_plugin_manager(extra_plugins=[MissingWeightsPlugin()]))
+    assert main(["run", str(study), "--output", str(out)], components=components) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["flashbench: error: evaluator weights big-net.pt are missing: put them in $BIG_NET_DIR"]
+    assert not (out / "results.jsonl").exists() and not (out / "variants").exists()

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import math
 
-import pluggy
 import pytest
 import torch
 
-import flashbench
 from flashbench.errors import MissingWeightsError
 from flashbench.method.data import Batch
 from flashbench.method.sampling import student_sample
-from flashbench.plugins import collect_components
 from flashbench.testing import TeacherContract, flash_training_smoke, tiny_text_prompts
 from flashbench_plugins.teachers import sd15
+
+from _builders import plugin_components, random_images, tiny_clip_text  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -29,17 +28,15 @@ IMAGE_SIZE = 16  # tiny VAE: 2x the 8x8 latents
 def write_tiny_sd15(root):
     """A ``StableDiffusionPipeline`` of tiny seeded components, saved as a diffusers folder (model_index.json)."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from flashbench_plugins.teachers import _sd_configs as cfg
-    from flashbench_plugins.toy.models import write_clip_tokenizer
 
     torch.manual_seed(0)
-    tokenizer_dir = write_clip_tokenizer(root / "_tokenizer", model_max_length=77)
+    text_encoder, tokenizer = tiny_clip_text(root)
     pipe = StableDiffusionPipeline(
         vae=AutoencoderKL(**cfg.TINY_VAE).eval(),
-        text_encoder=CLIPTextModel(CLIPTextConfig(**cfg.TINY_CLIP_TEXT)).eval(),
-        tokenizer=CLIPTokenizer.from_pretrained(str(tokenizer_dir)),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
         unet=UNet2DConditionModel(**cfg.TINY_UNET).eval(),
         scheduler=DDIMScheduler(**cfg.SD15_SCHEDULER),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
@@ -49,10 +46,7 @@ def write_tiny_sd15(root):
 
 
 def components():
-    pm = pluggy.PluginManager(flashbench.PROJECT_NAME)
-    pm.add_hookspecs(flashbench.hookspecs)
-    pm.register(sd15)
-    return collect_components(pm)
+    return plugin_components(sd15)
 
 
 def build(folder, **options):
@@ -60,7 +54,7 @@ def build(folder, **options):
 
 
 def images(n, seed=0):
-    return torch.rand((n, 3, IMAGE_SIZE, IMAGE_SIZE), generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return random_images(n, IMAGE_SIZE, seed)
 
 
 @pytest.fixture(scope="module")

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import math
 
-import pluggy
 import pytest
 import torch
 
-import flashbench
 from flashbench.errors import MissingWeightsError
 from flashbench.method.data import Batch
 from flashbench.method.sampling import student_sample
-from flashbench.plugins import collect_components
 from flashbench.testing import TeacherContract, flash_training_smoke
 from flashbench_plugins.teachers import superres
+
+from _builders import plugin_components, tiny_clip_text  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,17 +29,15 @@ LOW, HIGH = 8, 32  # the latents have the low-res image's size; the tiny VAE dec
 def write_tiny_upscaler(root):
     """A ``StableDiffusionUpscalePipeline`` of tiny seeded components, saved as a diffusers folder."""
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from flashbench_plugins.teachers import _sd_configs as cfg
-    from flashbench_plugins.toy.models import write_clip_tokenizer
 
     torch.manual_seed(0)
-    tokenizer_dir = write_clip_tokenizer(root / "_tokenizer", model_max_length=77)
+    text_encoder, tokenizer = tiny_clip_text(root)
     pipe = StableDiffusionUpscalePipeline(
         vae=AutoencoderKL(**cfg.TINY_X4_VAE).eval(),
-        text_encoder=CLIPTextModel(CLIPTextConfig(**cfg.TINY_CLIP_TEXT)).eval(),
-        tokenizer=CLIPTokenizer.from_pretrained(str(tokenizer_dir)),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
         unet=UNet2DConditionModel(**cfg.TINY_X4_UNET).eval(),
         low_res_scheduler=DDPMScheduler(**cfg.X4_LOW_RES_SCHEDULER),
         scheduler=DDIMScheduler(**cfg.X4_SCHEDULER),
@@ -51,10 +48,7 @@ def write_tiny_upscaler(root):
 
 
 def components():
-    pm = pluggy.PluginManager(flashbench.PROJECT_NAME)
-    pm.add_hookspecs(flashbench.hookspecs)
-    pm.register(superres)
-    return collect_components(pm)
+    return plugin_components(superres)
 
 
 def build(folder, **options):
