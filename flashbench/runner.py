@@ -258,8 +258,9 @@ class StudyRunner:
             self.components.get("timesteps", train.timesteps.name).build(
                 train.timesteps.options, num_timesteps=train.num_timesteps, phase_length=train.phase_length, num_phases=len(train.lambda_adv)
             )
-            for spec in ev.evaluators:
-                self.resources.evaluator(spec)
+        # reference statistics (and unreadable reference images) too, before anything trains
+        for v in variants:
+            self.evaluators(v.eval)
 
     # --- the study -----------------------------------------------------------------------------------
     def run(self):
