@@ -192,3 +192,24 @@ def test_missing_weights_fail_before_any_training(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["flashbench: error: evaluator weights big-net.pt are missing: put them in $BIG_NET_DIR"]
     assert not (out / "results.jsonl").exists() and not (out / "variants").exists()
+
+
+def test_table1_layout_on_the_toy_world(tmp_path):
+    """Table 1 end to end: teacher rows at 50 and 16 NFE, the Flash student at 2 and 4 NFE, the paper's
+    numbers beside them."""
+    import pandas as pd
+
+    study = shortened(tmp_path, "table1_sd15_coco2017.toml", iterations=4, phase_length=1)
+    data = tomllib.loads(study.read_text())
+    data["scale"]["toy"]["eval"].update({"num_samples": 16, "batch_size": 16, "teacher_steps": [25, 8]})
+    study.write_text(tomli_w.dumps(data))
+    out = tmp_path / "run"
+    assert main(["run", str(study), "--output", str(out)]) == 0
+    table = pd.read_csv(out / "tables" / "main.csv")
+    teacher = table[table["role"] == "teacher"]
+    student = table[table["role"] == "student"]
+    assert {50, 16} <= set(teacher["nfe"]) and sorted(student["nfe"]) == [2, 4]
+    assert {"fd", "clip_score"} <= set(table.columns)
+    assert table[["fd", "clip_score"]].notna().all().all()
+    html = (out / "report.html").read_text()
+    assert "22.6" in html and "InstaFlow" in html  # the paper's values beside the measured ones
