@@ -62,6 +62,8 @@ class TrainConfig:
     guidance_fixed: float = 0.0  # > 0: omega fixed at this value instead of sampled (Fig. 5d)
     adv_timesteps: tuple[float, ...] = (0.01, 0.25, 0.5, 0.75)  # t' for re-noising before the discriminator
     iterations: int = 20000
+    evaluate_only: bool = False  # a baseline: no training, sample the (pretrained) student as it is
+    pretrained_lora: str = ""  # with evaluate_only: a published LoRA, "hub/id" or "hub/id::file.safetensors" or a path
     batch_size: int = 4  # per process
     learning_rate: float = 1e-5  # student LoRA, Adam
     disc_learning_rate: float = 1e-5  # discriminator head, Adam

@@ -185,10 +185,11 @@ class StudyRunner:
     def run_variant(self, variant, index: int) -> list[dict]:
         import torch
 
-        from .method.sampling import student_sample
         from .method.trainer import FlashTrainer, NonFiniteLoss
 
-        train, ev, seed = variant.train, variant.eval, variant.seed
+        train, seed = variant.train, variant.seed
+        if train.evaluate_only:
+            return self.run_baseline(variant, index)
         teacher = self.resources.teacher(train.teacher)
         dataset = self.resources.dataset(train.dataset)
         cond_plugin = self.resources.conditioning(train.conditioning)
@@ -210,26 +211,48 @@ class StudyRunner:
                 log.error("%s failed: %s", variant.name, exc)
                 return [self._row("student", variant.key, variant.name, seed, variant.axes, None, None, exc.term, None, None, 0, status="failed", reason=str(exc), step=exc.step)]
             teacher.save_lora(trainer.adapter_name, vdir / "lora")
-            rows = []
-            for nfe in ev.nfe:
-                g = torch.Generator("cpu").manual_seed(20_000 + seed)
-
-                def fn(p, z, extras):
-                    c, _ = cond_plugin.prepare(teacher, p, extras)
-                    return student_sample(teacher, c, z, nfe, g)
-
-                values, n, seconds = self.sample_and_evaluate(fn, train, ev, seed, vdir / f"grid_nfe{nfe}.png")
-                for metric, (value, hib) in values.items():
-                    rows.append(
-                        self._row("student", variant.key, variant.name, seed, variant.axes, nfe, nfe, metric, value, hib, n,
-                                  sample_seconds=seconds, trainable_params=summary.trainable_params, iterations=summary.iterations,
-                                  seconds_per_step=summary.seconds_per_step, teacher_nfe_per_step=summary.teacher_nfe_per_step,
-                                  student_nfe_per_step=summary.student_nfe_per_step, train_seconds=summary.seconds)
-                    )
-                log.info("%s %d NFE: %s", variant.name, nfe, {m: round(v, 4) for m, (v, _) in values.items()})
-            return rows
+            cost = dict(trainable_params=summary.trainable_params, iterations=summary.iterations, seconds_per_step=summary.seconds_per_step,
+                        teacher_nfe_per_step=summary.teacher_nfe_per_step, student_nfe_per_step=summary.student_nfe_per_step,
+                        train_seconds=summary.seconds)
+            return self.student_rows(variant, teacher, cond_plugin, vdir, cost)
         finally:
             trainer.close()
+
+    def run_baseline(self, variant, index: int) -> list[dict]:
+        """An evaluation-only variant: a published checkpoint (a LoRA on the teacher, or the ``teacher``
+        path itself, e.g. SDXL-Turbo) sampled like a Flash student, on trailing timesteps without CFG."""
+        train = variant.train
+        teacher = self.resources.teacher(train.teacher)
+        cond_plugin = self.resources.conditioning(train.conditioning)
+        name = f"baseline_{index}"
+        lora_params = teacher.load_lora(name, train.pretrained_lora) if train.pretrained_lora else 0
+        try:
+            cost = dict(trainable_params=lora_params, iterations=0, train_seconds=0.0)
+            return self.student_rows(variant, teacher, cond_plugin, self.store.variant_dir(variant.key), cost)
+        finally:
+            if train.pretrained_lora:
+                teacher.remove_lora(name)
+
+    def student_rows(self, variant, teacher, cond_plugin, vdir: Path, cost: dict) -> list[dict]:
+        import torch
+
+        from .method.sampling import student_sample
+
+        train, ev, seed = variant.train, variant.eval, variant.seed
+        rows = []
+        for nfe in ev.nfe:
+            g = torch.Generator("cpu").manual_seed(20_000 + seed)
+
+            def fn(p, z, extras):
+                c, _ = cond_plugin.prepare(teacher, p, extras)
+                return student_sample(teacher, c, z, nfe, g)
+
+            values, n, seconds = self.sample_and_evaluate(fn, train, ev, seed, vdir / f"grid_nfe{nfe}.png")
+            for metric, (value, hib) in values.items():
+                rows.append(self._row("student", variant.key, variant.name, seed, variant.axes, nfe, nfe, metric, value, hib, n,
+                                      sample_seconds=seconds, **cost))
+            log.info("%s %d NFE: %s", variant.name, nfe, {m: round(v, 4) for m, (v, _) in values.items()})
+        return rows
 
     def _row(self, role, key, name, seed, axes, nfe, steps, metric, value, hib, n, **extra):
         row = {
@@ -258,6 +281,9 @@ class StudyRunner:
             self.components.get("timesteps", train.timesteps.name).build(
                 train.timesteps.options, num_timesteps=train.num_timesteps, phase_length=train.phase_length, num_phases=len(train.lambda_adv)
             )
+            if train.evaluate_only and train.pretrained_lora:  # a published LoRA must be on the machine
+                teacher.load_lora("preflight", train.pretrained_lora)
+                teacher.remove_lora("preflight")
         # reference statistics (and unreadable reference images) too, before anything trains
         for v in variants:
             self.evaluators(v.eval)

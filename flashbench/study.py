@@ -15,6 +15,8 @@ A study file has these sections (every one but ``[study]`` optional)::
                        cartesian product of all axes, applied to each explicit variant
     [scale.<s>.matrix] replaces ``[matrix]`` at scale ``<s>`` (e.g. guidance values or K that suit
                        the toy teacher)
+    [[scale.<s>.variants]] explicit variants that exist at scale ``<s>`` only (e.g. evaluation-only
+                       baselines that load a published checkpoint)
 
 Resolution of one variant, last wins: TrainConfig/EvalConfig defaults <- ``[base]`` <-
 ``[scale.<s>]`` <- the explicit variant <- the matrix cell. Names: ``variant/k=v,k2=v2`` with both,
@@ -539,14 +541,14 @@ def _parse_header(table, p: _Problems) -> dict:
     return header
 
 
-def _parse_variants(raw, p: _Problems) -> list[tuple[str, _Layer]]:
+def _parse_variants(raw, p: _Problems, where: str = "variants") -> list[tuple[str, _Layer]]:
     if not isinstance(raw, list) or not all(isinstance(v, dict) for v in raw):
-        p.add("variants", "must be an array of tables: one [[variants]] section per variant")
+        p.add(where, f"must be an array of tables: one [[{where}]] section per variant")
         return []
     out: list[tuple[str, _Layer]] = []
     seen: dict[str, int] = {}
     for i, table in enumerate(raw):
-        key = f"variants[{i}]"
+        key = f"{where}[{i}]"
         layer = _parse_layer(table, key, p, _VARIANT, extra=("name",))
         name = table.get("name")
         if name is None:
@@ -558,7 +560,7 @@ def _parse_variants(raw, p: _Problems) -> list[tuple[str, _Layer]]:
             p.add(f"{key}.name", f"must match {VARIANT_NAME_RE.pattern[:-2]} (letters, digits, '.', '_', '+', '-'), got {name!r}")
             continue
         if name in seen:
-            p.add(f"{key}.name", f"duplicate variant name {name!r} (also variants[{seen[name]}])")
+            p.add(f"{key}.name", f"duplicate variant name {name!r} (also {where}[{seen[name]}])")
             continue
         seen[name] = i
         out.append((name, layer))
@@ -813,6 +815,7 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
     base = _parse_layer(data.get("base", {}), "base", p, _BASE)
     scales: dict[str, _Layer] = {"paper": _Layer({}, {})}
     scale_axes: dict[str, list[_Axis]] = {}  # [scale.<s>.matrix] replaces [matrix] at that scale
+    scale_variants: dict[str, list[tuple[str, _Layer]]] = {}  # [[scale.<s>.variants]] are added at that scale
     raw_scales = data.get("scale", {})
     if not isinstance(raw_scales, dict) or not all(isinstance(t, dict) for t in raw_scales.values()):
         p.add("scale", "must hold one table per scale: [scale.toy], [scale.paper], ...")
@@ -821,7 +824,9 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
         if not NAME_RE.match(sname):
             p.add(f"scale.{sname}", f"scale names must match [a-z0-9_-]+, got {sname!r}")
             continue
-        scales[sname] = _parse_layer(table, f"scale.{sname}", p, _SCALE, extra=("matrix",))
+        scales[sname] = _parse_layer(table, f"scale.{sname}", p, _SCALE, extra=("matrix", "variants"))
+        if "variants" in table:
+            scale_variants[sname] = _parse_variants(table["variants"], p, f"scale.{sname}.variants")
         if "matrix" in table:
             scale_axes[sname] = _parse_matrix(table["matrix"], p, f"scale.{sname}.matrix")
     explicit = _parse_variants(data["variants"], p) if "variants" in data else []
@@ -840,6 +845,11 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
 
     if chosen in scale_axes:
         axes = scale_axes[chosen]
+    if chosen in scale_variants:
+        clash = {n for n, _ in explicit} & {n for n, _ in scale_variants[chosen]}
+        for name in sorted(clash):
+            p.add(f"scale.{chosen}.variants", f"variant {name!r} is also in [[variants]]; give it another name")
+        explicit = explicit + scale_variants[chosen]
     n_cells = math.prod(a.size for a in axes)
     total = n_cells * max(1, len(explicit))
     names: list[str] | None = None

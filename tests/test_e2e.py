@@ -213,3 +213,32 @@ def test_table1_layout_on_the_toy_world(tmp_path):
     assert table[["fd", "clip_score"]].notna().all().all()
     html = (out / "report.html").read_text()
     assert "22.6" in html and "InstaFlow" in html  # the paper's values beside the measured ones
+
+
+def test_evaluation_only_baseline_loads_a_published_lora(run_dir, tmp_path):
+    """A baseline row from a published LoRA (here: the one the e2e run exported), no training."""
+    _, first = run_dir
+    lora = first / "variants" / "distil-s0" / "lora"
+    study = shortened(tmp_path, "table1_sd15_coco2017.toml", iterations=4, phase_length=1)
+    data = tomllib.loads(study.read_text())
+    data["scale"]["toy"]["eval"].update({"num_samples": 16, "batch_size": 16, "teacher_steps": [4]})
+    data["scale"]["toy"]["variants"] = [{"name": "published", "evaluate_only": True, "pretrained_lora": str(lora)}]
+    study.write_text(tomli_w.dumps(data))
+    out = tmp_path / "run"
+    assert main(["run", str(study), "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    published = [r for r in rows if r["variant"] == "published"]
+    assert published and all(r["iterations"] == 0 and r["trainable_params"] > 0 for r in published)
+    assert all(math.isfinite(r["value"]) for r in published)
+
+
+def test_missing_published_lora_fails_before_training(tmp_path, capsys):
+    study = shortened(tmp_path, "table1_sd15_coco2017.toml", iterations=4, phase_length=1)
+    data = tomllib.loads(study.read_text())
+    data["scale"]["toy"]["variants"] = [{"name": "lcm-lora", "evaluate_only": True, "pretrained_lora": "nobody-here/no-such-lora"}]
+    study.write_text(tomli_w.dumps(data))
+    out = tmp_path / "run"
+    assert main(["run", str(study), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nobody-here/no-such-lora" in err[0]
+    assert not (out / "results.jsonl").exists()

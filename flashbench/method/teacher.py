@@ -73,6 +73,10 @@ class Teacher(ABC):
     @abstractmethod
     def remove_lora(self, name: str) -> None: ...
 
+    def load_lora(self, name: str, source: str) -> int:
+        """Load a published LoRA as adapter ``name`` (evaluation-only baselines); returns its size."""
+        raise NotImplementedError(f"{type(self).__name__} cannot load published LoRAs")
+
     @abstractmethod
     @contextlib.contextmanager
     def adapters_disabled(self) -> Iterator[None]: ...

@@ -64,6 +64,30 @@ def _as_timesteps(t, x):
     return t.expand(x.shape[0]) if t.ndim == 0 else t
 
 
+def resolve_lora_source(source: str) -> Path:
+    """A local LoRA file for ``source``: a file, a folder holding ``pytorch_lora_weights.safetensors``, or
+    ``hub/id`` / ``hub/id::file.safetensors`` already in the Hugging Face cache (nothing is downloaded)."""
+    repo, _, filename = str(source).partition("::")
+    filename = filename or "pytorch_lora_weights.safetensors"
+    local = Path(repo)
+    if local.is_file():
+        return local
+    if local.is_dir() and (local / filename).is_file():
+        return local / filename
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(repo, filename)
+    except Exception:  # a malformed repo id, an unreadable cache
+        cached = None
+    if isinstance(cached, str):
+        return Path(cached)
+    raise MissingWeightsError(
+        f"LoRA {source!r} ({filename}) is not on this machine and cannot be downloaded here; "
+        f"run `huggingface-cli download {repo} {filename}` where there is internet, or set pretrained_lora to the local file"
+    )
+
+
 class SDFamilyTeacher(Teacher):
     #: cond-dict entries concatenated after the noisy latents along the channels, in this order
     concat_keys: tuple[str, ...] = ()
@@ -228,6 +252,16 @@ class SDFamilyTeacher(Teacher):
         folder = Path(folder)
         self.pipeline_class().save_lora_weights(str(folder), unet_lora_layers=self.lora_state_dict(name), safe_serialization=True)
         return folder
+
+    def load_lora(self, name, source):
+        """Load a published LoRA (an evaluation-only baseline, e.g. LCM-LoRA) as adapter ``name`` and
+        activate it; formats the family pipeline's ``lora_state_dict`` understands (diffusers, kohya)."""
+        path = resolve_lora_source(source)
+        state, alphas = self.pipeline_class().lora_state_dict(str(path))
+        unet_state = {k: v for k, v in state.items() if k.startswith("unet.")} or state
+        self.unet.load_lora_adapter(unet_state, network_alphas=alphas, prefix="unet", adapter_name=name)
+        self.unet.set_adapter(name)
+        return sum(v.numel() for v in unet_state.values())
 
     def pipeline_class(self):
         if self.pipeline_cls is not None:
