@@ -606,6 +606,19 @@ def _grids(study: dict, df, run_dir: Path) -> list[dict]:
     return out
 
 
+def _compute_hours(df) -> str:
+    """Hardware time the stored rows cost: training once per variant, sampling once per (variant, NFE)."""
+    if df.empty:
+        return DASH
+    train = 0.0
+    if "train_seconds" in df:
+        train = float(df.drop_duplicates("variant_key")["train_seconds"].fillna(0).sum())
+    sample = 0.0
+    if "sample_seconds" in df:
+        sample = float(df.drop_duplicates(["variant_key", "nfe"])["sample_seconds"].fillna(0).sum())
+    return f"{(train + sample) / 3600:.3g} h ({train / 3600:.3g} h training, {sample / 3600:.3g} h sampling)"
+
+
 def _provenance_view(provenance: dict, study: dict, df) -> dict:
     packages = provenance.get("packages") or {}
     gpus = provenance.get("gpus")
@@ -632,6 +645,7 @@ def _provenance_view(provenance: dict, study: dict, df) -> dict:
             ("CUDA", str(provenance.get("cuda") or DASH)),
             ("host", str(provenance.get("hostname", "unknown"))),
             ("run started (UTC)", str(provenance.get("timestamp", "unknown"))),
+            ("compute (training + sampling)", _compute_hours(df)),
         ],
         "packages": [(str(k), str(v) if v else "not installed") for k, v in packages.items()],
         # Rows from several commits: a resumed run crossed a code change; say so.

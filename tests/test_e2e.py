@@ -242,3 +242,16 @@ def test_missing_published_lora_fails_before_training(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nobody-here/no-such-lora" in err[0]
     assert not (out / "results.jsonl").exists()
+
+
+def test_missing_coco_folder_fails_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("FLASHBENCH_COCO_DIR", raising=False)
+    study = shortened(tmp_path, "table1_sd15_coco2017.toml", iterations=4, phase_length=1)
+    data = tomllib.loads(study.read_text())
+    data["scale"]["toy"]["eval"]["prompts"] = {"name": "coco2017-val", "root": str(tmp_path / "no-coco-here")}
+    study.write_text(tomli_w.dumps(data))
+    out = tmp_path / "run"
+    assert main(["run", str(study), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-coco-here" in err[0]
+    assert not (out / "results.jsonl").exists()

@@ -207,3 +207,16 @@ def test_explicit_variant_axis_is_not_a_second_variant_column(tmp_path):
     panel = pd.read_csv(tmp_path / "tables" / "panel.csv")
     assert list(panel.columns) == ["variant", "nfe", "seeds", "n", "fd"]
     assert list(panel["variant"]) == names and list(panel["fd"]) == [20.0, 21.0]
+
+
+def test_report_states_the_compute_the_run_took(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write_study({"name": "cost", "title": "Cost", "primary_nfe": 2,
+                       "variants": [{"name": "flash", "key": "flash-s0", "seed": 0, "axes": {}}]})
+    # one variant trained 1800 s; sampling 360 s at each of two NFEs; two metrics per NFE (counted once)
+    store.add_rows([{"variant": "flash", "variant_key": "flash-s0", "seed": 0, "role": "student", "nfe": nfe,
+                     "steps": nfe, "metric": m, "value": 1.0, "n": 8, "higher_is_better": False,
+                     "train_seconds": 1800.0, "sample_seconds": 360.0} for nfe in (2, 4) for m in ("fid", "clip_score")])
+    store.mark_done("flash-s0", {})
+    html = render_report(tmp_path).read_text()
+    assert "0.7 h (0.5 h training, 0.2 h sampling)" in html
