@@ -23,10 +23,11 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from flashbench.results import atomic_write_with
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +50,7 @@ def _slug(text: str) -> str:
 
 def _atomic_write(path: Path, write) -> None:
     """``write(binary file handle)`` into a temporary file next to ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_with(path, write, binary=True)
 
 
 class StatsCache:
