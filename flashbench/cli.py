@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", type=Path, help="the study file (.toml)")
     p.add_argument("--scale", metavar="SCALE", help="a scale the study defines (default: its default_scale, else 'paper')")
     p.add_argument("--output", "-o", metavar="DIR", type=Path, help="run directory (default: runs/<study name>-<scale>)")
+    p.add_argument("--shard", metavar="I/N", help="run only every N-th variant starting at I (0-based), e.g. "
+                   "0/4 ... 3/4 as four jobs of a SLURM array sharing one --output")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("validate", help="check a study file and list its variants, without running anything",
@@ -175,9 +177,20 @@ class _Lazy:
 # --- commands ----------------------------------------------------------------------------------------
 
 
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard: expected I/N with integers, e.g. 0/4, got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise UserError(f"--shard: need 0 <= I < N, got {text!r}")
+    return i, n
+
+
 def _cmd_run(args, components: _Lazy) -> int:
     from .study import load_study
 
+    shard = _parse_shard(args.shard) if args.shard else None
     comps = components.get()
     study = load_study(args.file, scale=args.scale, components=comps)
     output = args.output or Path("runs") / f"{study.name}-{study.scale}"
@@ -186,7 +199,7 @@ def _cmd_run(args, components: _Lazy) -> int:
           f"seed{'s' * (len(study.seeds) != 1)} -> {output}")
     from .runner import run_study  # imports torch: only once the study is known to be valid
 
-    report = run_study(study, output_dir=Path(output), components=comps)
+    report = run_study(study, output_dir=Path(output), components=comps, **({"shard": shard} if shard else {}))
     print(f"results and tables: {output}")
     print(f"report: {report}")
     return 0

@@ -62,12 +62,13 @@ def _image_grid(images, columns: int):
 
 
 class StudyRunner:
-    def __init__(self, study, store, components, *, device="cpu", progress=True):
+    def __init__(self, study, store, components, *, device="cpu", progress=True, shard: tuple[int, int] = (0, 1)):
         import torch
 
         self.study, self.store, self.components = study, store, components
         self.device = torch.device(device)
         self.progress = progress
+        self.shard = shard
         self.resources = StudyResources(components, self.device)
         self._eval_inputs: dict = {}
 
@@ -297,7 +298,9 @@ class StudyRunner:
         self.git_hash = provenance.get("git_hash") or provenance.get("git_commit") or "unknown"
         self.store.write_study(self.study.to_data())
         self.store.write_provenance(provenance)
-        pending = [v for v in self.study.variants if not self.store.is_done(v.key)]
+        i, n = self.shard
+        mine = [v for k, v in enumerate(self.study.variants) if k % n == i]  # shards split the variants
+        pending = [v for v in mine if not self.store.is_done(v.key)]
         skipped = len(self.study.variants) - len(pending)
         if skipped:
             log.info("resuming: %d of %d variants already done", skipped, len(self.study.variants))
@@ -306,7 +309,7 @@ class StudyRunner:
             first = next(v for v in self.study.variants if v.seed == seed)
             self.run_teacher_baselines(first)
         for index, variant in enumerate(self.study.variants):
-            if self.store.is_done(variant.key):
+            if variant not in mine or self.store.is_done(variant.key):
                 continue
             log.info("variant %d/%d: %s (seed %d)", index + 1, len(self.study.variants), variant.name, variant.seed)
             rows = self.run_variant(variant, index)
@@ -353,8 +356,10 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def run_study(study, *, output_dir, components=None, device: str | None = None, progress: bool = True) -> Path:
-    """Run every pending variant of ``study`` into ``output_dir``; returns the HTML report's path."""
+def run_study(study, *, output_dir, components=None, device: str | None = None, progress: bool = True,
+              shard: tuple[int, int] = (0, 1)) -> Path:
+    """Run every pending variant of ``study`` (of shard ``i`` of ``n``) into ``output_dir``; returns the
+    HTML report's path. Shards of one study may run at once against the same ``output_dir``."""
     import torch
 
     from .plugins import collect_components
@@ -367,7 +372,7 @@ def run_study(study, *, output_dir, components=None, device: str | None = None, 
     handler = _setup_logging(run_dir)
     try:
         store = ResultStore(run_dir)
-        runner = StudyRunner(study, store, components, device=device, progress=progress)
+        runner = StudyRunner(study, store, components, device=device, progress=progress, shard=shard)
         hook = components.pm.hook
         hook.before_study(study=study, run_dir=run_dir)
         t0 = time.perf_counter()

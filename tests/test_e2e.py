@@ -255,3 +255,38 @@ def test_missing_coco_folder_fails_before_training(tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no-coco-here" in err[0]
     assert not (out / "results.jsonl").exists()
+
+
+def test_two_shards_at_once_share_one_result_store(tmp_path):
+    """``--shard 0/2`` and ``--shard 1/2`` as two concurrent processes (as a SLURM array would run them)."""
+    import os
+    import subprocess
+    import sys
+
+    study = shortened(tmp_path, iterations=4, phase_length=1)
+    data = tomllib.loads(study.read_text())
+    data["scale"]["toy"]["eval"].update({"num_samples": 16, "batch_size": 16, "teacher_steps": [2], "nfe": [4]})
+    study.write_text(tomli_w.dumps(data))
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    code = "import sys; from flashbench.cli import main; raise SystemExit(main(sys.argv[1:]))"
+    procs = [subprocess.Popen([sys.executable, "-c", code, "run", str(study), "--output", str(out), "--shard", f"{i}/2"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    from flashbench.results import ResultStore
+
+    rows = [r for r in ResultStore(out).rows() if r["role"] == "student"]
+    per_variant = {}
+    for r in rows:
+        per_variant.setdefault(r["variant"], []).append(r["metric"])
+    assert set(per_variant) == {"distil", "distil+dmd", "distil+adv", "distil+adv+dmd"}
+    assert all(sorted(m) == ["clip_score", "fd", "lpips_to_teacher"] for m in per_variant.values())  # each once
+    assert "distil+adv+dmd" in outputs[1] and "distil+adv+dmd" not in outputs[0]  # shard 1 ran variants 1 and 3
+
+
+def test_bad_shard_is_a_one_line_error(tmp_path, capsys):
+    study = shortened(tmp_path)
+    assert main(["run", str(study), "--output", str(tmp_path / "run"), "--shard", "2/2"]) == 2
+    assert capsys.readouterr().err.strip() == "flashbench: error: --shard: need 0 <= I < N, got '2/2'"
+    assert not (tmp_path / "run").exists()
