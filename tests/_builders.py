@@ -32,3 +32,21 @@ def tiny_clip_text(root):
 def random_images(n, size, seed=0):
     """(n, 3, size, size) uniform in [-1, 1], seeded."""
     return torch.rand((n, 3, size, size), generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def write_tiny_pipeline(root, pipeline_cls, *, vae: dict, unet: dict, scheduler: dict, **extra):
+    """Save a ``pipeline_cls`` of tiny seeded components (VAE, CLIP text, UNet, DDIM schedule and the
+    pipeline's ``extra`` arguments) as a diffusers folder; returns the folder."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    text_encoder, tokenizer = tiny_clip_text(root)
+    pipe = pipeline_cls(vae=AutoencoderKL(**vae).eval(), text_encoder=text_encoder, tokenizer=tokenizer,
+                        unet=UNet2DConditionModel(**unet).eval(), scheduler=DDIMScheduler(**scheduler), **extra)
+    pipe.save_pretrained(root / "model")
+    return root / "model"
+
+
+def build_teacher(module, name: str, folder, **options):
+    """The teacher ``name`` registered by plugin ``module``, loaded from ``folder`` on the CPU."""
+    return plugin_components(module).get("teacher", name).build({"path": str(folder), **options}, device="cpu")

@@ -17,7 +17,7 @@ from flashbench.method.sampling import student_sample
 from flashbench.testing import TeacherContract, flash_training_smoke, tiny_text_prompts
 from flashbench_plugins.teachers import sd15
 
-from _builders import plugin_components, random_images, tiny_clip_text  # noqa: E402
+from _builders import build_teacher, plugin_components, random_images, write_tiny_pipeline  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,22 +27,12 @@ IMAGE_SIZE = 16  # tiny VAE: 2x the 8x8 latents
 
 def write_tiny_sd15(root):
     """A ``StableDiffusionPipeline`` of tiny seeded components, saved as a diffusers folder (model_index.json)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionPipeline
 
     from flashbench_plugins.teachers import _sd_configs as cfg
 
-    torch.manual_seed(0)
-    text_encoder, tokenizer = tiny_clip_text(root)
-    pipe = StableDiffusionPipeline(
-        vae=AutoencoderKL(**cfg.TINY_VAE).eval(),
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=UNet2DConditionModel(**cfg.TINY_UNET).eval(),
-        scheduler=DDIMScheduler(**cfg.SD15_SCHEDULER),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(root / "model")
-    return root / "model"
+    return write_tiny_pipeline(root, StableDiffusionPipeline, vae=cfg.TINY_VAE, unet=cfg.TINY_UNET, scheduler=cfg.SD15_SCHEDULER,
+                               safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
 def components():
@@ -50,7 +40,7 @@ def components():
 
 
 def build(folder, **options):
-    return components().get("teacher", "sd15").build({"path": str(folder), **options}, device="cpu")
+    return build_teacher(sd15, "sd15", folder, **options)
 
 
 def images(n, seed=0):

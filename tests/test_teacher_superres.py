@@ -18,7 +18,7 @@ from flashbench.method.sampling import student_sample
 from flashbench.testing import TeacherContract, flash_training_smoke
 from flashbench_plugins.teachers import superres
 
-from _builders import plugin_components, tiny_clip_text  # noqa: E402
+from _builders import build_teacher, plugin_components, write_tiny_pipeline  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,23 +28,13 @@ LOW, HIGH = 8, 32  # the latents have the low-res image's size; the tiny VAE dec
 
 def write_tiny_upscaler(root):
     """A ``StableDiffusionUpscalePipeline`` of tiny seeded components, saved as a diffusers folder."""
-    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline, UNet2DConditionModel
+    from diffusers import DDPMScheduler, StableDiffusionUpscalePipeline
 
     from flashbench_plugins.teachers import _sd_configs as cfg
 
-    torch.manual_seed(0)
-    text_encoder, tokenizer = tiny_clip_text(root)
-    pipe = StableDiffusionUpscalePipeline(
-        vae=AutoencoderKL(**cfg.TINY_X4_VAE).eval(),
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=UNet2DConditionModel(**cfg.TINY_X4_UNET).eval(),
-        low_res_scheduler=DDPMScheduler(**cfg.X4_LOW_RES_SCHEDULER),
-        scheduler=DDIMScheduler(**cfg.X4_SCHEDULER),
-        max_noise_level=cfg.X4_MAX_NOISE_LEVEL,
-    )
-    pipe.save_pretrained(root / "model")
-    return root / "model"
+    return write_tiny_pipeline(root, StableDiffusionUpscalePipeline, vae=cfg.TINY_X4_VAE, unet=cfg.TINY_X4_UNET,
+                               scheduler=cfg.X4_SCHEDULER, low_res_scheduler=DDPMScheduler(**cfg.X4_LOW_RES_SCHEDULER),
+                               max_noise_level=cfg.X4_MAX_NOISE_LEVEL)
 
 
 def components():
@@ -52,7 +42,7 @@ def components():
 
 
 def build(folder, **options):
-    return components().get("teacher", "superres").build({"path": str(folder), **options}, device="cpu")
+    return build_teacher(superres, "superres", folder, **options)
 
 
 def images(n, seed=0):
