@@ -6,7 +6,6 @@ from accelerate import Accelerator
 from safetensors.torch import save_file
 
 from flashbench.config import ComponentSpec, TrainConfig
-from flashbench.method.data import Batch
 from flashbench.method.trainer import FlashTrainer
 from flashbench.plugins import collect_components
 
