@@ -50,3 +50,16 @@ def write_tiny_pipeline(root, pipeline_cls, *, vae: dict, unet: dict, scheduler:
 def build_teacher(module, name: str, folder, **options):
     """The teacher ``name`` registered by plugin ``module``, loaded from ``folder`` on the CPU."""
     return plugin_components(module).get("teacher", name).build({"path": str(folder), **options}, device="cpu")
+
+
+def missing_weights_message(make) -> str:
+    """``make()`` must raise MissingWeightsError with a one-line message; returns the message."""
+    import pytest
+
+    from flashbench.errors import MissingWeightsError
+
+    with pytest.raises(MissingWeightsError) as info:
+        make()
+    message = str(info.value)
+    assert "\n" not in message, message
+    return message

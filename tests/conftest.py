@@ -121,3 +121,12 @@ def one_thread():
     with threadpool_limits(1):
         yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def hub_offline(monkeypatch):
+    """No Hugging Face Hub: the variable, and the constant huggingface_hub read from it at import."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

@@ -12,13 +12,12 @@ import math
 import pytest
 import torch
 
-from flashbench.errors import MissingWeightsError
 from flashbench.method.data import Batch
 from flashbench.method.sampling import student_sample
 from flashbench.testing import TeacherContract, flash_training_smoke
 from flashbench_plugins.teachers import inpaint
 
-from _builders import build_teacher, plugin_components, random_images, write_tiny_pipeline  # noqa: E402
+from _builders import build_teacher, missing_weights_message, plugin_components, random_images, write_tiny_pipeline  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -197,16 +196,10 @@ def test_student_sample_agrees_with_the_stock_pipeline(trained):
     torch.testing.assert_close((ours.clamp(-1, 1) + 1) / 2, theirs, rtol=0, atol=1e-5)
 
 # --- (6): offline --------------------------------------------------------------------------------------------
-def test_missing_hub_model_offline_is_one_line_error(monkeypatch):
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+def test_missing_hub_model_offline_is_one_line_error(hub_offline):
     source = "nonexistent-org/nonexistent-inpainting"
-    with pytest.raises(MissingWeightsError) as info:
-        build(source)
-    message = str(info.value)
-    assert source in message and "path" in message and "\n" not in message
+    message = missing_weights_message(lambda: build(source))
+    assert source in message and "path" in message
     assert inpaint.InpaintTeacherConfig().path == "stable-diffusion-v1-5/stable-diffusion-inpainting"
 
 

@@ -16,9 +16,10 @@ import torch
 
 import flashbench
 import flashbench.plugins
-from flashbench.errors import MissingWeightsError
 from flashbench.testing import TeacherContract, adapter_names, flash_training_smoke, tiny_text_prompts
 from flashbench_plugins.teachers import pixart_alpha
+
+from _builders import missing_weights_message  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -364,15 +365,9 @@ def test_student_sample_agrees_with_the_pipeline(trained, pipeline_samples):
         ({"resolution": 1024}, "PixArt-alpha/PixArt-XL-2-1024-MS"),
     ],
 )
-def test_missing_hub_model_offline_is_one_line_error(monkeypatch, options, source):
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(MissingWeightsError) as info:
-        build(**options)
-    message = str(info.value)
-    assert source in message and "path" in message and "\n" not in message
+def test_missing_hub_model_offline_is_one_line_error(hub_offline, options, source):
+    message = missing_weights_message(lambda: build(**options))
+    assert source in message and "path" in message
 
 
 def test_config_validation():

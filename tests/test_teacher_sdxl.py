@@ -15,13 +15,14 @@ import torch
 
 import flashbench
 import flashbench.plugins
-from flashbench.errors import MissingWeightsError
 from flashbench.method.data import Batch
 from flashbench.method.sampling import student_sample
 from flashbench.method.teacher import Teacher
 from flashbench.testing import TeacherContract, flash_training_smoke, tiny_text_prompts
 from flashbench_plugins.teachers import sdxl as sdxl_plugin
 from flashbench_plugins.teachers._sdxl_configs import write_tiny_sdxl
+
+from _builders import missing_weights_message  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -236,16 +237,10 @@ def test_student_sample_agrees_with_the_stock_pipeline(trained):
 
 
 # --- (6) offline ------------------------------------------------------------------------------------------------
-def test_missing_hub_model_offline_is_one_line_error(monkeypatch):
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+def test_missing_hub_model_offline_is_one_line_error(hub_offline):
     source = "nonexistent-org/nonexistent-sdxl"
-    with pytest.raises(MissingWeightsError) as info:
-        build(source)
-    message = str(info.value)
-    assert source in message and "path" in message and "\n" not in message
+    message = missing_weights_message(lambda: build(source))
+    assert source in message and "path" in message
 
 
 # --- (7) GPU -------------------------------------------------------------------------------------------------------
