@@ -70,7 +70,10 @@ class TrainConfig:
     lora_rank: int = 0  # 0: the teacher plugin's default
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16" (accelerate)
     gradient_checkpointing: bool = False
+    compile_student: bool = False  # torch.compile the denoiser (GPU; a first step pays the compile)
     log_every: int = 50
+    checkpoint_every: int = 1000  # mid-variant checkpoints (LoRA, head, optimisers, RNG, step); 0: none
+    trackers: tuple[str, ...] = ("tensorboard",)  # accelerate trackers for training metrics: tensorboard, wandb
 
 
 @dataclass(frozen=True)

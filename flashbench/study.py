@@ -57,6 +57,7 @@ __all__ = ["Variant", "Study", "load_study", "validate_study", "study_scales", "
 MAX_VARIANTS = 256  # explicit variants x matrix cells; beyond this a study is almost surely a typo
 NUM_PHASES = 4  # phases of pi and of the lambda schedules (Sec. 4.2)
 MIXED_PRECISION = ("no", "bf16", "fp16")
+TRACKERS = ("tensorboard", "wandb")
 NAME_RE = re.compile(r"[a-z0-9_-]+\Z")
 VARIANT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
 
@@ -410,6 +411,8 @@ TRAIN_CHECKS: dict[str, tuple[Check, ...]] = {
     "iterations": (_positive,),
     "batch_size": (_positive,),
     "log_every": (_positive,),
+    "checkpoint_every": (_non_negative,),
+    "trackers": (_each(_one_of(TRACKERS)),),
     "learning_rate": (_positive,),
     "disc_learning_rate": (_positive,),
     "lora_rank": (_non_negative,),
