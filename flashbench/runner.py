@@ -1,14 +1,21 @@
 """Run a resolved study: per variant, distil (Algorithm 1), sample at the study's NFEs, evaluate, store
 tidy rows; teacher baselines are rows too. The teacher, dataset and evaluators are loaded once per study.
-Variants already marked done in the result store are skipped, so a stopped study resumes.
+Variants already marked done in the result store are skipped, and the running variant continues from
+its last checkpoint, so a stopped (even SIGKILLed) study resumes.
+
+Under ``accelerate launch`` every process trains each variant data-parallel; the main process alone
+samples, evaluates, writes the result store and the report, and the others wait for it.
 """
 from __future__ import annotations
 
+import datetime
+import importlib.util
 import logging
 import time
 from pathlib import Path
 
 from .config import ComponentSpec, EvalConfig, TrainConfig
+from .errors import UserError
 
 log = logging.getLogger("flashbench")
 
@@ -65,7 +72,11 @@ class StudyRunner:
     def __init__(self, study, store, components, *, device="cpu", progress=True, shard: tuple[int, int] = (0, 1)):
         import torch
 
+        from accelerate import PartialState
+
         self.study, self.store, self.components = study, store, components
+        self.state = PartialState()
+        self.is_main = self.state.is_main_process
         self.device = torch.device(device)
         self.progress = progress
         self.shard = shard
@@ -160,7 +171,7 @@ class StudyRunner:
 
     def run_teacher_baselines(self, variant) -> None:
         key = f"teacher-s{variant.seed}"
-        if self.store.is_done(key):
+        if self.store.is_done(key) or not self.is_main:
             return
         train, ev, seed = variant.train, variant.eval, variant.seed
         vdir = self.store.variant_dir(key)
@@ -202,15 +213,18 @@ class StudyRunner:
         trainer = FlashTrainer(
             teacher, cond_plugin, solver, timesteps, train,
             distil=self.resources.loss(train.distil_loss, teacher), gan=self.resources.loss(train.adv_loss), dmd=self.resources.loss(train.dmd_loss),
-            adapter_name=f"flash_{index}", seed=seed,
+            adapter_name=f"flash_{index}", seed=seed, tracking_dir=self.store.variant_dir(variant.key) / "logs",
         )
         vdir = self.store.variant_dir(variant.key)
         try:
             try:
-                summary = trainer.train(dataset, train.iterations, seed=seed, progress=self.progress, desc=variant.name, log=lambda r: log.info("%s %s", variant.name, r))
-            except NonFiniteLoss as exc:
+                summary = trainer.train(dataset, train.iterations, seed=seed, progress=self.progress and self.is_main, desc=variant.name,
+                                        log=lambda r: log.info("%s %s", variant.name, r), checkpoint=vdir / "checkpoint.safetensors")
+            except NonFiniteLoss as exc:  # the last good checkpoint stays on disk
                 log.error("%s failed: %s", variant.name, exc)
                 return [self._row("student", variant.key, variant.name, seed, variant.axes, None, None, exc.term, None, None, 0, status="failed", reason=str(exc), step=exc.step)]
+            if not self.is_main:
+                return []
             teacher.save_lora(trainer.adapter_name, vdir / "lora")
             cost = dict(trainable_params=summary.trainable_params, iterations=summary.iterations, seconds_per_step=summary.seconds_per_step,
                         teacher_nfe_per_step=summary.teacher_nfe_per_step, student_nfe_per_step=summary.student_nfe_per_step,
@@ -270,6 +284,11 @@ class StudyRunner:
         missing dataset folder or a bad option fail here (one line, exit 2), not hours into a run."""
         for v in variants:
             train, ev = v.train, v.eval
+            for tracker in train.trackers:
+                module = {"tensorboard": "tensorboard", "wandb": "wandb"}[tracker]
+                if importlib.util.find_spec(module) is None:
+                    raise UserError(f"{self.study.path}: trackers: {tracker!r} needs the {module} package (pip install {module}), "
+                                    f"or set trackers = [] in the study")
             teacher = self.resources.teacher(train.teacher)
             self.resources.dataset(train.dataset)
             self.resources.dataset(ev.prompts)
@@ -286,8 +305,9 @@ class StudyRunner:
                 teacher.load_lora("preflight", train.pretrained_lora)
                 teacher.remove_lora("preflight")
         # reference statistics (and unreadable reference images) too, before anything trains
-        for v in variants:
-            self.evaluators(v.eval)
+        if self.is_main:
+            for v in variants:
+                self.evaluators(v.eval)
 
     # --- the study -----------------------------------------------------------------------------------
     def run(self):
@@ -296,8 +316,9 @@ class StudyRunner:
 
         provenance = collect_provenance(self.study.scale)
         self.git_hash = provenance.get("git_hash") or provenance.get("git_commit") or "unknown"
-        self.store.write_study(self.study.to_data())
-        self.store.write_provenance(provenance)
+        if self.is_main:
+            self.store.write_study(self.study.to_data())
+            self.store.write_provenance(provenance)
         i, n = self.shard
         mine = [v for k, v in enumerate(self.study.variants) if k % n == i]  # shards split the variants
         pending = [v for v in mine if not self.store.is_done(v.key)]
@@ -313,9 +334,13 @@ class StudyRunner:
                 continue
             log.info("variant %d/%d: %s (seed %d)", index + 1, len(self.study.variants), variant.name, variant.seed)
             rows = self.run_variant(variant, index)
-            self.store.add_rows(rows)
-            status = rows[0]["status"] if rows else "ok"
-            self.store.mark_done(variant.key, {"status": status, "rows": len(rows)})
+            if self.is_main:
+                self.store.add_rows(rows)
+                status = rows[0]["status"] if rows else "ok"
+                self.store.mark_done(variant.key, {"status": status, "rows": len(rows)})
+            self.state.wait_for_everyone()  # the others wait while the main process evaluates
+            if not self.is_main:
+                continue
             if self.progress:
                 ok = [r for r in rows if r["status"] == "ok"]
                 summary = ", ".join(f"{r['metric']}@{r['nfe']}={r['value']:.4g}" for r in ok) or rows[0].get("reason", "failed")
@@ -346,9 +371,9 @@ def torch_half():
     return torch.float16
 
 
-def _setup_logging(run_dir: Path) -> logging.Handler:
+def _setup_logging(run_dir: Path, rank: int = 0) -> logging.Handler:
     run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+    handler = logging.FileHandler(run_dir / ("run.log" if rank == 0 else f"run.rank{rank}.log"), encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -366,18 +391,28 @@ def run_study(study, *, output_dir, components=None, device: str | None = None, 
     from .report import render_report
     from .results import ResultStore
 
+    from accelerate import PartialState
+
     components = components or collect_components()
     run_dir = Path(output_dir)
+    # Under `accelerate launch`: one device per process, and a long collective timeout, because the
+    # other processes wait at a barrier while the main one samples and evaluates a variant.
+    state = PartialState(timeout=datetime.timedelta(hours=12))
+    if state.num_processes > 1:
+        device = str(state.device)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    handler = _setup_logging(run_dir)
+    handler = _setup_logging(run_dir, rank=state.process_index)
     try:
         store = ResultStore(run_dir)
         runner = StudyRunner(study, store, components, device=device, progress=progress, shard=shard)
         hook = components.pm.hook
-        hook.before_study(study=study, run_dir=run_dir)
+        if state.is_main_process:
+            hook.before_study(study=study, run_dir=run_dir)
         t0 = time.perf_counter()
         for variant, rows in runner.run():
             hook.after_variant(study=study, variant=variant, rows=rows, run_dir=run_dir)
+        if not state.is_main_process:
+            return run_dir / "report.html"
         report = render_report(run_dir)
         hook.after_study(study=study, run_dir=run_dir, report_path=report)
         log.info("study %s done in %.0fs; report %s", study.name, time.perf_counter() - t0, report)

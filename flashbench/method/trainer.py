@@ -5,17 +5,25 @@ alpha z0 + sigma eps (pure noise at i = K, as at inference); the teacher solves 
 t_i down the K-grid to 0 (no grad); the student predicts z~0 in one step; L = L_distil +
 lambda_adv L_adv + lambda_DMD L_DMD with the lambdas of the current phase; Adam on the LoRA; then the
 discriminator head takes its own Adam step (it trains during warm-up too, when lambda_adv is 0).
+
+Data-parallel (``accelerate launch``): every rank draws the randomness of the *global* batch (data,
+omega, grid indices, noise) from the same seeded generators and keeps its own slice, so N ranks with
+per-process batch b follow the single-process run with batch N*b up to float reassociation, and
+gradients are averaged by DDP. Checkpoints (``checkpoint.py``) make the loop resumable bit for bit.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..config import TrainConfig
+from .. import checkpoint as ckpt
+from .data import Batch
 from .discriminator import DiscriminatorHead
 from .guidance import cond_index, guided_eps
 from .losses import DistillationLoss, DMDLoss, GANLoss
@@ -64,12 +72,19 @@ class FlashTrainer:
         adapter_name: str,
         seed: int,
         accelerator=None,
+        tracking_dir: Path | None = None,
     ):
         from accelerate import Accelerator
 
         self.teacher, self.conditioning, self.solver, self.timesteps, self.cfg = teacher, conditioning, solver, timesteps, cfg
         self.distil, self.gan, self.dmd = distil, gan, dmd
-        self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=teacher.device.type == "cpu")
+        trackers = list(cfg.trackers) if tracking_dir is not None else []
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=cfg.mixed_precision, cpu=teacher.device.type == "cpu",
+            log_with=trackers or None, project_dir=str(tracking_dir) if trackers else None,
+        )
+        self.tracking = bool(self.accelerator.log_with) if tracking_dir is not None else False
+        self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.device = teacher.device
         self.generator = torch.Generator("cpu").manual_seed(seed)
         self.adapter_name = adapter_name
@@ -88,11 +103,27 @@ class FlashTrainer:
         self.adv_t = [teacher.schedule.continuous_timestep(u) for u in cfg.adv_timesteps]
 
     # -- helpers -----------------------------------------------------------------------------------
+    def _mine(self, x):
+        """This rank's slice of a tensor (or list) drawn for the global batch."""
+        b = len(x) // self.world
+        return x[self.rank * b : (self.rank + 1) * b]
+
     def _randn(self, like: torch.Tensor) -> torch.Tensor:
-        return torch.randn(like.shape, generator=self.generator).to(like.device, like.dtype)
+        z = torch.randn((like.shape[0] * self.world, *like.shape[1:]), generator=self.generator)
+        return self._mine(z).to(like.device, like.dtype)
 
     def _uniform(self, n: int, lo: float, hi: float) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(n, generator=self.generator)
+        return self._mine(lo + (hi - lo) * torch.rand(n * self.world, generator=self.generator))
+
+    def _randint(self, high: int, n: int) -> torch.Tensor:
+        return self._mine(torch.randint(high, (n * self.world,), generator=self.generator))
+
+    def local_batch(self, batch: Batch) -> Batch:
+        """This rank's share of a global batch (the whole batch on one process)."""
+        if self.world == 1:
+            return batch
+        extras = {k: self._mine(v) for k, v in batch.extras.items()}
+        return Batch(self._mine(batch.images), self._mine(list(batch.prompts)), extras)
 
     def _teacher_eps(self, x, t, c):
         return self.teacher.eps(x, t, c, student=False)
@@ -121,6 +152,17 @@ class FlashTrainer:
             evaluations += 2 * len(idx)
         return x, evaluations / x.shape[0]
 
+    def _check_finite(self, iteration: int, losses: dict[str, float]) -> None:
+        """Stop on a NaN/inf loss term before any update; every process stops together (a process that
+        stopped alone would leave the others waiting in the gradient all-reduce)."""
+        bad = next(((term, v) for term, v in losses.items() if not math.isfinite(v)), None)
+        if self.world > 1:
+            flag = torch.tensor([0.0 if bad is None else 1.0], device=self.device)
+            if self.accelerator.reduce(flag, reduction="sum").item() > 0 and bad is None:
+                bad = ("(on another process)", float("nan"))
+        if bad is not None:
+            raise NonFiniteLoss(iteration, *bad)
+
     # -- one step ------------------------------------------------------------------------------------
     def step(self, batch, iteration: int) -> StepStats:
         cfg, sched, teacher = self.cfg, self.teacher.schedule, self.teacher
@@ -132,7 +174,7 @@ class FlashTrainer:
         b = z0.shape[0]
         lo, hi = (cfg.guidance_fixed, cfg.guidance_fixed) if cfg.guidance_fixed > 0 else (cfg.guidance_min, cfg.guidance_max)
         omega = self._uniform(b, lo, hi).to(self.device)
-        start = self.timesteps.sample(self.generator, b, iteration)
+        start = self._mine(self.timesteps.sample(self.generator, b * self.world, iteration))
         t_i = sched.grid_timestep(start, cfg.num_timesteps).to(self.device)
         eps = self._randn(z0)
         z_t = sched.add_noise(z0, eps, t_i)
@@ -153,7 +195,7 @@ class FlashTrainer:
 
         feats_fake = real_noisy = t_adv = None
         if self.gan is not None:
-            t_adv = torch.tensor(self.adv_t)[torch.randint(len(self.adv_t), (b,), generator=self.generator)].to(self.device)
+            t_adv = torch.tensor(self.adv_t)[self._randint(len(self.adv_t), b)].to(self.device)
             eps_adv = self._randn(z0)
             fake_noisy = sched.add_noise(x0_s, eps_adv, t_adv)
             real_noisy = sched.add_noise(z0, eps_adv, t_adv)  # the same noise for real and fake (Sec. 4.3)
@@ -165,7 +207,7 @@ class FlashTrainer:
                 losses["adv"] = l_adv.item()
 
         if self.dmd is not None and lam_dmd > 0:
-            t_dmd = torch.randint(0, sched.num_train_timesteps, (b,), generator=self.generator).to(self.device)
+            t_dmd = self._randint(sched.num_train_timesteps, b).to(self.device)
             with torch.no_grad():
                 zz = sched.add_noise(x0_s.detach(), self._randn(z0), t_dmd)
                 with self.accelerator.autocast():
@@ -179,9 +221,7 @@ class FlashTrainer:
             teacher_nfe += 2
             student_nfe += 1
 
-        for term, value in losses.items():
-            if not math.isfinite(value):
-                raise NonFiniteLoss(iteration, term, value)
+        self._check_finite(iteration, losses)
         if total.requires_grad:
             self.opt.zero_grad(set_to_none=True)
             self.accelerator.backward(total)
@@ -191,8 +231,7 @@ class FlashTrainer:
             with torch.no_grad(), self.accelerator.autocast():
                 feats_real = teacher.encoder_features(real_noisy, t_adv, cond)
             l_d = self.gan.discriminator(self.head(feats_real.detach()), self.head(feats_fake.detach()))
-            if not math.isfinite(l_d.item()):
-                raise NonFiniteLoss(iteration, "discriminator", l_d.item())
+            self._check_finite(iteration, {"discriminator": l_d.item()})
             self.head_opt.zero_grad(set_to_none=True)
             self.accelerator.backward(l_d)
             self.head_opt.step()
@@ -200,29 +239,67 @@ class FlashTrainer:
         losses["total"] = float(total.item())
         return StepStats(losses, teacher_nfe, student_nfe, phase)
 
+    # -- checkpoints --------------------------------------------------------------------------------
+    def save_checkpoint(self, path: Path, *, step: int, data_rng: np.random.Generator, counters: dict) -> None:
+        """Everything the loop needs to continue bit for bit, written atomically by the main process."""
+        if self.accelerator.is_main_process:
+            ckpt.save(path, modules={"lora": self.lora_params, "head": list(self.head.parameters()) if self.head else []},
+                      optimizers={"opt": self.opt, "head_opt": getattr(self, "head_opt", None)},
+                      generator=self.generator, data_rng=data_rng,
+                      meta={"step": step, "phase": self.timesteps.phase(max(0, step - 1)), "fingerprint": ckpt.fingerprint(self.cfg), **counters})
+        self.accelerator.wait_for_everyone()
+
+    def load_checkpoint(self, path: Path, data_rng: np.random.Generator) -> dict | None:
+        """Restore a checkpoint written for this configuration; None (start afresh) when there is none
+        or it belongs to another configuration of the variant."""
+        return ckpt.load(path, modules={"lora": self.lora_params, "head": list(self.head.parameters()) if self.head else []},
+                         optimizers={"opt": self.opt, "head_opt": getattr(self, "head_opt", None)},
+                         generator=self.generator, data_rng=data_rng, fingerprint=ckpt.fingerprint(self.cfg))
+
     # -- the loop --------------------------------------------------------------------------------------
-    def train(self, dataset, iterations: int, *, seed: int, start_iteration: int = 0, progress: bool = True, log=None, desc: str = "train"):
+    def train(self, dataset, iterations: int, *, seed: int, progress: bool = True, log=None, desc: str = "train",
+              checkpoint: Path | None = None):
+        """Run iterations [0, iterations), continuing from ``checkpoint`` when it holds one for this
+        configuration; with ``cfg.checkpoint_every`` > 0 a checkpoint is written every that many steps
+        and at the end (so a run killed while evaluating does not train again)."""
         from tqdm.auto import tqdm
 
         rng = np.random.default_rng(seed)
         history: list[dict] = []
-        t_nfe = s_nfe = 0.0
+        counters = {"teacher_nfe": 0.0, "student_nfe": 0.0, "seconds": 0.0}
+        start = 0
+        state = self.load_checkpoint(checkpoint, rng) if checkpoint is not None else None
+        if state is not None:
+            start = int(state["step"])
+            history = list(state.get("history", []))
+            counters = {k: float(state.get(k, 0.0)) for k in counters}
+        if self.tracking:
+            self.accelerator.init_trackers(desc, config=ckpt.tracker_config(self.cfg))
+        every = self.cfg.checkpoint_every if checkpoint is not None else 0
         t0 = time.perf_counter()
-        bar = tqdm(range(start_iteration, iterations), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+        bar = tqdm(range(start, iterations), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
         for it in bar:
-            batch = dataset.train_batch(rng, self.cfg.batch_size)
+            batch = self.local_batch(dataset.train_batch(rng, self.cfg.batch_size * self.world))
             stats = self.step(batch, it)
-            t_nfe += stats.teacher_nfe
-            s_nfe += stats.student_nfe
+            counters["teacher_nfe"] += stats.teacher_nfe
+            counters["student_nfe"] += stats.student_nfe
             if it % self.cfg.log_every == 0 or it == iterations - 1:
                 row = {"step": it, "phase": stats.phase, **stats.losses}
                 history.append(row)
                 if log:
                     log(row)
+                if self.tracking:
+                    self.accelerator.log({f"loss/{k}": v for k, v in stats.losses.items()} | {"phase": stats.phase}, step=it)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in stats.losses.items() if k != "total"})
-        seconds = time.perf_counter() - t0
-        n = max(1, iterations - start_iteration)
-        return TrainSummary(n, seconds, seconds / n, t_nfe / n, s_nfe / n, self.trainable_params, history)
+            if every and ((it + 1) % every == 0 or it + 1 == iterations):
+                elapsed = counters["seconds"] + time.perf_counter() - t0
+                self.save_checkpoint(checkpoint, step=it + 1, data_rng=rng, counters={**counters, "seconds": elapsed, "history": history})
+        seconds = counters["seconds"] + time.perf_counter() - t0
+        n = max(1, iterations)
+        return TrainSummary(iterations, seconds, seconds / n,
+                            counters["teacher_nfe"] / n, counters["student_nfe"] / n, self.trainable_params, history)
 
     def close(self) -> None:
+        if self.tracking:
+            self.accelerator.end_training()
         self.teacher.remove_lora(self.adapter_name)

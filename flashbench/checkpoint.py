@@ -1,0 +1,149 @@
+"""Mid-variant training checkpoints: one safetensors file per variant, replaced atomically.
+
+Tensors: the student's LoRA parameters, the discriminator head, both Adam states and the torch
+generator's (and global RNGs') states. Metadata (JSON in the safetensors header): the step to run next,
+the phase, the numpy data RNG's state, the optimisers' hyper-parameters, the NFE/time counters, the
+loss history and a fingerprint of the training configuration. Loading unpickles nothing.
+
+A SIGKILL during a write leaves the previous checkpoint intact (temporary file + rename); a stray
+temporary file is ignored. A checkpoint whose fingerprint differs (the study changed the variant's
+recipe) is ignored with a warning and the variant starts afresh.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .results import atomic_write_with
+
+FORMAT = 1
+# Fields that do not change what the training loop computes; ``iterations`` is left out so a finished
+# variant's last checkpoint can be continued to more iterations.
+NEUTRAL_FIELDS = ("log_every", "checkpoint_every", "trackers", "iterations", "evaluate_only", "pretrained_lora", "compile_student")
+
+log = logging.getLogger("flashbench")
+
+
+def _plain(v: Any) -> Any:
+    if hasattr(v, "to_data"):
+        return v.to_data()
+    if isinstance(v, (tuple, list)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def fingerprint(cfg) -> str:
+    data = {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name not in NEUTRAL_FIELDS}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def tracker_config(cfg) -> dict[str, Any]:
+    """The configuration as the flat scalars trackers (TensorBoard hparams) accept."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = _plain(getattr(cfg, f.name))
+        out[f.name] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v, default=str)
+    return out
+
+
+def save(path: Path, *, modules: dict[str, list], optimizers: dict, generator: torch.Generator,
+         data_rng: np.random.Generator, meta: dict) -> None:
+    from safetensors.torch import save as to_bytes
+
+    tensors: dict[str, torch.Tensor] = {}
+    for group, params in modules.items():
+        for i, p in enumerate(params):
+            tensors[f"{group}.{i}"] = p.detach().cpu().contiguous().clone()
+    opt_meta = {}
+    for name, opt in optimizers.items():
+        if opt is None:
+            continue
+        sd = opt.state_dict()
+        scalars = {}
+        for idx, state in sd["state"].items():
+            for k, v in state.items():
+                if torch.is_tensor(v):
+                    tensors[f"{name}.state.{idx}.{k}"] = v.detach().cpu().contiguous().clone()
+                else:
+                    scalars[f"{idx}.{k}"] = v
+        opt_meta[name] = {"param_groups": sd["param_groups"], "scalars": scalars}
+    tensors["rng.generator"] = generator.get_state()
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    header = {"format": FORMAT, **meta, "optimizers": opt_meta, "data_rng": data_rng.bit_generator.state,
+              "groups": {g: len(p) for g, p in modules.items()}}
+    blob = to_bytes(tensors, metadata={"flashbench": json.dumps(header, default=_json_default)})
+    atomic_write_with(path, lambda f: f.write(blob), binary=True)
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return list(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    raise TypeError(f"not JSON-serialisable in a checkpoint: {type(v).__name__}")
+
+
+def read_meta(path: Path) -> dict:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {})["flashbench"])
+    except Exception as exc:  # a damaged file: the user decides, nothing is deleted silently
+        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); delete it to restart this variant") from exc
+
+
+def load(path: Path, *, modules: dict[str, list], optimizers: dict, generator: torch.Generator,
+         data_rng: np.random.Generator, fingerprint: str) -> dict | None:
+    """Restore ``path`` into the given parameters, optimisers and RNGs; returns its metadata, or None
+    when there is no checkpoint or it was written for another configuration."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    meta = read_meta(path)
+    if meta.get("fingerprint") != fingerprint:
+        log.warning("%s: written for another configuration of this variant (fingerprint %s, now %s); starting afresh",
+                    path, meta.get("fingerprint"), fingerprint)
+        return None
+    groups = {g: len(p) for g, p in modules.items()}
+    if meta.get("groups") != groups:
+        raise UserError(f"{path}: holds parameter groups {meta.get('groups')}, the model has {groups}; delete it to restart this variant")
+    tensors = load_file(str(path))
+    with torch.no_grad():
+        for group, params in modules.items():
+            for i, p in enumerate(params):
+                p.copy_(tensors[f"{group}.{i}"].to(p.device, p.dtype))
+    for name, opt in optimizers.items():
+        if opt is None:
+            continue
+        saved = meta["optimizers"][name]
+        state: dict[int, dict] = {}
+        prefix = f"{name}.state."
+        for key, t in tensors.items():
+            if key.startswith(prefix):
+                idx, k = key[len(prefix):].split(".", 1)
+                state.setdefault(int(idx), {})[k] = t
+        for key, v in saved["scalars"].items():
+            idx, k = key.split(".", 1)
+            state.setdefault(int(idx), {})[k] = v
+        opt.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+    generator.set_state(tensors["rng.generator"])
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+    data_rng.bit_generator.state = meta["data_rng"]
+    return meta
