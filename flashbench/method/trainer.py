@@ -13,6 +13,7 @@ gradients are averaged by DDP. Checkpoints (``checkpoint.py``) make the loop res
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from .losses import DistillationLoss, DMDLoss, GANLoss
 from .solvers import Solver
 from .teacher import Teacher
 from .timesteps import TimestepDistribution
+
+logger = logging.getLogger("flashbench")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -273,6 +276,7 @@ class FlashTrainer:
             start = int(state["step"])
             history = list(state.get("history", []))
             counters = {k: float(state.get(k, 0.0)) for k in counters}
+            logger.info("%s: resuming from the checkpoint at step %d of %d", desc, start, iterations)
         if self.tracking:
             self.accelerator.init_trackers(desc, config=ckpt.tracker_config(self.cfg))
         every = self.cfg.checkpoint_every if checkpoint is not None else 0
