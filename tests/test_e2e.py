@@ -290,3 +290,16 @@ def test_bad_shard_is_a_one_line_error(tmp_path, capsys):
     assert main(["run", str(study), "--output", str(tmp_path / "run"), "--shard", "2/2"]) == 2
     assert capsys.readouterr().err.strip() == "flashbench: error: --shard: need 0 <= I < N, got '2/2'"
     assert not (tmp_path / "run").exists()
+
+
+def test_training_metrics_go_to_tensorboard(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, out = run_dir
+    events = sorted((out / "variants").glob("*/logs/*/events.out.tfevents.*"))
+    assert len(events) == 4  # one per variant
+    acc = EventAccumulator(str(events[-1].parent))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"loss/distil", "loss/total"} <= tags
+    assert [e.step for e in acc.Scalars("loss/total")] == [0, 4, 7]  # log_every = 4, and the last step
