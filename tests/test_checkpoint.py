@@ -178,3 +178,15 @@ def test_nan_loss_keeps_the_last_good_checkpoint(parts, tmp_path):
     from safetensors.torch import load_file
 
     assert all(torch.isfinite(t).all() for k, t in load_file(str(ckpt)).items() if k.startswith("lora."))
+
+
+def test_variants_in_one_process_may_differ_in_precision(parts):
+    """accelerate's process-wide state would refuse the second trainer; the study runner builds one
+    trainer per variant, and a study may put mixed_precision on an axis."""
+    for precision in ("no", "bf16", "no"):
+        trainer = _trainer(parts, dataclasses.replace(CFG, mixed_precision=precision), f"p_{precision}")
+        try:
+            assert trainer.accelerator.mixed_precision == precision
+            trainer.step(parts["dataset"].train_batch(__import__("numpy").random.default_rng(0), 2), 0)
+        finally:
+            trainer.close()

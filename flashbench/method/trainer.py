@@ -35,6 +35,16 @@ from .timesteps import TimestepDistribution
 logger = logging.getLogger("flashbench")
 
 
+def _allow_precision_change(mixed_precision: str) -> None:
+    """accelerate keeps one process-wide state and refuses an Accelerator with another precision; variants
+    of one study may differ in precision, so drop that state (the process group, in PartialState, stays)."""
+    from accelerate.state import AcceleratorState
+
+    current = AcceleratorState._shared_state.get("_mixed_precision")
+    if current is not None and str(current) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 class NonFiniteLoss(RuntimeError):
     def __init__(self, step: int, term: str, value: float):
         self.step, self.term, self.value = step, term, value
@@ -82,6 +92,8 @@ class FlashTrainer:
         self.teacher, self.conditioning, self.solver, self.timesteps, self.cfg = teacher, conditioning, solver, timesteps, cfg
         self.distil, self.gan, self.dmd = distil, gan, dmd
         trackers = list(cfg.trackers) if tracking_dir is not None else []
+        if accelerator is None:
+            _allow_precision_change(cfg.mixed_precision)
         self.accelerator = accelerator or Accelerator(
             mixed_precision=cfg.mixed_precision, cpu=teacher.device.type == "cpu",
             log_with=trackers or None, project_dir=str(tracking_dir) if trackers else None,
