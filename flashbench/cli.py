@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import ENTRY_POINT_GROUP, __version__
-from .errors import UserError
+from .errors import UserError, one_line
 
 PROG = "flashbench"
 
@@ -77,18 +77,28 @@ example:
   flashbench report runs/ablation_losses-toy"""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line like every other error (argparse prints the usage
+    block first: a wall of text in a SLURM log, and the one line that matters last)."""
+
+    def error(self, message: str):
+        if message.endswith("expected one argument"):  # e.g. --shard -1/2: argparse took the value for an option
+            message += " (a value starting with '-' is written --option=VALUE)"
+        self.exit(2, f"{PROG}: error: {one_line(message)}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=MAIN_EPILOG, formatter_class=fmt)
+    parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=MAIN_EPILOG, formatter_class=fmt)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("run", help="train and evaluate every variant of a study, then write its report",
                        description="Train and evaluate every variant of a study, then write its report.",
                        epilog=RUN_EPILOG, formatter_class=fmt)
-    p.add_argument("file", metavar="FILE", type=Path, help="the study file (.toml)")
+    p.add_argument("file", metavar="FILE", help="the study file (.toml)")
     p.add_argument("--scale", metavar="SCALE", help="a scale the study defines (default: its default_scale, else 'paper')")
-    p.add_argument("--output", "-o", metavar="DIR", type=Path, help="run directory (default: runs/<study name>-<scale>)")
+    p.add_argument("--output", "-o", metavar="DIR", help="run directory (default: runs/<study name>-<scale>)")
     p.add_argument("--shard", metavar="I/N", help="run only every N-th variant starting at I (0-based), e.g. "
                    "0/4 ... 3/4 as four jobs of a SLURM array sharing one --output")
     p.set_defaults(func=_cmd_run)
@@ -96,9 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a study file and list its variants, without running anything",
                        description="Check a study file and list its variants, without running anything.",
                        epilog=VALIDATE_EPILOG, formatter_class=fmt)
-    p.add_argument("file", metavar="FILE", type=Path, help="the study file (.toml)")
-    p.add_argument("--scale", metavar="SCALE", help="the scale to resolve (default: the study's default_scale, else 'paper')")
-    p.add_argument("--all-scales", action="store_true", help="validate every scale the study defines")
+    p.add_argument("file", metavar="FILE", help="the study file (.toml)")
+    scales = p.add_mutually_exclusive_group()
+    scales.add_argument("--scale", metavar="SCALE", help="the scale to resolve (default: the study's default_scale, else 'paper')")
+    scales.add_argument("--all-scales", action="store_true", help="validate every scale the study defines")
     p.add_argument("--json", action="store_true", help="print the resolved study (every variant's full configuration) as JSON")
     p.set_defaults(func=_cmd_validate)
 
@@ -151,7 +162,7 @@ def main(argv: Sequence[str] | None = None, *, components=None) -> int:
 
 def _print_problems(error: UserError) -> None:
     for problem in getattr(error, "problems", None) or [error]:
-        print(f"{PROG}: error: {problem}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(str(problem))}", file=sys.stderr)
 
 
 class _Lazy:
@@ -187,13 +198,72 @@ def _parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def _study_file(text: str) -> Path:
+    if not text:
+        raise UserError("FILE: an empty path; give the study file (.toml)")
+    return Path(text)
+
+
+NAME_MAX = 255  # bytes per path component on the usual file systems
+
+
+def _check_output(output: Path, study, *, given: bool) -> None:
+    """Everything about the run directory that would fail only once the runner writes into it: a file
+    where the directory (or one of its parents) should be, an unwritable parent, a name too long, or a
+    directory holding another study's results (which the run would mix with its own). Raises
+    UserError; creates nothing."""
+    what = f"--output {output}" if given else f"{output} (the default run directory; choose another with --output)"
+    if "\x00" in str(output):
+        raise UserError(f"--output: not a valid path (it contains a NUL character): {str(output)!r}")
+    for part in output.parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            raise UserError(f"{what}: a path component is longer than {NAME_MAX} bytes")
+    if output.exists() or output.is_symlink():
+        if not output.is_dir():
+            kind = "a dangling link" if output.is_symlink() and not output.exists() else "a file, not a directory"
+            raise UserError(f"{what}: exists and is {kind}")
+        if not os.access(output, os.W_OK | os.X_OK):
+            raise UserError(f"{what}: directory is not writable")
+        _check_same_study(output, study, what)
+        return
+    parent = output.absolute().parent
+    while not parent.exists() and not parent.is_symlink() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{what}: cannot be created: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{what}: cannot be created: {parent} is not writable")
+
+
+def _check_same_study(output: Path, study, what: str) -> None:
+    from .results import STUDY_FILE
+
+    path = output / STUDY_FILE
+    if not path.exists():
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{path}: unreadable ({type(e).__name__}); {what} does not look like a run directory of "
+                        f"{study.name!r}; give another --output") from None
+    stored = (data.get("name"), data.get("scale")) if isinstance(data, dict) else (None, None)
+    if stored != (study.name, study.scale):
+        raise UserError(f"{what}: holds the results of study {stored[0]!r} at scale {stored[1]!r}, not {study.name!r} "
+                        f"at scale {study.scale!r}; give another --output (nothing was changed)")
+
+
 def _cmd_run(args, components: _Lazy) -> int:
     from .study import load_study
 
-    shard = _parse_shard(args.shard) if args.shard else None
+    shard = _parse_shard(args.shard) if args.shard is not None else None
+    if args.output is not None and not args.output:
+        raise UserError("--output: an empty path; give a directory (default: runs/<study name>-<scale>)")
+    file = _study_file(args.file)
     comps = components.get()
-    study = load_study(args.file, scale=args.scale, components=comps)
-    output = args.output or Path("runs") / f"{study.name}-{study.scale}"
+    study = load_study(file, scale=args.scale, components=comps)
+    # Everything the study file and the arguments can get wrong fails here, before run_study writes.
+    output = Path(args.output) if args.output else Path("runs") / f"{study.name}-{study.scale}"
+    _check_output(output, study, given=bool(args.output))
     n = len(study.variant_names)
     print(f"{study.name} (scale {study.scale}): {n} variant{'s' * (n != 1)} x {len(study.seeds)} "
           f"seed{'s' * (len(study.seeds) != 1)} -> {output}")
@@ -209,6 +279,7 @@ def _cmd_validate(args, components: _Lazy) -> int:
     from .errors import StudyError
     from .study import load_study, study_scales
 
+    args.file = _study_file(args.file)
     scales = study_scales(args.file) if args.all_scales else [args.scale]
     problems: list[StudyError] = []
     studies = []

@@ -52,9 +52,15 @@ from .config import COMPONENT_FIELDS, OPTIONAL_COMPONENT_FIELDS, ComponentSpec, 
 from .errors import StudyError
 from .registry import closest
 
-__all__ = ["Variant", "Study", "load_study", "validate_study", "study_scales", "MAX_VARIANTS", "NUM_PHASES"]
+__all__ = ["Variant", "Study", "load_study", "validate_study", "study_scales", "MAX_VARIANTS", "NUM_PHASES",
+           "MAX_FILE_BYTES", "MAX_DEPTH", "MAX_SEEDS", "MAX_NAME_CHARS"]
 
 MAX_VARIANTS = 256  # explicit variants x matrix cells; beyond this a study is almost surely a typo
+MAX_FILE_BYTES = 1 << 20  # the largest study here is ~10 kB: a bigger file is the wrong file (or hostile)
+MAX_DEPTH = 32  # tables/arrays nested deeper than this: values are walked recursively (names, JSON)
+MAX_SEEDS = 100  # seeds multiply the variants; MAX_VARIANTS x MAX_SEEDS runs at most
+MAX_SEED = 2**32 - 1  # numpy's generators take 0 <= seed < 2**32
+MAX_NAME_CHARS = 64  # study and scale names: the default run directory is runs/<name>-<scale>
 NUM_PHASES = 4  # phases of pi and of the lambda schedules (Sec. 4.2)
 MIXED_PRECISION = ("no", "bf16", "fp16")
 TRACKERS = ("tensorboard", "wandb")
@@ -209,12 +215,87 @@ def validate_study(path, *, scale: str | None = None, components=None) -> list[S
 def study_scales(path) -> tuple[str, ...]:
     """The scales a study file defines, "paper" first; just ``("paper",)`` where the file cannot be
     read or parsed (validating it then says why)."""
-    try:
-        raw = tomllib.loads(Path(path).read_bytes().decode("utf-8")).get("scale", {})
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return ("paper",)
-    names = [n for n in raw if n != "paper"] if isinstance(raw, dict) else []
+    data = _read(Path(path), _Problems(Path(path)))
+    raw = data.get("scale", {}) if data is not None else {}
+    names = [n for n in raw if n != "paper" and NAME_RE.match(n)] if isinstance(raw, dict) else []
     return ("paper", *names)
+
+
+# --- reading ----------------------------------------------------------------------------------------
+
+_TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def _read(path: Path, p: _Problems) -> dict | None:
+    """The file's TOML data, or None with the reason recorded. Reads nothing that is not a regular file
+    (a FIFO or /dev/zero would block or never end) and at most MAX_FILE_BYTES + 1 bytes."""
+    try:
+        if not path.is_file():
+            if not path.exists():
+                p.add(None, "no such study file")
+            elif path.is_dir():
+                p.add(None, "is a directory, not a study file (.toml)")
+            else:
+                p.add(None, "not a regular file; a study file is a TOML text file (.toml)")
+            return None
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except ValueError:  # a NUL in the path (only reachable in-process: argv cannot hold one)
+        p.add(None, "not a valid file name (it contains a NUL character)")
+        return None
+    except OSError as e:
+        p.add(None, f"cannot read: {e.strerror or e}")
+        return None
+    if len(raw) > MAX_FILE_BYTES:
+        size = path.stat().st_size
+        p.add(None, f"is {size / 1e6:.1f} MB; a study file is at most {MAX_FILE_BYTES // 1024} KiB of TOML (is this the right file?)")
+        return None
+    hint = _format_hint(path)
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Windows editors) is not a mistake
+    except UnicodeDecodeError as e:
+        bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
+        line = raw.count(b"\n", 0, e.start + bom) + 1
+        p.add(None, f"not UTF-8 text (line {line}, byte {e.start + bom}); a study file is TOML{hint}")
+        return None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        message = str(e)
+        at = _TOML_AT.search(message)
+        if at:  # show the line: for "Cannot overwrite a value" it is the only place the key is named
+            lines = text.splitlines()
+            n = int(at.group(1))
+            if 0 < n <= len(lines) and lines[n - 1].strip():
+                shown = lines[n - 1].strip()
+                message += f": {shown[:80]!r}" + ("..." if len(shown) > 80 else "")
+        p.add(None, f"invalid TOML: {message}{hint}")
+        return None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        p.add(None, f"invalid study file: values nested too deeply (more than {MAX_DEPTH} levels are never needed)")
+        return None
+
+
+def _format_hint(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix and suffix != ".toml":
+        return f"; study files are TOML (.toml), not {suffix}"
+    return ""
+
+
+def _too_deep(data: dict) -> tuple[str, int] | None:
+    """The first key path nested deeper than MAX_DEPTH, and its depth (iterative: the data may be
+    nested far deeper than Python's recursion limit, e.g. a dotted table header of 100,000 parts)."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, key, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return key, depth
+        if isinstance(value, dict):
+            stack.extend((v, f"{key}.{k}" if key else str(k), depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{key}[{i}]", depth + 1) for i, v in enumerate(value))
+    return None
 
 
 # --- problems ---------------------------------------------------------------------------------------
@@ -250,6 +331,12 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _short(s: str, limit: int = 60) -> str:
+    """A string's repr, cut: error lines echo what the user wrote, not a megabyte of it."""
+    r = repr(s)
+    return r if len(r) <= limit else r[: limit - 4] + "'..."
+
+
 def _desc(v: Any) -> str:
     if isinstance(v, bool):
         return f"a boolean ({_fmt(v)})"
@@ -258,7 +345,7 @@ def _desc(v: Any) -> str:
     if isinstance(v, float):
         return f"a float ({_fmt(v)})"
     if isinstance(v, str):
-        return f"a string ({v!r})"
+        return f"a string ({_short(v)})"
     if isinstance(v, list):
         return "an array"
     if isinstance(v, dict):
@@ -270,7 +357,7 @@ def _desc(v: Any) -> str:
 
 def _unknown(what: str, name: str, allowed) -> str:
     allowed = list(allowed)
-    return f"unknown {what} {name!r};{closest(name, allowed)} allowed: {', '.join(allowed)}"
+    return f"unknown {what} {_short(name)};{closest(name, allowed)} allowed: {', '.join(allowed)}"
 
 
 # --- converters: raw TOML value -> typed value, or _BAD with a problem recorded ------------------------
@@ -299,7 +386,30 @@ def _as_str(v, key, p):
     if not isinstance(v, str):
         p.add(key, f"must be a string, got {_desc(v)}")
         return _BAD
+    if "\x00" in v:  # a path with a NUL fails deep inside a run; no setting needs one
+        p.add(key, f"must not contain a NUL character, got {_short(v)}")
+        return _BAD
     return v
+
+
+def _as_passthrough(v, key, p):
+    """An option of a type this loader does not convert (e.g. nested weights): checked for what no
+    setting may hold, NaN/inf and NUL characters, and frozen (arrays as tuples)."""
+    ok = True
+    stack = [(v, key)]
+    while stack:
+        x, k = stack.pop()
+        if isinstance(x, float) and not math.isfinite(x):
+            p.add(k, f"must be a finite number, got {_fmt(x)}")
+            ok = False
+        elif isinstance(x, str) and "\x00" in x:
+            p.add(k, f"must not contain a NUL character, got {_short(x)}")
+            ok = False
+        elif isinstance(x, dict):
+            stack.extend((y, f"{k}.{n}") for n, y in reversed(list(x.items())))
+        elif isinstance(x, list):
+            stack.extend((y, f"{k}[{i}]") for i, y in reversed(list(enumerate(x))))
+    return _frozen(v) if ok else _BAD
 
 
 def _as_bool(v, key, p):
@@ -383,6 +493,19 @@ def _non_empty(v):
         yield "", "must not be empty"
 
 
+def _at_most(n: int, what: str) -> Check:
+    def check(v):
+        if len(v) > n:
+            yield "", f"{len(v)} {what} exceed the limit of {n}"
+
+    return check
+
+
+def _seed(v):
+    if not 0 <= v <= MAX_SEED:
+        yield "", f"must be in [0, 2**32 - 1] (a seed of numpy's and torch's generators), got {v}"
+
+
 def _unit_interval(v):
     if not 0.0 <= v <= 1.0:
         yield "", f"must be in [0, 1], got {_fmt(v)}"
@@ -391,7 +514,8 @@ def _unit_interval(v):
 def _one_of(choices) -> Check:
     def check(v):
         if v not in choices:
-            yield "", f"must be one of {', '.join(map(repr, choices))}, got {v!r};{closest(v, choices)}".rstrip(";")
+            got = _short(v) if isinstance(v, str) else repr(v)
+            yield "", f"must be one of {', '.join(map(repr, choices))}, got {got};{closest(v, choices)}".rstrip(";")
 
     return check
 
@@ -488,15 +612,14 @@ def _parse_layer(table, key: str, p: _Problems, rank: int, extra=()) -> _Layer:
                     p.add(ekp, _unknown("evaluation setting", ek, EVAL_TYPES))
                     continue
                 value = _parse_value(EVAL_TYPES[ek], EVAL_CHECKS.get(ek), ev, ekp, p)
-                if value is not _BAD:
-                    layer.eval[ek] = _Set(value, ev, ekp, rank)
+                # a bad value stays _BAD (no fallback to a lower layer: that would add derived noise)
+                layer.eval[ek] = _Set(value, ev, ekp, rank)
             continue
         if k not in TRAIN_TYPES:
             p.add(kp, _unknown("key", k, [*extra, *TRAIN_TYPES, "eval"]))
             continue
         value = _parse_value(TRAIN_TYPES[k], TRAIN_CHECKS.get(k), v, kp, p)
-        if value is not _BAD:
-            layer.train[k] = _Set(value, v, kp, rank)
+        layer.train[k] = _Set(value, v, kp, rank)
     return layer
 
 
@@ -518,7 +641,9 @@ def _parse_header(table, p: _Problems) -> dict:
         elif k == "name":
             value = _as_str(v, kp, p)
             if value is not _BAD and not NAME_RE.match(value):
-                p.add(kp, f"must match [a-z0-9_-]+ (lower-case letters, digits, '_', '-'), got {value!r}")
+                p.add(kp, f"must match [a-z0-9_-]+ (lower-case letters, digits, '_', '-'), got {_short(value)}")
+            elif value is not _BAD and len(value) > MAX_NAME_CHARS:
+                p.add(kp, f"must be at most {MAX_NAME_CHARS} characters (it names the run directory), got {len(value)}")
             elif value is not _BAD:
                 header["name"] = value
         elif k in ("title", "reproduces", "panel", "default_scale"):
@@ -530,7 +655,7 @@ def _parse_header(table, p: _Problems) -> dict:
             if value is not _BAD:
                 header[k] = value
         elif k == "seeds":
-            value = _parse_value("tuple[int, ...]", (_non_empty,), v, kp, p)
+            value = _parse_value("tuple[int, ...]", (_non_empty, _at_most(MAX_SEEDS, "seeds"), _each(_seed)), v, kp, p)
             if value is not _BAD:
                 dupes = sorted({s for s in value if value.count(s) > 1})
                 if dupes:
@@ -560,7 +685,7 @@ def _parse_variants(raw, p: _Problems, where: str = "variants") -> list[tuple[st
         if _as_str(name, f"{key}.name", p) is _BAD:
             continue
         if not VARIANT_NAME_RE.match(name):
-            p.add(f"{key}.name", f"must match {VARIANT_NAME_RE.pattern[:-2]} (letters, digits, '.', '_', '+', '-'), got {name!r}")
+            p.add(f"{key}.name", f"must match {VARIANT_NAME_RE.pattern[:-2]} (letters, digits, '.', '_', '+', '-'), got {_short(name)}")
             continue
         if name in seen:
             p.add(f"{key}.name", f"duplicate variant name {name!r} (also {where}[{seen[name]}])")
@@ -594,8 +719,13 @@ def _parse_matrix(table, p: _Problems, where: str = "matrix") -> list[_Axis]:
             items.append((k, v))
     allowed = [*TRAIN_TYPES, *(f"eval.{f}" for f in EVAL_TYPES)]
     axes = []
+    named: set[str] = set()
     for name, values in items:
         kp = f"{where}.{name}"
+        if name in named:  # "eval.nfe" quoted and eval.nfe dotted: the same axis twice
+            p.add(kp, "axis given twice (as a quoted and a dotted key); keep one")
+            continue
+        named.add(name)
         section, fname = ("eval", name[5:]) if name.startswith("eval.") else ("train", name)
         types, checks = (EVAL_TYPES, EVAL_CHECKS) if section == "eval" else (TRAIN_TYPES, TRAIN_CHECKS)
         if fname not in types:
@@ -725,7 +855,7 @@ class _ComponentChecker:
                     p.add(okey, f"{kind} {spec.name!r} takes no options")
                 ok = False
                 continue
-            value = _parse_value(types[name], (), raw, okey, p) if types[name] in CONVERTERS else _frozen(raw)
+            value = _parse_value(types[name], (), raw, okey, p) if types[name] in CONVERTERS else _as_passthrough(raw, okey, p)
             if value is _BAD:
                 ok = False
             options[name] = value
@@ -766,6 +896,8 @@ def _resolve_one(
         ("phase_length", "iterations", "phase_length must be <= iterations (a run must reach its first phase change)"),
     ):
         a, b = train[low], train[high]
+        if a.value is _BAD or b.value is _BAD:  # already reported where it was written
+            continue
         if a.value > b.value:
             at, other = (a, b) if a.rank >= b.rank else (b, a)
             where = other.key or "the default"
@@ -778,7 +910,10 @@ def _resolve_one(
             kind_tag = COMPONENT_FIELDS.get(field) if section == "train" else (
                 (EVAL_COMPONENT_FIELDS[field], None) if field in EVAL_COMPONENT_FIELDS else None
             )
-            value = checker.spec(s, field, *kind_tag, section) if kind_tag else s.value
+            if s.value is _BAD:
+                value = _BAD
+            else:
+                value = checker.spec(s, field, *kind_tag, section) if kind_tag else s.value
             if value is _BAD:
                 ok = False
             values[section][field] = value
@@ -790,22 +925,12 @@ def _resolve_one(
 def _load(path, scale: str | None, components) -> tuple[Study | None, list[StudyError]]:
     path = Path(path)
     p = _Problems(path)
-    try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        p.add(None, "no such study file")
+    data = _read(path, p)
+    if data is None:
         return None, p.items
-    except IsADirectoryError:
-        p.add(None, "is a directory, not a study file (.toml)")
-        return None, p.items
-    except OSError as e:
-        p.add(None, f"cannot read: {e.strerror or e}")
-        return None, p.items
-    except UnicodeDecodeError as e:
-        p.add(None, f"not UTF-8 text (byte {e.start}); a study file is TOML")
-        return None, p.items
-    except tomllib.TOMLDecodeError as e:
-        p.add(None, f"invalid TOML: {e}")
+    deep = _too_deep(data)
+    if deep is not None:
+        p.add(deep[0], f"nested more than {MAX_DEPTH} tables/arrays deep; a study file never needs that")
         return None, p.items
 
     for k in data:
@@ -824,8 +949,8 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
         p.add("scale", "must hold one table per scale: [scale.toy], [scale.paper], ...")
         raw_scales = {}
     for sname, table in raw_scales.items():
-        if not NAME_RE.match(sname):
-            p.add(f"scale.{sname}", f"scale names must match [a-z0-9_-]+, got {sname!r}")
+        if not NAME_RE.match(sname) or len(sname) > MAX_NAME_CHARS:
+            p.add(f"scale.{sname}", f"scale names must match [a-z0-9_-]+ (at most {MAX_NAME_CHARS} characters), got {_short(sname)}")
             continue
         scales[sname] = _parse_layer(table, f"scale.{sname}", p, _SCALE, extra=("matrix", "variants"))
         if "variants" in table:
@@ -838,6 +963,7 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
     if not isinstance(paper, dict):
         p.add("paper", f"must be a table, got {_desc(paper)}")
         paper = {}
+    _as_passthrough(paper, "paper", p)  # free-form, but stored as strict JSON beside the results
 
     scale_names = tuple(scales)
     if header["default_scale"] is not None and header["default_scale"] not in scales:
@@ -859,7 +985,11 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
     variants: list[Variant] = []
     if total > MAX_VARIANTS:
         sizes = " x ".join([*([f"{len(explicit)} variants"] if explicit else []), *(f"{a.size} {a.name}" for a in axes)])
-        p.add("matrix", f"{total} variants ({sizes}) exceed the limit of {MAX_VARIANTS}; split the study into several files")
+        if axes:  # name the matrix that applies at this scale, else the variants
+            where = f"scale.{chosen}.matrix" if chosen in scale_axes else "matrix"
+        else:
+            where = f"scale.{chosen}.variants" if chosen in scale_variants else "variants"
+        p.add(where, f"{total} variants ({sizes}) exceed the limit of {MAX_VARIANTS}; split the study into several files")
     elif chosen in scales and (scale is not None or isinstance(data.get("study"), dict)):
         # (without [study] the intended default_scale is unknown: resolving "paper" would only add noise)
         if components is None:

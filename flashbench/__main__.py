@@ -1,0 +1,6 @@
+"""``python -m flashbench``: the ``flashbench`` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
