@@ -4,33 +4,54 @@
 variants (see ``flashbench.results`` for the row schema) and writes:
 
 - ``tables/main.{csv,md,tex}``: one row per (role, variant, NFE); per metric the mean over seeds
-  and, with several seeds, the sample standard deviation (ddof=1); cost columns; samples ``n``.
-  Teacher baselines first (NFE descending), then students in the study's variant order.
+  and, with several seeds, the sample standard deviation (ddof=1); cost columns (trainable
+  parameters, seconds per training step, teacher and student NFEs per training step, training
+  hours); samples ``n``. Teacher baselines first (NFE descending), then students in the study's
+  variant order.
 - ``tables/panel.{csv,md,tex}``: the students at the study's ``primary_nfe``, one row per variant,
   with its axis values and metrics: the figure panel the study reproduces.
-- ``report.html``: one self-contained file (inline CSS and SVG, images as data URIs, no scripts):
-  what the study reproduces, the paper's direction beside this run's verdicts on the paper's
-  claims, both tables, the panel as plots, failed and unfinished variants, sample grids,
-  provenance.
+- ``tables/paper.{csv,md,tex}`` (studies with ``paper.reference``): every row of the paper's table
+  beside the measured row it corresponds to (same role and NFE), then this run's rows the paper
+  does not have.
+- ``report.md``: the same tables and verdicts as Markdown (no images), readable on a code host.
+- ``report.html``: one self-contained file (inline CSS and SVG, images and table exports as data
+  URIs, no scripts): the paper's direction beside this run's verdicts on the paper's claims, the
+  paper's numbers beside the measured ones, the figure panel as plots (bars per metric; a study
+  with a ``guidance_fixed`` axis also gets the FID-vs-CLIP curve of Figure 5d, the sampled range
+  marked), the tables, sample grids (teacher at many steps, teacher at the student's NFE, each
+  student; same prompts and initial noise), failed and unfinished variants, provenance.
+
+Tables, in every format, mark each metric ↑ (higher is better) or ↓, show "mean ± std" where
+there are several seeds, and put the best non-teacher value of each metric in bold.
+
+``render_index(directory)`` writes ``directory/index.html`` over every report found there (one
+level of sub-folders too); ``publish_reports(run_dirs, dest)`` re-renders runs, copies each
+report into ``dest`` and rewrites its index. ``python -m flashbench.report --help``.
 
 Optional study keys the report understands: ``paper.direction`` (text), ``paper.claims`` (list of
 ``{text, metric, better: "lower"|"higher", variant, than}``), ``paper.reference`` (list of flat
-dicts, e.g. ``{"method": "Flash", "nfe": 4, "fd": 22.5}``, shown as the paper's values).
+dicts, e.g. ``{"method": "Flash", "nfe": 4, "fid": 22.5}``: the paper's values; an optional
+``variant`` key names the measured variant it corresponds to, ``"teacher"`` for the teacher
+baselines, ``"none"`` for none; without it, a method starting with "teacher" is the teacher and a
+method whose name starts with (or ends) a variant's name is that variant).
 Optional runner files: ``variants/<key>/<stem>.json`` beside a grid ``<stem>.png`` with
-``{"prompts": [...], "caption": "..."}`` is shown under that grid.
+``{"prompts": [...], "caption": "..."}`` is shown with that grid.
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import html
 import json
 import math
 import numbers
 import re
+import shutil
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .errors import UserError
 from .results import (
@@ -43,9 +64,27 @@ from .results import (
     atomic_write_text,
 )
 
-TABLE_COST_COLUMNS = ("trainable_params", "seconds_per_step", "teacher_nfe_per_step", "student_nfe_per_step")
+TABLE_COST_COLUMNS = ("trainable_params", "seconds_per_step", "teacher_nfe_per_step", "student_nfe_per_step", "train_hours")
+COUNT_COLUMNS = ("nfe", "steps", "seeds", "n", "teacher_nfe_per_step", "student_nfe_per_step")
 UP, DOWN = "↑", "↓"
 DASH = "–"
+PAPER, THIS_RUN = "paper.", "this_run."
+# Display names of the cost columns (CSV keeps the column names).
+PRETTY = {
+    "trainable_params": "trainable params",
+    "seconds_per_step": "s/step",
+    "teacher_nfe_per_step": "teacher NFE/step",
+    "student_nfe_per_step": "student NFE/step",
+    "train_hours": "train hours",
+    "variant_group": "variant group",
+}
+# The paper's metric -> this run's metrics that stand for it, first found wins (the toy world's
+# Fréchet distance "fd" stands in for FID).
+METRIC_ALIASES = {"fid": ("fid", "fd"), "clip": ("clip_score",), "clip_score": ("clip_score",)}
+KNOWN_DIRECTIONS = {"fid": False, "fd": False, "clip": True, "clip_score": True, "lpips": False, "lpips_to_teacher": False}
+GUIDANCE_AXIS = "guidance_fixed"
+INDEX_FILE = "index.html"
+META_PREFIX = "flashbench:"
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,7 +190,11 @@ def main_table(study: dict, df):
             for metric in metrics:
                 rec[metric], rec[f"{metric}_std"] = _mean_std(_per_seed(sub[sub["metric"] == metric]))
             for col in TABLE_COST_COLUMNS:
-                rec[col] = _mean_std(_per_seed(sub, col))[0] if col in sub else math.nan
+                if col == "train_hours":
+                    seconds = _mean_std(_per_seed(sub, "train_seconds"))[0] if "train_seconds" in sub else math.nan
+                    rec[col] = seconds / 3600
+                else:
+                    rec[col] = _mean_std(_per_seed(sub, col))[0] if col in sub else math.nan
             records.append(rec)
     columns = ["role", "variant", "nfe", "steps", "seeds", "n"]
     for metric in metrics:
@@ -238,6 +281,127 @@ def panel_table(study: dict, df):
     table = pd.DataFrame(records, columns=columns) if records else pd.DataFrame(columns=columns)
     for col in ("nfe", "seeds", "n"):
         table[col] = pd.array(table[col], dtype="Int64")
+    return table
+
+
+def _norm(text: Any) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(text).lower())
+
+
+def _reference_target(ref: dict, students: list[str]) -> tuple[str, str | None]:
+    """(role, variant) of this run's rows that a row of the paper's table corresponds to; role "" = none."""
+    explicit = ref.get("variant")
+    if isinstance(explicit, str) and explicit:
+        if explicit == "none":
+            return "", None
+        return ("teacher", "teacher") if explicit == "teacher" else ("student", explicit)
+    method = _norm(ref.get("method", ""))
+    if not method:
+        return "", None
+    if method.startswith("teacher"):
+        return "teacher", "teacher"
+    for name in students:  # "flash" ~ "Flash SD1.5"; "sdxl-turbo" ~ "Turbo"; "lcm-lora" ~ "LCM-LoRA" but not "LCM"
+        n = _norm(name)
+        if n and (n == method or method.startswith(n) or n.endswith(method)):
+            return "student", name
+    return "", None
+
+
+def _measured_metric(metric: str, measured: dict[str, bool | None]) -> str | None:
+    for candidate in METRIC_ALIASES.get(metric, (metric,)):
+        if candidate in measured:
+            return candidate
+    return None
+
+
+def paper_directions(study: dict, df) -> dict[str, bool | None]:
+    """Directions of the paper table's metric columns (``paper.<m>`` and ``this_run.<m>``)."""
+    measured = metric_directions(df)
+    out: dict[str, bool | None] = {}
+    for metric in _reference_metrics(study):
+        mine = _measured_metric(metric, measured)
+        d = measured.get(mine) if mine else None
+        out[PAPER + metric] = d if d is not None else KNOWN_DIRECTIONS.get(metric)
+        if mine:
+            out[THIS_RUN + mine] = d if d is not None else KNOWN_DIRECTIONS.get(mine)
+    return out
+
+
+def _references(study: dict) -> list[dict]:
+    refs = (study.get("paper") or {}).get("reference")
+    return [r for r in refs if isinstance(r, dict)] if isinstance(refs, list) else []
+
+
+def _reference_metrics(study: dict) -> list[str]:
+    """The numeric keys of the paper's rows (besides ``nfe``), in order of first appearance."""
+    keys = []
+    for ref in _references(study):
+        for k, v in ref.items():
+            if k not in ("method", "nfe", "variant") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                keys.append(k)
+    return _unique_in_order(keys)
+
+
+def paper_table(study: dict, df):
+    """The paper's table beside this run: one row per row of ``paper.reference`` with the measured
+    mean (± std) of the row it corresponds to (same role, variant and NFE), then this run's rows that
+    the paper does not have. Columns: method, nfe, ``paper.<m>``, ``this_run.<m>`` (and ``_std``),
+    role, variant (this run's row). Empty when the study has no reference values."""
+    import pandas as pd
+
+    refs = _references(study)
+    metrics = _reference_metrics(study)
+    main = main_table(study, df)
+    measured = metric_directions(df)
+    pairs = [(m, _measured_metric(m, measured)) for m in metrics]
+    several_seeds = any(c.endswith("_std") for c in main.columns)
+    columns = ["method", "nfe"]
+    for metric, mine in pairs:
+        columns.append(PAPER + metric)
+        if mine and THIS_RUN + mine not in columns:
+            columns += [THIS_RUN + mine] + ([THIS_RUN + mine + "_std"] if several_seeds else [])
+    columns += ["role", "variant"]
+    if not refs:
+        return pd.DataFrame(columns=columns)
+    students = _unique_in_order(main.loc[main["role"] != "teacher", "variant"].tolist()) if not main.empty else []
+    used: set[int] = set()
+
+    def measured_row(role: str, variant: str | None, nfe) -> int | None:
+        if main.empty or not role or _isnan(nfe):
+            return None
+        hit = main[(main["role"] == role) & (main["nfe"] == int(nfe)) & ((main["variant"] == variant) if role != "teacher" else True)]
+        return int(hit.index[0]) if len(hit) else None
+
+    records = []
+    for ref in refs:
+        role, variant = _reference_target(ref, students)
+        idx = measured_row(role, variant, ref.get("nfe"))
+        # the role decides which rows compete for "best" (never the teacher's), measured or not
+        rec: dict[str, Any] = {"method": str(ref.get("method", "")), "nfe": ref.get("nfe"), "role": role or "paper only",
+                               "variant": variant if idx is not None else None}
+        for metric, mine in pairs:
+            rec[PAPER + metric] = ref.get(metric)
+            if mine:
+                rec[THIS_RUN + mine] = main.at[idx, mine] if idx is not None else math.nan
+                if several_seeds:
+                    std = f"{mine}_std"
+                    rec[THIS_RUN + std] = main.at[idx, std] if idx is not None and std in main else math.nan
+        if idx is not None:
+            used.add(idx)
+        records.append(rec)
+    for idx, row in (main.iterrows() if not main.empty else iter(())):
+        if idx in used:
+            continue
+        rec = {"method": "(not in the paper)", "nfe": row["nfe"], "role": row["role"], "variant": row["variant"]}
+        for metric, mine in pairs:
+            rec[PAPER + metric] = math.nan
+            if mine:
+                rec[THIS_RUN + mine] = row[mine]
+                if several_seeds:
+                    rec[THIS_RUN + mine + "_std"] = row.get(f"{mine}_std", math.nan)
+        records.append(rec)
+    table = pd.DataFrame(records, columns=columns)
+    table["nfe"] = pd.array(pd.to_numeric(table["nfe"], errors="coerce").round(), dtype="Int64")
     return table
 
 
@@ -368,8 +532,22 @@ def _fmt_int(x: Any) -> str:
 
 
 def _header(col: str, directions: dict[str, bool | None]) -> str:
+    """``fd ↓``; ``fid ↓ (paper)`` / ``fd ↓ (this run)`` in the paper table; readable cost names."""
+    base, suffix = col, ""
+    if col.startswith(PAPER):
+        base, suffix = col[len(PAPER):], " (paper)"
+    elif col.startswith(THIS_RUN):
+        base, suffix = col[len(THIS_RUN):], " (this run)"
     d = directions.get(col)
-    return col if d is None else f"{col} {UP if d else DOWN}"
+    arrow = "" if d is None else f" {UP if d else DOWN}"
+    return f"{PRETTY.get(base, base)}{arrow}{suffix}"
+
+
+def _base_column(col: str) -> str:
+    for prefix in (PAPER, THIS_RUN):
+        if col.startswith(prefix):
+            return col[len(prefix):]
+    return col
 
 
 def _display_table(table, directions: dict[str, bool | None]) -> tuple[list[str], list[list[str]], list[str]]:
@@ -382,15 +560,18 @@ def _display_table(table, directions: dict[str, bool | None]) -> tuple[list[str]
         cells = []
         for col in shown:
             v = rec[col]
+            base = _base_column(col)
             if col in directions:
                 std = rec.get(f"{col}_std", math.nan)
                 cells.append(_fmt_pm(v, std) if not _isnan(v) else DASH)
-            elif col == "trainable_params":
+            elif base == "trainable_params":
                 cells.append(_fmt_params(v))
-            elif col in ("nfe", "steps", "seeds", "n", "teacher_nfe_per_step", "student_nfe_per_step"):
+            elif base in COUNT_COLUMNS:
                 cells.append(_fmt_int(v) if not _isnan(v) and float(v).is_integer() else _fmt(v))
-            elif col == "seconds_per_step":
+            elif base == "seconds_per_step":
                 cells.append(DASH if _isnan(v) else f"{float(v):.3g}")
+            elif base == "train_hours":
+                cells.append(DASH if _isnan(v) else f"{float(v):.2g}")
             else:
                 cells.append(DASH if _isnan(v) else str(_scalar(v)))
         rows.append(cells)
@@ -398,15 +579,16 @@ def _display_table(table, directions: dict[str, bool | None]) -> tuple[list[str]
 
 
 def _best_cells(table, shown: list[str], directions: dict[str, bool | None]) -> set[tuple[int, int]]:
-    """(row, column) positions of the best student value of each metric (ties all bold)."""
+    """(row, column) positions of the best value of each metric column among the rows that are not
+    the teacher's (ties all bold)."""
     best = set()
     if table.empty:
         return best
-    is_student = (table["role"] == "student") if "role" in table else [True] * len(table)
+    competes = (table["role"] != "teacher").tolist() if "role" in table else [True] * len(table)
     for j, col in enumerate(shown):
         if directions.get(col) is None:
             continue
-        values = [(i, float(v)) for i, (v, s) in enumerate(zip(table[col], is_student)) if s and not _isnan(v)]
+        values = [(i, float(v)) for i, (v, c) in enumerate(zip(table[col], competes)) if c and not _isnan(v)]
         if not values:
             continue
         target = (max if directions[col] else min)(v for _, v in values)
@@ -414,128 +596,336 @@ def _best_cells(table, shown: list[str], directions: dict[str, bool | None]) -> 
     return best
 
 
+def _is_numeric_column(col: str, directions) -> bool:
+    return col in directions or _base_column(col) in (*COUNT_COLUMNS, *TABLE_COST_COLUMNS)
+
+
 def _html_table(table, directions, caption: str = "") -> dict:
     headers, rows, shown = _display_table(table, directions)
     best = _best_cells(table, shown, directions)
-    numeric = [c in directions or c in ("nfe", "steps", "seeds", "n", *TABLE_COST_COLUMNS) for c in shown]
+    numeric = [_is_numeric_column(c, directions) for c in shown]
     roles = table["role"].tolist() if "role" in table else [""] * len(rows)
     return {
         "caption": caption,
-        "headers": [{"text": h, "numeric": num} for h, num in zip(headers, numeric)],
+        "headers": [{"text": h, "numeric": num, "paper": c.startswith(PAPER)} for h, num, c in zip(headers, numeric, shown)],
         "rows": [
-            {"role": str(roles[i]) if not _isnan(roles[i]) else "",
-             "cells": [{"text": t, "best": (i, j) in best, "numeric": numeric[j]} for j, t in enumerate(cells)]}
+            {"role": re.sub(r"[^a-z-]", "-", str(roles[i])) if not _isnan(roles[i]) else "",
+             "cells": [{"text": t, "best": (i, j) in best, "numeric": numeric[j], "paper": shown[j].startswith(PAPER)}
+                       for j, t in enumerate(cells)]}
             for i, cells in enumerate(rows)
         ],
-    }
-
-
-def _plain_html_table(records: list[dict]) -> dict:
-    """A table of arbitrary flat records (the paper's reference values)."""
-    headers = _unique_in_order([k for rec in records for k in rec])
-    return {
-        "caption": "",
-        "headers": [{"text": str(h), "numeric": False} for h in headers],
-        "rows": [{"role": "", "cells": [{"text": DASH if _isnan(rec.get(h)) else str(_scalar(rec.get(h))),
-                                         "best": False, "numeric": isinstance(rec.get(h), (int, float))}
-                                        for h in headers]} for rec in records],
     }
 
 
 def _markdown(table, directions) -> str:
     import pandas as pd
 
-    headers, rows, _ = _display_table(table, directions)
+    headers, rows, shown = _display_table(table, directions)
     if not rows:
         return "(no results)\n"
+    best = _best_cells(table, shown, directions)
     esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731 - a pipe would split the cell
-    disp = pd.DataFrame([[esc(c) for c in r] for r in rows], columns=[esc(h) for h in headers])
-    return disp.to_markdown(index=False) + "\n"
+    cells = [[f"**{esc(c)}**" if (i, j) in best else esc(c) for j, c in enumerate(r)] for i, r in enumerate(rows)]
+    disp = pd.DataFrame(cells, columns=[esc(h) for h in headers])
+    align = ["right" if _is_numeric_column(c, directions) else "left" for c in shown]
+    return disp.to_markdown(index=False, colalign=align, disable_numparse=True) + "\n"
+
+
+_TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX_SYMBOLS = {UP: r"$\uparrow$", DOWN: r"$\downarrow$", "±": r"$\pm$", DASH: "--", "ω": r"$\omega$"}
+
+
+def _tex(text: str) -> str:
+    out = "".join(_TEX_SPECIALS.get(ch, ch) for ch in str(text))
+    for sym, tex in _TEX_SYMBOLS.items():
+        out = out.replace(sym, tex)
+    return out
 
 
 def _latex(table, directions) -> str:
-    import pandas as pd
+    """A ``booktabs`` tabular (needs ``\\usepackage{booktabs}``): numbers right-aligned, best in bold."""
+    headers, rows, shown = _display_table(table, directions)
+    best = _best_cells(table, shown, directions)
+    spec = "".join("r" if _is_numeric_column(c, directions) else "l" for c in shown) or "l"
+    lines = ["% flashbench table; needs \\usepackage{booktabs}", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(_tex(h) for h in headers) + r" \\", r"\midrule"]
+    for i, r in enumerate(rows):
+        lines.append(" & ".join(rf"\textbf{{{_tex(c)}}}" if (i, j) in best else _tex(c) for j, c in enumerate(r)) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
 
-    headers, rows, _ = _display_table(table, directions)
-    disp = pd.DataFrame(rows, columns=headers)
-    tex = disp.to_latex(index=False, escape=True)
-    return tex.replace(UP, r"$\uparrow$").replace(DOWN, r"$\downarrow$").replace("±", r"$\pm$").replace(DASH, "--")
+
+def _data_uri(text: str, mime: str) -> str:
+    return f"data:{mime};charset=utf-8;base64,{base64.b64encode(text.encode('utf-8')).decode('ascii')}"
 
 
 # --------------------------------------------------------------------------------------------
 # Plots (inline SVG, built here so every label is escaped by hand)
 # --------------------------------------------------------------------------------------------
-def _svg_dot_plot(metric: str, higher: bool | None, points: list[tuple[str, float, float]],
-                  reference: tuple[str, float] | None) -> str:
-    """A dot plot of ``points`` (label, mean, std) with error bars and an optional reference line."""
-    e = lambda s: html.escape(str(s), quote=True)  # noqa: E731
-    label_w, plot_w, row_h, top, bottom = 230, 360, 22, 28, 26
-    width, height = label_w + plot_w + 70, top + row_h * len(points) + bottom
-    lows = [m - (0 if math.isnan(s) else s) for _, m, s in points]
-    highs = [m + (0 if math.isnan(s) else s) for _, m, s in points]
+def _e(s: Any) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """Round tick values covering [lo, hi] (the first and last enclose the data)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return [0.0, 1.0]
+    if hi <= lo:
+        pad = abs(hi) * 0.05 or 1.0
+        lo, hi = lo - pad, hi + pad
+    raw = (hi - lo) / max(1, n - 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    start = math.floor(lo / step + 1e-9) * step
+    ticks = []
+    v = start
+    while v < hi + step * 0.999 and len(ticks) < 50:
+        ticks.append(round(v, 12))
+        v += step
+    if ticks[-1] < hi:
+        ticks.append(round(ticks[-1] + step, 12))
+    return ticks
+
+
+def _tick_label(v: float, ticks: list[float]) -> str:
+    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else 1.0
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9)) if step < 1 else (1 if step % 1 else 0)
+    return f"{v:.{decimals}f}"
+
+
+def _direction_text(higher: bool | None) -> str:
+    return "" if higher is None else (f" {UP} higher is better" if higher else f" {DOWN} lower is better")
+
+
+def _svg_bars(metric: str, higher: bool | None, points: list[tuple[str, float, float]],
+              reference: tuple[str, float] | None) -> str:
+    """Horizontal bars, one per ``(label, mean, std)``, std whiskers, the best bar highlighted, an optional
+    reference line (the teacher at the same NFE).
+
+    Bars start at zero unless every value sits in a band narrower than 30% of its magnitude (CLIP scores
+    of 0.90-0.92): then the axis starts near the smallest value, and the title says so, or every bar would
+    look the same."""
+    label_w, plot_w, value_w, row_h, top, bottom = 210, 360, 120, 24, 44, 34
+    width, height = label_w + plot_w + value_w, top + row_h * len(points) + bottom
+    lows = [m - (0 if _isnan(s) else s) for _, m, s in points]
+    highs = [m + (0 if _isnan(s) else s) for _, m, s in points]
     if reference is not None:
         lows.append(reference[1])
         highs.append(reference[1])
-    lo, hi = min(lows), max(highs)
-    pad = (hi - lo) * 0.08 or abs(hi) * 0.05 or 1.0
-    lo, hi = lo - pad, hi + pad
+    d_lo, d_hi = min(lows), max(highs)
+    narrow = (d_lo > 0 and d_hi - d_lo < 0.3 * d_hi) or (d_hi < 0 and d_hi - d_lo < 0.3 * -d_lo)
+    if narrow:
+        pad = (d_hi - d_lo) * 0.15 or abs(d_hi) * 0.02
+        ticks = _ticks(d_lo - pad, d_hi + pad)
+    else:
+        ticks = _ticks(min(0.0, d_lo), max(0.0, d_hi))
+    lo, hi = ticks[0], ticks[-1]
     x = lambda v: label_w + (v - lo) / (hi - lo) * plot_w  # noqa: E731
-    arrow = "" if higher is None else (f" ({UP} higher is better)" if higher else f" ({DOWN} lower is better)")
-    best = None
-    if higher is not None and points:
-        best = (max if higher else min)(m for _, m, _ in points)
+    best = (max if higher else min)(m for _, m, _ in points) if higher is not None and points else None
+    note = f" (axis from {_tick_label(lo, ticks)}, not zero)" if narrow and lo > 0 else ""
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{e(metric)}">',
-        f'<text x="4" y="16" class="t">{e(metric)}{e(arrow)}</text>',
-        f'<line x1="{label_w}" y1="{top - 6}" x2="{label_w}" y2="{height - bottom + 4}" class="ax"/>',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="{_e(metric)} per variant" class="chart bars">',
+        f'<text x="4" y="16" class="t">{_e(metric)}<tspan class="v">{_e(_direction_text(higher))}{_e(note)}</tspan></text>',
     ]
+    for t in ticks:
+        tx = x(t)
+        parts.append(f'<line x1="{tx:.1f}" y1="{top - 8}" x2="{tx:.1f}" y2="{height - bottom + 2}" class="grid"/>')
+        parts.append(f'<text x="{tx:.1f}" y="{height - bottom + 16}" text-anchor="middle" class="v">{_e(_tick_label(t, ticks))}</text>')
+    zero = x(min(max(0.0, lo), hi))  # bars grow from zero, or from the axis' edge when it excludes zero
     for i, (label, mean, std) in enumerate(points):
-        y = top + row_h * i + row_h / 2
-        short = label if len(label) <= 32 else label[:31] + "…"
-        parts.append(f'<text x="{label_w - 8}" y="{y + 4:.1f}" text-anchor="end"><title>{e(label)}</title>{e(short)}</text>')
-        if not math.isnan(std):
-            parts.append(f'<line x1="{x(mean - std):.1f}" y1="{y:.1f}" x2="{x(mean + std):.1f}" y2="{y:.1f}" class="err"/>')
-        cls = "dot best" if best is not None and mean == best else "dot"
-        parts.append(f'<circle cx="{x(mean):.1f}" cy="{y:.1f}" r="5" class="{cls}"><title>{e(label)}: '
-                     f'{e(_fmt_pm(mean, std))}</title></circle>')
-        parts.append(f'<text x="{label_w + plot_w + 8}" y="{y + 4:.1f}" class="v">{e(_fmt_pm(mean, std))}</text>')
+        y = top + row_h * i
+        cy = y + row_h / 2
+        short = label if len(label) <= 30 else label[:29] + "…"
+        parts.append(f'<text x="{label_w - 8}" y="{cy + 4:.1f}" text-anchor="end"><title>{_e(label)}</title>{_e(short)}</text>')
+        x0, x1 = sorted((zero, x(mean)))
+        cls = "bar best" if best is not None and mean == best else "bar"
+        parts.append(f'<rect x="{x0:.1f}" y="{y + 5:.1f}" width="{max(x1 - x0, 1):.1f}" height="{row_h - 10}" class="{cls}">'
+                     f'<title>{_e(label)}: {_e(_fmt_pm(mean, std))}</title></rect>')
+        if not _isnan(std):
+            a, b = x(mean - std), x(mean + std)
+            parts.append(f'<path d="M{a:.1f},{cy - 4:.1f}v8M{a:.1f},{cy:.1f}H{b:.1f}M{b:.1f},{cy - 4:.1f}v8" class="err"/>')
+        parts.append(f'<text x="{label_w + plot_w + 8}" y="{cy + 4:.1f}" class="v{" bestv" if cls.endswith("best") else ""}">'
+                     f'{_e(_fmt_pm(mean, std))}</text>')
+    parts.append(f'<line x1="{zero:.1f}" y1="{top - 4}" x2="{zero:.1f}" y2="{height - bottom + 2}" class="ax"/>')
     if reference is not None:
         rx = x(reference[1])
-        parts.append(f'<line x1="{rx:.1f}" y1="{top - 6}" x2="{rx:.1f}" y2="{height - bottom + 4}" class="ref"/>')
-        parts.append(f'<text x="{rx:.1f}" y="{height - 6}" text-anchor="middle" class="v">'
-                     f'{e(reference[0])} {e(_fmt(reference[1]))}</text>')
-    parts.append(f'<text x="{label_w}" y="{height - 6}" class="v">{e(_fmt(lo))}</text>')
-    parts.append(f'<text x="{label_w + plot_w}" y="{height - 6}" text-anchor="end" class="v">{e(_fmt(hi))}</text>')
+        parts.append(f'<line x1="{rx:.1f}" y1="{top - 8}" x2="{rx:.1f}" y2="{height - bottom + 2}" class="ref"/>')
+        parts.append(f'<text x="{min(rx, label_w + plot_w):.1f}" y="{top - 12}" text-anchor="{"start" if rx < label_w + 90 else "end"}" class="refl">'
+                     f'{_e(reference[0])}: {_e(_fmt(reference[1]))}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _panel_plots(panel, main, directions, nfe) -> list:
+def _svg_tradeoff(x_metric: str, x_higher: bool | None, y_metric: str, y_higher: bool | None,
+                  fixed: list[tuple[str, float, float, float, float]],
+                  sampled: list[tuple[str, float, float, float, float]],
+                  teacher: tuple[str, float, float] | None) -> str:
+    """Figure 5(d): y (FID) against x (CLIP) for each fixed guidance (a curve in order of omega), the
+    sampled-range variants as marked points, the teacher as a grey square. Points: (label, x, x_std, y, y_std)."""
+    left, right, top, bottom = 64, 200, 40, 50
+    plot_w, plot_h = 420, 280
+    width, height = left + plot_w + right, top + plot_h + bottom
+    pts = fixed + sampled
+    xs = [p[1] for p in pts] + ([teacher[1]] if teacher else [])
+    ys = [p[3] for p in pts] + ([teacher[2]] if teacher else [])
+    xt, yt = _ticks(min(xs), max(xs)), _ticks(min(ys), max(ys))
+    X = lambda v: left + (v - xt[0]) / (xt[-1] - xt[0]) * plot_w  # noqa: E731
+    Y = lambda v: top + plot_h - (v - yt[0]) / (yt[-1] - yt[0]) * plot_h  # noqa: E731
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="{_e(y_metric)} against {_e(x_metric)}" class="chart tradeoff">',
+        f'<text x="4" y="16" class="t">{_e(y_metric)} against {_e(x_metric)}, one point per guidance setting</text>',
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" class="frame"/>',
+    ]
+    for t in xt:
+        parts.append(f'<line x1="{X(t):.1f}" y1="{top}" x2="{X(t):.1f}" y2="{top + plot_h}" class="grid"/>')
+        parts.append(f'<text x="{X(t):.1f}" y="{top + plot_h + 16}" text-anchor="middle" class="v">{_e(_tick_label(t, xt))}</text>')
+    for t in yt:
+        parts.append(f'<line x1="{left}" y1="{Y(t):.1f}" x2="{left + plot_w}" y2="{Y(t):.1f}" class="grid"/>')
+        parts.append(f'<text x="{left - 6}" y="{Y(t) + 4:.1f}" text-anchor="end" class="v">{_e(_tick_label(t, yt))}</text>')
+    parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 10}" text-anchor="middle">{_e(x_metric)}{_e(_direction_text(x_higher))}</text>')
+    parts.append(f'<text transform="translate(14 {top + plot_h / 2:.0f}) rotate(-90)" text-anchor="middle">'
+                 f'{_e(y_metric)}{_e(_direction_text(y_higher))}</text>')
+
+    def whiskers(px, pxs, py, pys):
+        out = []
+        if not _isnan(pxs):
+            out.append(f'<line x1="{X(px - pxs):.1f}" y1="{Y(py):.1f}" x2="{X(px + pxs):.1f}" y2="{Y(py):.1f}" class="err"/>')
+        if not _isnan(pys):
+            out.append(f'<line x1="{X(px):.1f}" y1="{Y(py - pys):.1f}" x2="{X(px):.1f}" y2="{Y(py + pys):.1f}" class="err"/>')
+        return out
+
+    if len(fixed) > 1:
+        path = " ".join(f"{X(p[1]):.1f},{Y(p[3]):.1f}" for p in fixed)
+        parts.append(f'<polyline points="{path}" class="curve"/>')
+    for label, px, pxs, py, pys in fixed:
+        parts += whiskers(px, pxs, py, pys)
+        parts.append(f'<circle cx="{X(px):.1f}" cy="{Y(py):.1f}" r="5" class="dot"><title>{_e(label)}: {_e(x_metric)} '
+                     f'{_e(_fmt_pm(px, pxs))}, {_e(y_metric)} {_e(_fmt_pm(py, pys))}</title></circle>')
+        parts.append(f'<text x="{X(px) + 7:.1f}" y="{Y(py) - 7:.1f}" class="pl">{_e(label)}</text>')
+    for label, px, pxs, py, pys in sampled:
+        parts += whiskers(px, pxs, py, pys)
+        cx, cy = X(px), Y(py)
+        parts.append(f'<path d="M{cx:.1f},{cy - 8:.1f}L{cx + 8:.1f},{cy:.1f}L{cx:.1f},{cy + 8:.1f}L{cx - 8:.1f},{cy:.1f}Z" '
+                     f'class="sampled"><title>{_e(label)}: {_e(x_metric)} {_e(_fmt_pm(px, pxs))}, {_e(y_metric)} '
+                     f'{_e(_fmt_pm(py, pys))}</title></path>')
+        parts.append(f'<text x="{cx + 10:.1f}" y="{cy + 16:.1f}" class="pl sl">{_e(label)}</text>')
+    if teacher is not None:
+        label, tx, ty = teacher
+        parts.append(f'<rect x="{X(tx) - 5:.1f}" y="{Y(ty) - 5:.1f}" width="10" height="10" class="teacher">'
+                     f'<title>{_e(label)}: {_e(x_metric)} {_e(_fmt(tx))}, {_e(y_metric)} {_e(_fmt(ty))}</title></rect>')
+        parts.append(f'<text x="{X(tx) + 8:.1f}" y="{Y(ty) + 4:.1f}" class="pl v">{_e(label)}</text>')
+    lx, ly = left + plot_w + 14, top + 8
+    parts.append(f'<circle cx="{lx + 5}" cy="{ly}" r="5" class="dot"/><text x="{lx + 16}" y="{ly + 4}" class="v">fixed ω (line: ω rising)</text>')
+    parts.append(f'<path d="M{lx + 5},{ly + 14}l7,7l-7,7l-7,-7Z" class="sampled"/><text x="{lx + 16}" y="{ly + 25}" class="v">ω sampled from its range</text>')
+    if teacher is not None:
+        parts.append(f'<rect x="{lx}" y="{ly + 37}" width="10" height="10" class="teacher"/><text x="{lx + 16}" y="{ly + 46}" class="v">teacher, same NFE</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _variant_train(study: dict) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for v in study.get("variants", []):
+        if isinstance(v, dict) and isinstance(v.get("train"), dict):
+            out.setdefault(str(v.get("name")), v["train"])
+    return out
+
+
+def _guidance_label(value: Any, train: dict | None) -> tuple[str, bool]:
+    """("ω = 5", False) for a fixed guidance; ("ω ~ U[3, 13]", True) for the sampled range (value 0)."""
+    try:
+        g = float(value)
+    except (TypeError, ValueError):
+        return str(value), False
+    if g > 0:
+        return f"ω = {g:g}", False
+    lo, hi = (train or {}).get("guidance_min"), (train or {}).get("guidance_max")
+    if lo is None or hi is None:
+        return "ω sampled", True
+    return f"ω ~ U[{float(lo):g}, {float(hi):g}]", True
+
+
+def _tradeoff_metrics(directions: dict[str, bool | None]) -> tuple[str, str] | None:
+    """(CLIP-like x, FID-like y): clip_score and fid/fd by name, else the first higher- and lower-is-better metric."""
+    lower = [m for m, d in directions.items() if d is False]
+    higher = [m for m, d in directions.items() if d is True]
+    y = next((m for m in ("fid", "fd") if m in lower), lower[0] if lower else None)
+    x = next((m for m in ("clip_score",) if m in higher), higher[0] if higher else None)
+    return (x, y) if x and y else None
+
+
+def _figure_plots(study: dict, panel, main, directions, nfe) -> list[dict]:
+    """The panel as plots: for a guidance axis the FID-vs-CLIP curve, then bars per metric."""
     from markupsafe import Markup
 
-    plots = []
+    plots: list[dict] = []
     if panel.empty:
+        return plots
+    teacher = main[(main["role"] == "teacher") & (main["nfe"] == nfe)] if not main.empty and nfe is not None else main.iloc[0:0]
+    trains = _variant_train(study)
+
+    def cell(row, metric) -> tuple[float, float]:
+        std = f"{metric}_std"
+        return float(row[metric]), float(row[std]) if std in row.index and not _isnan(row[std]) else math.nan
+
+    pair = _tradeoff_metrics(directions)
+    if GUIDANCE_AXIS in panel.columns and pair and all(m in panel for m in pair):
+        xm, ym = pair
+        fixed, sampled = [], []
+        for _, r in panel.iterrows():
+            if _isnan(r[xm]) or _isnan(r[ym]):
+                continue
+            label, is_sampled = _guidance_label(r[GUIDANCE_AXIS], trains.get(str(r["variant"])))
+            point = (label, *cell(r, xm), *cell(r, ym))
+            try:
+                order = float(r[GUIDANCE_AXIS])
+            except (TypeError, ValueError):
+                order = math.inf
+            (sampled if is_sampled else fixed).append((order, point))
+        fixed_pts = [p for _, p in sorted(fixed, key=lambda t: t[0])]
+        sampled_pts = [p for _, p in sampled]
+        tpoint = None
+        if not teacher.empty and not _isnan(teacher[xm].iloc[0]) and not _isnan(teacher[ym].iloc[0]):
+            tpoint = (f"teacher, {nfe} NFE", float(teacher[xm].iloc[0]), float(teacher[ym].iloc[0]))
+        if fixed_pts or sampled_pts:
+            plots.append({
+                "title": f"{ym} against {xm} at {nfe} NFE",
+                "caption": "As Figure 5(d) of the paper: each fixed guidance scale ω is a point on the curve (in order "
+                           "of ω); the marked point samples ω uniformly from its range during training, as Flash does.",
+                "svg": Markup(_svg_tradeoff(xm, directions.get(xm), ym, directions.get(ym), fixed_pts, sampled_pts, tpoint)),
+            })
+    if len(panel) < 2:
         return plots
     for metric, higher in directions.items():
         if metric not in panel:
             continue
-        std_col = f"{metric}_std"
-        points = [(str(r["variant"]), float(r[metric]), float(r[std_col]) if std_col in panel and not _isnan(r[std_col])
-                   else math.nan) for _, r in panel.iterrows() if not _isnan(r[metric])]
+        points = []
+        for _, r in panel.iterrows():
+            if _isnan(r[metric]):
+                continue
+            label = str(r["variant"])
+            if GUIDANCE_AXIS in panel.columns:
+                label = _guidance_label(r[GUIDANCE_AXIS], trains.get(label))[0]
+            points.append((label, *cell(r, metric)))
         if not points:
             continue
         reference = None
-        teacher = main[(main["role"] == "teacher") & (main["nfe"] == nfe)] if not main.empty else main
         if not teacher.empty and metric in teacher and not _isnan(teacher[metric].iloc[0]):
             reference = (f"teacher {nfe} NFE", float(teacher[metric].iloc[0]))
-        # Built from escaped pieces only (see _svg_dot_plot), so it is safe to mark as markup.
-        plots.append(Markup(_svg_dot_plot(metric, higher, points, reference)))
+        plots.append({
+            "title": f"{metric} at {nfe} NFE",
+            "caption": "",
+            # Built from escaped pieces only (see _svg_bars), so it is safe to mark as markup.
+            "svg": Markup(_svg_bars(metric, higher, points, reference)),
+        })
     return plots
 
 
 # --------------------------------------------------------------------------------------------
-# Failures, grids, provenance
+# Failures, sample grids, provenance
 # --------------------------------------------------------------------------------------------
 def _failures(study: dict, df, store: ResultStore) -> tuple[list[dict], list[dict]]:
     failed = []
@@ -564,30 +954,24 @@ def _failures(study: dict, df, store: ResultStore) -> tuple[list[dict], list[dic
     return failed, unfinished
 
 
+STUDENT_GRID = re.compile(r"grid_nfe(\d+)\Z")
+TEACHER_GRID = re.compile(r"grid_steps(\d+)_nfe(\d+)\Z")
+
+
 def _natural_key(path: Path) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.stem)]
 
 
-def _grids(study: dict, df, run_dir: Path) -> list[dict]:
-    root = run_dir / VARIANTS_DIR
-    if not root.is_dir():
-        return []
-    labels: dict[str, tuple[str, Any]] = {}
-    for v in study.get("variants", []):
-        if isinstance(v, dict) and v.get("key"):
-            labels[str(v["key"])] = (str(v.get("name", v["key"])), v.get("seed"))
-    if not df.empty:
-        for key, variant, seed in zip(df["variant_key"], df["variant"], df["seed"]):
-            labels.setdefault(str(key), (str(variant), seed))
-    study_keys = [str(v["key"]) for v in study.get("variants", []) if isinstance(v, dict) and v.get("key")]
-    dirs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.name)
-    rank = {k: i for i, k in enumerate(study_keys)}
-    dirs.sort(key=lambda p: (0 if p.name.startswith("teacher") else 1, rank.get(p.name, len(rank)), p.name))
-    out = []
-    for d in dirs:
-        images = []
-        for png in sorted(d.glob("*.png"), key=_natural_key):
-            data = base64.b64encode(png.read_bytes()).decode("ascii")
+class _Images:
+    """Grid images as data URIs (each file read once) with their optional JSON sidecar."""
+
+    def __init__(self):
+        self._cache: dict[Path, dict] = {}
+        self.used: set[Path] = set()
+
+    def get(self, png: Path) -> dict:
+        self.used.add(png)
+        if png not in self._cache:
             meta: dict = {}
             side = png.with_suffix(".json")
             if side.is_file():
@@ -597,12 +981,109 @@ def _grids(study: dict, df, run_dir: Path) -> list[dict]:
                 except (OSError, ValueError):
                     meta = {}
             prompts = meta.get("prompts") if isinstance(meta.get("prompts"), list) else []
-            images.append({"name": png.stem, "uri": f"data:image/png;base64,{data}",
-                           "caption": str(meta.get("caption", "")), "prompts": [str(p) for p in prompts]})
-        if images:
-            name, seed = labels.get(d.name, (d.name, None))
-            out.append({"key": d.name, "variant": name, "seed": _fmt_int(seed) if not _isnan(seed) else "",
-                        "done": (d / DONE_FILE).is_file(), "images": images})
+            self._cache[png] = {
+                "name": png.stem,
+                "uri": "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii"),
+                "caption": str(meta.get("caption", "")),
+                "prompts": [str(p) for p in prompts],
+            }
+        return self._cache[png]
+
+
+def _variant_labels(study: dict, df) -> dict[str, tuple[str, Any]]:
+    labels: dict[str, tuple[str, Any]] = {}
+    for v in study.get("variants", []):
+        if isinstance(v, dict) and v.get("key"):
+            labels[str(v["key"])] = (str(v.get("name", v["key"])), v.get("seed"))
+    if not df.empty:
+        for key, variant, seed in zip(df["variant_key"], df["variant"], df["seed"]):
+            labels.setdefault(str(key), (str(variant), seed))
+    return labels
+
+
+def _sample_comparisons(study: dict, df, run_dir: Path, primary_nfe: int | None, images: _Images) -> list[dict]:
+    """Per seed and student NFE: the teacher at many steps, the teacher at the student's NFE, then every
+    variant's student; all rows of a seed share prompts and initial noise, column by column."""
+    root = run_dir / VARIANTS_DIR
+    if not root.is_dir():
+        return []
+    labels = _variant_labels(study, df)
+    order = {str(v["key"]): i for i, v in enumerate(study.get("variants", [])) if isinstance(v, dict) and v.get("key")}
+    seeds: dict[Any, dict] = {}
+    for d in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (order.get(p.name, len(order)), p.name)):
+        teacher_seed = re.fullmatch(r"teacher-s(-?\d+)", d.name)
+        for png in sorted(d.glob("*.png"), key=_natural_key):
+            if teacher_seed:
+                m = TEACHER_GRID.match(png.stem)
+                if m:
+                    entry = seeds.setdefault(int(teacher_seed.group(1)), {"teacher": {}, "students": []})
+                    entry["teacher"][int(m.group(1))] = png
+            else:
+                m = STUDENT_GRID.match(png.stem)
+                if m and d.name in labels:
+                    name, seed = labels[d.name]
+                    if _isnan(seed):
+                        continue
+                    entry = seeds.setdefault(int(float(seed)), {"teacher": {}, "students": []})
+                    entry["students"].append((name, int(m.group(1)), png, (d / DONE_FILE).is_file()))
+    # the many-step teacher: the largest teacher_steps a variant of that seed asked for
+    asked: dict[int, int] = {}
+    for v in study.get("variants", []):
+        if isinstance(v, dict) and isinstance(v.get("eval"), dict) and v["eval"].get("teacher_steps"):
+            try:
+                seed = int(v.get("seed"))
+                asked[seed] = max(asked.get(seed, 0), max(int(s) for s in v["eval"]["teacher_steps"]))
+            except (TypeError, ValueError):
+                continue
+    out = []
+    for seed in sorted(seeds):
+        entry = seeds[seed]
+        teacher = entry["teacher"]
+        many = asked.get(seed) if asked.get(seed) in teacher else (max(teacher) if teacher else None)
+        nfes = sorted({n for _, n, _, _ in entry["students"]})
+        if primary_nfe in nfes:
+            nfes.remove(primary_nfe)
+            nfes.insert(0, primary_nfe)
+        sections = []
+        for nfe in nfes:
+            rows = []
+            if many is not None:
+                rows.append({"label": "teacher", "note": f"{many} steps ({2 * many} NFE with CFG): the reference",
+                             "kind": "teacher", **images.get(teacher[many])})
+            same = nfe // 2 if nfe % 2 == 0 and nfe // 2 in teacher else None
+            if same is not None and same != many:
+                rows.append({"label": "teacher", "note": f"{same} step{'s' * (same != 1)} ({nfe} NFE): the student's NFE",
+                             "kind": "teacher", **images.get(teacher[same])})
+            if nfe in teacher and nfe != many:  # CFG doubles the teacher's NFE: also show it at the student's steps
+                rows.append({"label": "teacher", "note": f"{nfe} step{'s' * (nfe != 1)} ({2 * nfe} NFE): the student's steps",
+                             "kind": "teacher", **images.get(teacher[nfe])})
+            for name, n, png, done in entry["students"]:
+                if n == nfe:
+                    rows.append({"label": name, "note": f"student, {nfe} NFE" + ("" if done else " (unfinished)"),
+                                 "kind": "student", **images.get(png)})
+            sections.append({"nfe": nfe, "open": nfe == nfes[0], "rows": rows})
+        if sections:
+            out.append({"seed": seed, "sections": sections})
+    return out
+
+
+def _other_grids(study: dict, df, run_dir: Path, images: _Images) -> list[dict]:
+    """Grid images the comparisons do not show (other teacher step counts, files of other names)."""
+    root = run_dir / VARIANTS_DIR
+    if not root.is_dir():
+        return []
+    labels = _variant_labels(study, df)
+    study_keys = [str(v["key"]) for v in study.get("variants", []) if isinstance(v, dict) and v.get("key")]
+    rank = {k: i for i, k in enumerate(study_keys)}
+    dirs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (0 if p.name.startswith("teacher") else 1, rank.get(p.name, len(rank)), p.name))
+    out = []
+    for d in dirs:
+        pngs = [p for p in sorted(d.glob("*.png"), key=_natural_key) if p not in images.used]
+        if not pngs:
+            continue
+        name, seed = labels.get(d.name, (d.name, None))
+        out.append({"key": d.name, "variant": name, "seed": _fmt_int(seed) if not _isnan(seed) else "",
+                    "done": (d / DONE_FILE).is_file(), "images": [images.get(p) for p in pngs]})
     return out
 
 
@@ -654,7 +1135,7 @@ def _provenance_view(provenance: dict, study: dict, df) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
-# Entry point
+# Entry points
 # --------------------------------------------------------------------------------------------
 def _environment():
     from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -663,8 +1144,38 @@ def _environment():
                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
+def _claims_summary(claims: list[ClaimResult]) -> tuple[int, int, int]:
+    """(reproduced, not reproduced, not measured)."""
+    return (sum(c.verdict == "reproduced" for c in claims), sum(c.verdict == "not reproduced" for c in claims),
+            sum(c.verdict == "not measured" for c in claims))
+
+
+def _markdown_report(context: dict, tables: dict[str, tuple[Any, dict]]) -> str:
+    """The report without images, as Markdown."""
+    lines = [f"# {context['title']}", ""]
+    sub = []
+    if context["reproduces"]:
+        sub.append(f"Reproduces {context['reproduces']}.")
+    sub.append(f"Study `{context['name']}`" + (f", scale `{context['scale']}`" if context["scale"] else "")
+               + (f", primary NFE {context['primary_nfe']}" if context["primary_nfe"] is not None else "") + ".")
+    lines += [" ".join(sub), ""]
+    if context["direction"]:
+        lines += ["**The paper:** " + context["direction"], ""]
+    if context["claims"]:
+        lines.append("**This run:**")
+        lines += [f"- **{c.verdict}**: {c.text}. {c.sentence}" for c in context["claims"]]
+        lines.append("")
+    for name, heading in (("paper", "The paper's numbers beside this run's"), ("main", "Results"), ("panel", "Panel")):
+        if name in tables:
+            table, directions = tables[name]
+            lines += [f"## {heading}", "", _markdown(table, directions).rstrip(), ""]
+    lines += [f"Compute: {context['compute']}. Generated by flashbench from stored results only.", ""]
+    return "\n".join(lines)
+
+
 def render_report(run_dir: Path | str) -> Path:
-    """Write the tables under ``RUN_DIR/tables`` and ``RUN_DIR/report.html``; return the report's path."""
+    """Write the tables under ``RUN_DIR/tables``, ``RUN_DIR/report.md`` and ``RUN_DIR/report.html``;
+    return the HTML report's path."""
     run_dir = Path(run_dir)
     if not (run_dir / STUDY_FILE).is_file():
         raise UserError(f"{run_dir}: not a flashbench run directory (no {STUDY_FILE})")
@@ -678,18 +1189,30 @@ def render_report(run_dir: Path | str) -> Path:
 
     main = main_table(study, df)
     panel = panel_table(study, df)
+    tables: dict[str, tuple[Any, dict]] = {"main": (main, directions), "panel": (panel, directions)}
+    if _references(study):
+        tables = {"paper": (paper_table(study, df), paper_directions(study, df)), **tables}
+    name = str(study.get("name") or run_dir.name)
     tables_dir = run_dir / "tables"
-    for name, table in (("main", main), ("panel", panel)):
-        atomic_write_text(tables_dir / f"{name}.csv", table.to_csv(index=False))
-        atomic_write_text(tables_dir / f"{name}.md", _markdown(table, directions))
-        atomic_write_text(tables_dir / f"{name}.tex", _latex(table, directions))
+    exports: dict[str, list[dict]] = {}
+    for key, (table, dirs) in tables.items():
+        texts = {"csv": table.to_csv(index=False), "md": _markdown(table, dirs), "tex": _latex(table, dirs)}
+        exports[key] = []
+        for ext, text in texts.items():
+            atomic_write_text(tables_dir / f"{key}.{ext}", text)
+            mime = {"csv": "text/csv", "md": "text/markdown", "tex": "application/x-tex"}[ext]
+            label = {"csv": "CSV", "md": "Markdown", "tex": "LaTeX (booktabs)"}[ext]
+            exports[key].append({"label": label, "file": f"{name}-{key}.{ext}", "uri": _data_uri(text, mime)})
 
     claims = evaluate_claims(study, df)
     failed, unfinished = _failures(study, df, store)
     paper = study.get("paper") or {}
-    reference = paper.get("reference") if isinstance(paper.get("reference"), list) else []
-    seeds_note = ("mean ± sample standard deviation over seeds" if any(c.endswith("_std") for c in main.columns)
-                  else "one seed per variant")
+    several_seeds = any(c.endswith("_std") for c in main.columns)
+    images = _Images()
+    samples = _sample_comparisons(study, df, run_dir, nfe, images)
+    keys = [str(v.get("key")) for v in study.get("variants", []) if isinstance(v, dict) and v.get("key")]
+    done = sum(1 for k in keys if not any(u["key"] == k for u in unfinished))
+    reproduced, not_reproduced, not_measured = _claims_summary(claims)
     context = {
         "title": str(study.get("title") or study.get("name") or run_dir.name),
         "name": str(study.get("name", "")),
@@ -699,23 +1222,146 @@ def render_report(run_dir: Path | str) -> Path:
         "primary_nfe": nfe,
         "direction": str(paper.get("direction") or ""),
         "claims": claims,
+        "claims_summary": {"reproduced": reproduced, "not_reproduced": not_reproduced, "not_measured": not_measured},
+        "paper_table": _html_table(*tables["paper"]) if "paper" in tables else None,
         "main": _html_table(main, directions),
         "panel": _html_table(panel, directions),
-        "seeds_note": seeds_note,
-        "plots": _panel_plots(panel, main, directions, nfe),
-        "reference": _plain_html_table([r for r in reference if isinstance(r, dict)]) if reference else None,
+        "exports": exports,
+        "seeds_note": "mean ± sample standard deviation over seeds" if several_seeds else "one seed per variant",
+        "plots": _figure_plots(study, panel, main, directions, nfe),
         "failed": failed,
         "unfinished": unfinished,
         "skipped_lines": store.skipped_lines,
-        "grids": _grids(study, df, run_dir),
+        "samples": samples,
+        "grids": _other_grids(study, df, run_dir, images),
         "provenance": _provenance_view(provenance, study, df),
+        "compute": _compute_hours(df),
         "study_json": json.dumps(study, indent=2, ensure_ascii=False, sort_keys=False),
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    seeds = study.get("seeds") or _unique_in_order(df["seed"].tolist() if not df.empty else [])
+    context["meta"] = {
+        "study": context["name"], "title": context["title"], "reproduces": context["reproduces"],
+        "scale": context["scale"], "claims_reproduced": str(reproduced), "claims_total": str(len(claims)),
+        "variants_done": str(done), "variants_total": str(len(keys)), "seeds": ", ".join(str(s) for s in seeds),
+        "compute": context["compute"], "generated": context["generated"], "git_hash": str(provenance.get("git_hash", "")),
+    }
+    atomic_write_text(run_dir / "report.md", _markdown_report(context, tables))
     html_text = _environment().get_template("report.html.j2").render(**context)
     out = run_dir / "report.html"
     atomic_write_text(out, html_text)
     return out
 
 
-__all__ = ["render_report", "main_table", "panel_table", "evaluate_claims", "ClaimResult", "metric_directions"]
+# --------------------------------------------------------------------------------------------
+# The index over many reports, and publishing runs into a reports folder
+# --------------------------------------------------------------------------------------------
+_META_RE = re.compile(r'<meta name="flashbench:([a-z_]+)" content="([^"]*)">')
+
+
+def read_report_meta(path: Path | str) -> dict[str, str] | None:
+    """The ``flashbench:*`` metadata of a report written by :func:`render_report`; None for other files."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = f.read(16384)  # the metadata is in <head>
+    except OSError:
+        return None
+    meta = {k: html.unescape(v) for k, v in _META_RE.findall(head.split("</head>", 1)[0])}
+    return meta if "study" in meta else None
+
+
+def _reproduces_key(text: str) -> list:
+    """Natural order: Figure 5a .. 5f, then Table 1 .. 4 (figures first as in the paper's ablations)."""
+    t = text.lower()
+    group = 0 if t.startswith("fig") else 1 if t.startswith("table") else 2
+    return [group] + [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", t)]
+
+
+def render_index(directory: Path | str) -> Path:
+    """Write ``DIRECTORY/index.html``: one row per report found in the folder or one level below it
+    (published ``<run>.html`` files and run folders' ``report.html``), with what it reproduces, its
+    scale, variants finished, claims reproduced and compute; returns its path."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"{directory}: no such directory")
+    entries = []
+    for path in sorted([*directory.glob("*.html"), *directory.glob("*/*.html")]):
+        if path.name == INDEX_FILE and path.parent == directory:
+            continue
+        meta = read_report_meta(path)
+        if meta is None:
+            continue
+        total = int(meta.get("claims_total") or 0)
+        reproduced = int(meta.get("claims_reproduced") or 0)
+        entries.append({
+            **meta,
+            "href": path.relative_to(directory).as_posix(),
+            "claims": f"{reproduced} of {total}" if total else DASH,
+            "claims_class": "none" if not total else "all" if reproduced == total else "some" if reproduced else "zero",
+            "variants": f"{meta.get('variants_done', '?')} of {meta.get('variants_total', '?')}",
+        })
+    entries.sort(key=lambda e: (_reproduces_key(e.get("reproduces", "")), e.get("study", ""), e.get("scale", ""), e["href"]))
+    text = _environment().get_template("index.html.j2").render(
+        entries=entries, directory=directory.name or str(directory),
+        generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    out = directory / INDEX_FILE
+    atomic_write_text(out, text)
+    return out
+
+
+def publish_reports(run_dirs: Sequence[Path | str], dest: Path | str) -> list[Path]:
+    """Re-render each run's report from its stored results, copy it into ``dest`` as
+    ``<run folder name>.html`` (self-contained) with ``<run folder name>.md`` beside it, and rewrite
+    ``dest/index.html``; returns the copied HTML files."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for run_dir in map(Path, run_dirs):
+        render_report(run_dir)
+        target = dest / f"{run_dir.resolve().name}.html"
+        shutil.copyfile(run_dir / "report.html", target)
+        shutil.copyfile(run_dir / "report.md", target.with_suffix(".md"))
+        out.append(target)
+    render_index(dest)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flashbench.report``: re-render reports, publish them into a folder, write its index."""
+    parser = argparse.ArgumentParser(
+        prog="python -m flashbench.report",
+        description="Render study reports from stored results (nothing is recomputed).",
+        epilog="examples:\n"
+               "  python -m flashbench.report runs/ablation_losses-toy                  # re-render one run\n"
+               "  python -m flashbench.report runs/*-toy --publish reports/example      # copy reports + write the index\n"
+               "  python -m flashbench.report --index reports/example                   # only the index",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dirs", nargs="*", type=Path, metavar="RUN_DIR", help="folders written by `flashbench run`")
+    parser.add_argument("--publish", type=Path, metavar="DIR", help="copy each report into DIR and rewrite DIR/index.html")
+    parser.add_argument("--index", type=Path, metavar="DIR", help="write DIR/index.html over the reports in DIR")
+    args = parser.parse_args(argv)
+    if not args.run_dirs and not args.index:
+        parser.error("give RUN_DIR(s), --index DIR, or both")
+    try:
+        if args.publish:
+            for path in publish_reports(args.run_dirs, args.publish):
+                print(f"report: {path}")
+            print(f"index: {args.publish / INDEX_FILE}")
+        else:
+            for run_dir in args.run_dirs:
+                print(f"report: {render_report(run_dir)}")
+        if args.index:
+            print(f"index: {render_index(args.index)}")
+    except UserError as e:
+        print(f"flashbench: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = [
+    "render_report", "render_index", "publish_reports", "read_report_meta", "main_table", "panel_table",
+    "paper_table", "evaluate_claims", "ClaimResult", "metric_directions",
+]
+
+if __name__ == "__main__":
+    sys.exit(main())

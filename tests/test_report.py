@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import re
 
 import numpy as np
@@ -100,7 +101,7 @@ def test_missing_study_is_a_user_error(tmp_path):
 def test_main_table(run_dir):
     render_report(run_dir)
     main = pd.read_csv(run_dir / "tables" / "main.csv")
-    assert main.shape == (6, 6 + 2 * len(METRICS) + 4)
+    assert main.shape == (6, 6 + 2 * len(METRICS) + 5)
     assert list(main.columns[:6]) == ["role", "variant", "nfe", "steps", "seeds", "n"]
     assert list(zip(main["role"], main["variant"], main["nfe"])) == [
         ("teacher", "teacher", 50), ("teacher", "teacher", 4),
@@ -116,6 +117,7 @@ def test_main_table(run_dir):
                 assert row[f"{metric}_std"] == pytest.approx(values.std(ddof=1))
             assert row["seconds_per_step"] == pytest.approx(1.0)
             assert row["trainable_params"] == 1_500_000
+            assert row["train_hours"] == pytest.approx(5.0 / 3600)
     teacher = main[main["role"] == "teacher"]
     assert teacher["trainable_params"].isna().all()
     assert teacher.iloc[0]["fd"] == pytest.approx(np.mean([35.0, 36.0]))
@@ -220,3 +222,233 @@ def test_report_states_the_compute_the_run_took(tmp_path):
     store.mark_done("flash-s0", {})
     html = render_report(tmp_path).read_text()
     assert "0.7 h (0.5 h training, 0.2 h sampling)" in html
+
+
+# --- the paper's table beside this run's, exports --------------------------------------------------------------
+def _row(variant, key, role, nfe, metric, value, hib, seed=0, **extra):
+    return {"study": "s", "scale": "toy", "variant": variant, "variant_key": key, "seed": seed, "role": role, "nfe": nfe,
+            "steps": nfe // 2 if role == "teacher" else nfe, "metric": metric, "value": value, "n": 8,
+            "higher_is_better": hib, **extra}
+
+
+@pytest.fixture()
+def table_run(tmp_path):
+    """A Table-1-like run: the paper's rows (teacher 50 NFE, a baseline, Flash at 2 and 4 NFE) and this run's
+    teacher at 50 and 4 NFE and the ``flash`` student at 2 and 4 NFE, measured with the toy ``fd``."""
+    run = tmp_path / "table1"
+    store = ResultStore(run)
+    store.write_study({
+        "name": "table1", "title": "Table 1", "reproduces": "Table 1", "primary_nfe": 2, "seeds": [0],
+        "paper": {"direction": "Flash is close to its teacher.", "reference": [
+            {"method": "teacher (SD1.5)", "nfe": 50, "fid": 20.1, "clip_score": 0.318},
+            {"method": "InstaFlow", "nfe": 1, "fid": 23.4, "clip_score": 0.304},
+            {"method": "Flash SD1.5", "nfe": 2, "fid": 22.6, "clip_score": 0.306},
+            {"method": "Flash SD1.5", "nfe": 4, "fid": 22.5, "clip_score": 0.311},
+        ]},
+        "variants": [{"name": "flash", "key": "flash-s0", "seed": 0, "axes": {}}],
+    })
+    store.add_rows([_row("teacher", "teacher-s0", "teacher", nfe, m, v, hib)
+                    for nfe, fd, clip in ((50, 40.0, 0.90), (4, 60.0, 0.91)) for m, v, hib in (("fd", fd, False), ("clip_score", clip, True))])
+    store.mark_done("teacher-s0", {})
+    store.add_rows([_row("flash", "flash-s0", "student", nfe, m, v, hib, trainable_params=1000, train_seconds=7200.0)
+                    for nfe, fd, clip in ((2, 45.0, 0.905), (4, 44.0, 0.915)) for m, v, hib in (("fd", fd, False), ("clip_score", clip, True))])
+    store.mark_done("flash-s0", {})
+    return run
+
+
+def test_paper_table_puts_the_papers_numbers_beside_the_measured_ones(table_run):
+    render_report(table_run)
+    paper = pd.read_csv(table_run / "tables" / "paper.csv")
+    assert list(paper.columns) == ["method", "nfe", "paper.fid", "this_run.fd", "paper.clip_score", "this_run.clip_score",
+                                   "role", "variant"]
+    rows = {(m, n): r for (m, n), r in zip(zip(paper["method"], paper["nfe"]), paper.to_dict("records"))}
+    assert rows[("teacher (SD1.5)", 50)]["this_run.fd"] == 40.0 and rows[("teacher (SD1.5)", 50)]["paper.fid"] == 20.1
+    assert rows[("Flash SD1.5", 2)]["this_run.fd"] == 45.0 and rows[("Flash SD1.5", 4)]["this_run.clip_score"] == 0.915
+    assert rows[("InstaFlow", 1)]["role"] == "paper only" and math.isnan(rows[("InstaFlow", 1)]["this_run.fd"])
+    # this run's rows the paper does not have come last
+    assert list(paper["method"])[-1] == "(not in the paper)" and list(paper["nfe"])[-1] == 4
+    md = (table_run / "tables" / "paper.md").read_text()
+    assert "fid ↓ (paper)" in md and "fd ↓ (this run)" in md and "clip_score ↑ (paper)" in md
+    # best of each column among the rows that are not the teacher's, in bold
+    assert "**22.50**" in md and "**44.00**" in md and "**0.915**" in md and "**20.10**" not in md
+    html = (table_run / "report.html").read_text()
+    assert "The paper&#39;s numbers beside this run&#39;s" in html or "The paper's numbers beside this run's" in html
+    assert "<strong>22.50</strong>" in html and "InstaFlow" in html
+
+
+def test_explicit_reference_variant(tmp_path, table_run):
+    store = ResultStore(table_run)
+    study = store.read_study()
+    study["paper"]["reference"][1]["variant"] = "flash"  # "InstaFlow" stands for this run's flash at 1 NFE: none
+    study["paper"]["reference"][2]["variant"] = "none"
+    store.write_study(study)
+    render_report(table_run)
+    paper = pd.read_csv(table_run / "tables" / "paper.csv")
+    assert paper.loc[1, "role"] == "student" and math.isnan(paper.loc[1, "this_run.fd"])
+    assert paper.loc[2, "role"] == "paper only" and math.isnan(paper.loc[2, "this_run.fd"])
+
+
+def test_exports_mark_direction_and_best_in_every_format(table_run):
+    render_report(table_run)
+    tex = (table_run / "tables" / "main.tex").read_text()
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{llrrrrrrrrrrr}"):
+        assert rule in tex
+    assert r"fd $\downarrow$" in tex and r"clip\_score $\uparrow$" in tex and r"\textbf{44.00}" in tex
+    assert r"\textbf{40.00}" not in tex  # the teacher is never "best"
+    md = (table_run / "tables" / "main.md").read_text()
+    assert "**44.00**" in md and "**0.915**" in md
+    main = pd.read_csv(table_run / "tables" / "main.csv")
+    assert main.loc[main["variant"] == "flash", "train_hours"].tolist() == [2.0, 2.0]
+    assert (table_run / "report.md").read_text().startswith("# Table 1")
+    html = (table_run / "report.html").read_text()
+    # the exports travel inside the page, as downloads
+    csv_uri = "data:text/csv;charset=utf-8;base64," + base64.b64encode((table_run / "tables" / "main.csv").read_bytes()).decode()
+    assert csv_uri in html and 'download="table1-main.csv"' in html
+    assert "train hours" in html and "teacher NFE/step" in html
+
+
+def test_latex_escapes_text():
+    from flashbench.report import _tex
+
+    assert _tex("a_b & 50% #1 {x} ~ ^ \\ ± ↑ ω") == (
+        r"a\_b \& 50\% \#1 \{x\} \textasciitilde{} \textasciicircum{} \textbackslash{} $\pm$ $\uparrow$ $\omega$")
+
+
+# --- Figure 5 panels as plots ------------------------------------------------------------------------------------
+GUIDANCE = (0, 1, 3, 5)
+
+
+@pytest.fixture()
+def guidance_run(tmp_path):
+    """A Figure-5(d)-like run: guidance_fixed 0 (omega sampled from [1.5, 3]) and fixed 1, 3, 5; two seeds."""
+    run = tmp_path / "guidance"
+    store = ResultStore(run)
+    variants = [{"name": f"guidance_fixed={g}", "key": f"g{g}-s{s}", "seed": s, "axes": {"guidance_fixed": g},
+                 "train": {"guidance_min": 1.5, "guidance_max": 3.0, "guidance_fixed": float(g)},
+                 "eval": {"nfe": [4], "teacher_steps": [25]}} for g in GUIDANCE for s in (0, 1)]
+    store.write_study({"name": "ablation_guidance", "title": "Figure 5(d): guidance", "reproduces": "Figure 5d",
+                       "primary_nfe": 4, "seeds": [0, 1], "paper": {"direction": "CLIP rises with omega."},
+                       "variants": variants})
+    for s in (0, 1):
+        store.add_rows([_row("teacher", f"teacher-s{s}", "teacher", 4, m, v, hib, seed=s)
+                        for m, v, hib in (("fd", 60.0, False), ("clip_score", 0.91, True))])
+        store.mark_done(f"teacher-s{s}", {})
+        for g in GUIDANCE:
+            fd = 40.0 + (g - 2) ** 2 + s
+            clip = 0.90 + 0.005 * (g or 2.5) + 0.001 * s
+            store.add_rows([_row(f"guidance_fixed={g}", f"g{g}-s{s}", "student", 4, m, v, hib, seed=s,
+                                 **{"axis.guidance_fixed": g}) for m, v, hib in (("fd", fd, False), ("clip_score", clip, True))])
+            store.mark_done(f"g{g}-s{s}", {})
+    return run
+
+
+def test_guidance_panel_is_a_fid_vs_clip_curve_with_the_sampled_range_marked(guidance_run):
+    html = render_report(guidance_run).read_text()
+    svgs = re.findall(r"<svg[^>]*class=\"chart ([a-z]+)\"[^>]*>.*?</svg>", html, flags=re.S)
+    assert svgs == ["tradeoff", "bars", "bars"]  # the curve, then one bar chart per metric
+    curve = re.search(r'<svg[^>]*class="chart tradeoff".*?</svg>', html, flags=re.S).group(0)
+    assert "fd against clip_score" in curve
+    assert curve.count('class="dot"') == 3 + 1  # omega = 1, 3, 5 (and the legend)
+    assert "<polyline" in curve and curve.count('class="sampled"') == 2  # the sampled point (and the legend)
+    assert "ω ~ U[1.5, 3]" in curve and "ω = 1" in curve and "ω = 5" in curve
+    assert 'class="teacher"' in curve and "teacher, 4 NFE" in curve
+    # the fixed-omega points are joined in order of omega: x (CLIP) rises along the polyline here
+    xs = [float(p.split(",")[0]) for p in re.search(r'<polyline points="([^"]+)"', curve).group(1).split()]
+    assert xs == sorted(xs)
+    # the bars: one per guidance setting, labelled by omega, the teacher at 4 NFE as the dashed line
+    bars = re.findall(r'<svg[^>]*class="chart bars".*?</svg>', html, flags=re.S)
+    assert all(b.count('class="bar') == len(GUIDANCE) and 'class="ref"' in b and "ω ~ U[1.5, 3]" in b for b in bars)
+    assert "±" in bars[0]  # two seeds: mean ± std, with whiskers
+
+
+def test_bars_per_metric_beside_the_papers_direction(run_dir):
+    html = render_report(run_dir).read_text()
+    assert html.count('class="chart bars"') == len(METRICS)
+    # each bar chart: one bar per variant, the best one highlighted (no teacher ran at the primary NFE: no line)
+    bars = re.findall(r'<svg[^>]*class="chart bars".*?</svg>', html, flags=re.S)
+    assert all(b.count('class="bar') == len(VARIANTS) and b.count('class="bar best"') == 1 for b in bars)
+    assert not any('class="ref"' in b for b in bars)
+    # the plots share a row with the paper's direction and the verdicts
+    cols = html[html.index('<div class="cols">'):html.index('<h2 id="results">')]
+    assert 'class="chart bars"' in cols and "LSGAN gives the best FID" in cols and "not reproduced" in cols
+
+
+def test_narrow_values_do_not_start_bars_at_zero():
+    from flashbench.report import _svg_bars
+
+    svg = _svg_bars("clip_score", True, [("a", 0.90, math.nan), ("b", 0.92, math.nan)], None)
+    assert "not zero" in svg
+    svg = _svg_bars("fd", False, [("a", 10.0, math.nan), ("b", 40.0, math.nan)], None)
+    assert "not zero" not in svg
+
+
+# --- sample grids ---------------------------------------------------------------------------------------------
+def _grid(path, colour):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 4), colour).save(buf, format="PNG")
+    path.write_bytes(buf.getvalue())
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_samples_compare_teacher_and_students_on_the_same_noise(guidance_run):
+    v = guidance_run / "variants"
+    uris = {
+        "many": _grid(v / "teacher-s0" / "grid_steps025_nfe50.png", (1, 0, 0)),
+        "same_nfe": _grid(v / "teacher-s0" / "grid_steps002_nfe4.png", (2, 0, 0)),
+        "same_steps": _grid(v / "teacher-s0" / "grid_steps004_nfe8.png", (3, 0, 0)),
+        "g0": _grid(v / "g0-s0" / "grid_nfe4.png", (4, 0, 0)),
+        "g5": _grid(v / "g5-s0" / "grid_nfe4.png", (5, 0, 0)),
+        "odd": _grid(v / "g5-s0" / "something_else.png", (6, 0, 0)),
+    }
+    html = render_report(guidance_run).read_text()
+    section = html[html.index('<h2 id="samples">'):html.index('<h2 id="provenance">')]
+    first = section[section.index("<details open>"):section.index("</details>", section.index("<table class=\"samples\">"))]
+    order = [first.index(uris[k]) for k in ("many", "same_nfe", "same_steps", "g0", "g5")]
+    assert order == sorted(order)
+    assert "25 steps (50 NFE with CFG): the reference" in first and "2 steps (4 NFE): the student&#39;s NFE" in first
+    assert "guidance_fixed=0" in first and "student, 4 NFE" in first
+    # a file the comparison does not know is still shown, once
+    assert section.count(uris["odd"]) == 1 and "Other stored grids" in section
+
+
+# --- the index over reports -------------------------------------------------------------------------------------
+def test_publish_and_index(tmp_path, run_dir, table_run, guidance_run):
+    from flashbench.report import main as report_main
+    from flashbench.report import read_report_meta
+
+    dest = tmp_path / "reports"
+    assert report_main([str(run_dir), str(table_run), str(guidance_run), "--publish", str(dest)]) == 0
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        ["index.html", "run.html", "run.md", "table1.html", "table1.md", "guidance.html", "guidance.md"])
+    meta = read_report_meta(dest / "run.html")
+    assert meta["study"] == "fig5b" and meta["claims_reproduced"] == "1" and meta["claims_total"] == "3"
+    assert meta["variants_done"] == "5" and meta["variants_total"] == "6"  # hinge was killed before its marker
+    index = (dest / "index.html").read_text()
+    hrefs = re.findall(r'<a href="([^"]+)"', index)
+    assert hrefs == ["run.html", "guidance.html", "table1.html"]  # Figure 5b, 5d, then Table 1
+    assert "1 of 3" in index and "5 of 6" in index and "&lt;script&gt;" in index and EVIL not in index
+    # a run folder's own report.html is found one level down; other HTML files are ignored
+    (tmp_path / "other.html").write_text("<html><head><title>x</title></head></html>")
+    import shutil
+
+    shutil.copytree(table_run, dest / "table1-run")
+    assert re.findall(r'<a href="([^"]+)"', (dest / "index.html").read_text()) == hrefs
+    assert report_main(["--index", str(dest)]) == 0
+    assert "table1-run/report.html" in re.findall(r'<a href="([^"]+)"', (dest / "index.html").read_text())
+
+
+def test_report_command_errors(tmp_path, capsys):
+    from flashbench.report import main as report_main
+
+    assert report_main([str(tmp_path / "nope")]) == 2
+    assert "not a flashbench run directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        report_main([])
+
+
+def test_empty_index(tmp_path):
+    from flashbench.report import render_index
+
+    text = render_index(tmp_path).read_text()
+    assert "No flashbench reports in this folder yet" in text
