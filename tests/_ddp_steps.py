@@ -1,6 +1,8 @@
-"""Run a few Flash steps data-parallel (launched by tests/test_distributed.py); each rank writes its LoRA."""
+"""A few full-method Flash steps on the toy teacher, data-parallel when launched by `accelerate launch`
+(tests/test_distributed.py) or on one process. The global batch is GLOBAL_BATCH whatever the number of
+processes: each process trains on its slice. Each process writes its LoRA and discriminator head."""
 import sys
-import numpy as np
+
 import torch
 from accelerate import Accelerator
 from safetensors.torch import save_file
@@ -9,20 +11,23 @@ from flashbench.config import ComponentSpec, TrainConfig
 from flashbench.method.trainer import FlashTrainer
 from flashbench.plugins import collect_components
 
+GLOBAL_BATCH, STEPS = 8, 4
 out = sys.argv[1]
+seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0  # of the data and the noise
 acc = Accelerator(cpu=True)
 c = collect_components()
 teacher = c.get("teacher", "toy-digits").build({}, device="cpu")
 ds = c.get("dataset", "toy-digits").build({})
 cfg = TrainConfig(teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("toy-digits"), num_timesteps=8, phase_length=1,
-                  iterations=3, batch_size=4, learning_rate=1e-2, disc_learning_rate=1e-2, guidance_min=1.5, guidance_max=3)
+                  iterations=STEPS, batch_size=GLOBAL_BATCH // acc.num_processes, learning_rate=1e-3, disc_learning_rate=1e-3,
+                  guidance_min=1.5, guidance_max=3, trackers=())
 torch.manual_seed(0)
 tr = FlashTrainer(teacher, c.get("conditioning", "text").build({}), c.get("solver", "ddim").build({}),
                   c.get("timesteps", "flash").build({}, num_timesteps=8, phase_length=1, num_phases=4), cfg,
                   distil=c.get("loss", "mse").build({}), gan=c.get("loss", "lsgan").build({}), dmd=c.get("loss", "dmd").build({}),
-                  adapter_name="ddp", seed=acc.process_index, accelerator=acc)
-rng = np.random.default_rng(100 + acc.process_index)  # each rank its own data
-for it in range(3):
-    tr.step(ds.train_batch(rng, 4), it)
-save_file({n: p.detach().contiguous() for n, p in teacher.unet.named_parameters() if "lora_" in n}, f"{out}/rank{acc.process_index}.safetensors")
-print("rank", acc.process_index, "of", acc.num_processes, "done")
+                  adapter_name="ddp", seed=seed, accelerator=acc)
+summary = tr.train(ds, STEPS, seed=seed, progress=False)
+weights = {f"lora.{i}": p.detach().contiguous() for i, p in enumerate(tr.lora_params)}
+weights.update({f"head.{n}": p.detach().contiguous() for n, p in acc.unwrap_model(tr.head).named_parameters()})
+save_file(weights, f"{out}/world{acc.num_processes}_rank{acc.process_index}_seed{seed}.safetensors")
+print("rank", acc.process_index, "of", acc.num_processes, "done", flush=True)
