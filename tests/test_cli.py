@@ -115,6 +115,26 @@ def test_run_bad_study_writes_nothing(capsys, tmp_path, fake_components, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
 
 
+def test_run_refuses_an_output_it_could_not_write_before_the_runner(capsys, tmp_path, fake_components, monkeypatch):
+    import types
+
+    monkeypatch.setitem(sys.modules, "flashbench.runner", types.SimpleNamespace(run_study=None))  # never reached
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "file").write_text("x")
+    for output, message in (("file", "--output file: exists and is a file, not a directory"),
+                            ("file/run", "--output file/run: cannot be created: "),
+                            ("", "--output: an empty path")):
+        assert main(["run", str(LOSSES), "--output", output], components=fake_components) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"flashbench: error: {message}") and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_run_with_an_empty_shard_is_an_error_not_every_variant(capsys, fake_components):
+    assert main(["run", str(LOSSES), "--shard", ""], components=fake_components) == 2
+    assert capsys.readouterr().err == "flashbench: error: --shard: expected I/N with integers, e.g. 0/4, got ''\n"
+
+
 def test_run_calls_the_runner_with_the_resolved_study(capsys, tmp_path, fake_components, monkeypatch):
     import types
 
@@ -148,6 +168,11 @@ def test_usage_errors_and_help(capsys):
     assert main([]) == 2
     assert "usage: flashbench" in capsys.readouterr().err
     assert main(["frobnicate"]) == 2
+    assert capsys.readouterr().err == ("flashbench: error: argument COMMAND: invalid choice: 'frobnicate' (choose from "
+                                       "'run', 'validate', 'plugins', 'report'); see 'flashbench --help'\n")
+    assert main(["run"]) == 2  # one line, like every other error: no usage block before it
+    assert capsys.readouterr().err == ("flashbench: error: the following arguments are required: FILE; "
+                                       "see 'flashbench run --help'\n")
     assert main(["--help"]) == 0
     assert "flashbench validate" in capsys.readouterr().out
     for command in ("run", "validate", "plugins", "report"):

@@ -318,3 +318,55 @@ def test_component_names_are_checked_only_at_the_resolved_scale(write_study, fak
 def test_defaults_that_are_not_installed_point_at_base(write_study, fake_components):
     problems = problems_of(write_study, fake_components, study_text(toy={"dataset": None}))
     assert [(p.key, "the default" in p.message) for p in problems] == [("base.dataset", True)]
+
+
+# --- hostile input at the loader's level (the CLI corpus is tests/test_bad_input.py) ------------------
+
+
+def test_a_bad_value_does_not_fall_back_to_a_lower_layer(write_study, fake_components):
+    """A broken value is reported where it is written, and nothing else: resolving with [base]'s value or
+    the default instead would report problems the user did not make (an unknown sd15, a phase longer
+    than a default run)."""
+    for toy, base, key in (({"teacher": "5"}, "", "scale.toy.teacher"), ({"phase_length": "0"}, "", "scale.toy.phase_length"),
+                           ({"guidance_max": "nan"}, "guidance_min = 14\nguidance_max = 15", "scale.toy.guidance_max")):
+        problems = problems_of(write_study, fake_components, study_text(toy=toy, base=base))
+        assert [p.key for p in problems] == [key], [str(p) for p in problems]
+
+
+def test_error_text_is_one_line_but_keeps_the_raw_key(write_study, fake_components):
+    (problem,) = problems_of(write_study, fake_components, study_text(base='"a\\nb\\u2028c" = 1'))
+    assert problem.key == "base.a\nb\u2028c"
+    assert len(str(problem).splitlines()) == 1
+    assert ": base.a\\nb\\u2028c: unknown key 'a\\nb\\u2028c'" in str(problem)
+
+
+def test_byte_order_mark_is_accepted(tmp_path, fake_components):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + study_text().encode())
+    assert load_study(path, components=fake_components).variant_names == ("base",)
+
+
+def test_study_scales_of_hostile_files(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('[study]\nname = "x"\n[scale.toy]\n[scale."../x"]\n[scale."a\\nb"]\n')
+    assert study_scales(path) == ("paper", "toy")  # invalid names are reported by validation, not resolved
+    path.write_text("x = " + "[" * 20_000 + "]" * 20_000)
+    assert study_scales(path) == ("paper",)
+    assert study_scales(tmp_path) == ("paper",)
+
+
+def test_limits_are_located(write_study, fake_components):
+    from flashbench.study import MAX_DEPTH, MAX_SEEDS
+
+    cases = {
+        "seeds = [-1]": "study.seeds[0]",
+        f"seeds = {list(range(MAX_SEEDS + 1))}": "study.seeds",
+    }
+    for header, key in cases.items():
+        (problem,) = problems_of(write_study, fake_components, study_text(study=header))
+        assert problem.key == key, str(problem)
+    deep = "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)
+    (problem,) = problems_of(write_study, fake_components, study_text(tail=f"[paper]\nx = {deep}"))
+    assert problem.key.startswith("paper.x[0]") and "nested more than" in problem.message
+    ok = "[" * (MAX_DEPTH - 2) + "]" * (MAX_DEPTH - 2)
+    assert problems_of(write_study, fake_components, study_text(tail=f"[paper]\nx = {ok}")) == []
