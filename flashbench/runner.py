@@ -75,9 +75,9 @@ class StudyRunner:
         from accelerate import PartialState
 
         self.study, self.store, self.components = study, store, components
-        self.state = PartialState()
-        self.is_main = self.state.is_main_process
         self.device = torch.device(device)
+        self.state = PartialState(cpu=self.device.type == "cpu")
+        self.is_main = self.state.is_main_process
         self.progress = progress
         self.shard = shard
         self.resources = StudyResources(components, self.device)
@@ -397,7 +397,8 @@ def run_study(study, *, output_dir, components=None, device: str | None = None, 
     run_dir = Path(output_dir)
     # Under `accelerate launch`: one device per process, and a long collective timeout, because the
     # other processes wait at a barrier while the main one samples and evaluates a variant.
-    state = PartialState(timeout=datetime.timedelta(hours=12))
+    cpu = device == "cpu" or not torch.cuda.is_available()  # accelerate needs to be told to use gloo on CPUs
+    state = PartialState(cpu=cpu, timeout=datetime.timedelta(hours=12))
     if state.num_processes > 1:
         device = str(state.device)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

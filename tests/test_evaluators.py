@@ -519,3 +519,21 @@ def test_lpips_to_teacher_equals_direct_call():
         ev.update(student, [""] * 5)
     with pytest.raises(ValueError, match="differ in shape"):
         ev.update(student, [""] * 5, reference=teacher[:, :, :32])
+
+
+def test_frechet_survives_singular_covariances():
+    """Fewer samples than feature dimensions: clean-fid may refuse sqrtm's imaginary part; the symmetric
+    form gives the same number where both work, and the exact answer in a case known in closed form."""
+    import numpy as np
+
+    from flashbench.method.evaluation import feature_statistics, frechet, frechet_psd
+
+    rng = np.random.default_rng(0)
+    a, b = feature_statistics(rng.normal(size=(500, 16))), feature_statistics(rng.normal(0.3, 1.2, size=(500, 16)))
+    assert frechet_psd(*a, *b) == pytest.approx(frechet(*a, *b), rel=1e-8)
+    few = rng.normal(size=(20, 64))  # rank-19 covariance in 64 dimensions
+    mu, sigma = feature_statistics(few)
+    shift = np.full(64, 0.5)
+    assert frechet_psd(mu, sigma, mu + shift, sigma) == pytest.approx(float(shift @ shift), rel=1e-6)
+    value = frechet(mu, sigma, *feature_statistics(rng.normal(size=(20, 64))))
+    assert np.isfinite(value) and value > 0

@@ -73,12 +73,38 @@ class FrechetEvaluator(Evaluator):
         self._feats.append(self.features(images))
 
     def compute(self) -> float:
-        from cleanfid.fid import frechet_distance
-
         if self.reference is None:
             raise RuntimeError(f"{self.metric}: prepare() must compute the reference statistics first")
         mu, sigma = feature_statistics(np.concatenate(self._feats))
-        return float(frechet_distance(mu, sigma, *self.reference))
+        return frechet(mu, sigma, *self.reference)
+
+
+def frechet(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """clean-fid's Fréchet distance. With fewer samples than feature dimensions the covariances are
+    singular and scipy's sqrtm of their product can come back with an imaginary part clean-fid refuses;
+    then the same quantity is computed from tr sqrt(S1^1/2 S2 S1^1/2), a symmetric PSD matrix whose
+    eigenvalues are real (the two agree to ~1e-10 where both work)."""
+    from cleanfid.fid import frechet_distance
+
+    try:
+        return float(frechet_distance(mu1, sigma1, mu2, sigma2))
+    except ValueError as exc:
+        if "Imaginary component" not in str(exc):
+            raise
+    return frechet_psd(mu1, sigma1, mu2, sigma2)
+
+
+def frechet_psd(mu1, sigma1, mu2, sigma2) -> float:
+    root1 = _psd_sqrt(sigma1)
+    inner = np.linalg.eigvalsh(root1 @ sigma2 @ root1)
+    trace_sqrt = np.sqrt(np.clip(inner, 0, None)).sum()
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
+
+
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
 
 
 def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -316,6 +316,7 @@ class FlashTrainer:
                             counters["teacher_nfe"] / n, counters["student_nfe"] / n, self.trainable_params, history)
 
     def close(self) -> None:
-        if self.tracking:
-            self.accelerator.end_training()
+        if self.tracking:  # not end_training(): it would also tear down the process group other variants use
+            for tracker in self.accelerator.trackers:
+                tracker.finish()
         self.teacher.remove_lora(self.adapter_name)

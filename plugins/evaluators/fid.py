@@ -278,14 +278,14 @@ def build(config: FIDConfig, *, device="cpu"):
             self._moments.add(self.features(images))
 
         def compute(self):
-            from cleanfid.fid import frechet_distance
+            from flashbench.method.evaluation import frechet
 
             if self.reference is None:
                 raise RuntimeError("fid: prepare() must compute the reference statistics first")
             if self._moments.count < 2:
                 raise ValueError(f"fid: needs at least 2 generated images, got {self._moments.count}")
             mu, sigma = self._moments.statistics()
-            return float(frechet_distance(mu, sigma, *self.reference))
+            return frechet(mu, sigma, *self.reference)
 
         def prepare(self, dataset, num_samples, seed=0):
             n = config.reference_samples or num_samples
