@@ -339,10 +339,25 @@ def _cmd_report(args, components: _Lazy) -> int:
     run_dir: Path = args.run_dir
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory" if not run_dir.exists() else f"{run_dir}: not a directory")
+    from .results import RESULTS_FILE, STUDY_FILE
+
+    results = run_dir / RESULTS_FILE
+    if (run_dir / STUDY_FILE).is_file() and not _has_rows(results):
+        # (a folder without study.json is refused by render_report, naming what is missing)
+        raise UserError(f"{run_dir}: no results yet ({RESULTS_FILE} {'is empty' if results.exists() else 'is missing'}); "
+                        f"run the study into it first (flashbench run FILE --output {run_dir})")
     from .report import render_report
 
     print(f"report: {render_report(run_dir)}")
     return 0
+
+
+def _has_rows(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return any(line.strip() for line in f)
+    except OSError:
+        return False
 
 
 # --- text helpers ------------------------------------------------------------------------------------

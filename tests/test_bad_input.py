@@ -341,9 +341,15 @@ cli("report", "report-missing-dir", ["report", "nope"], None, "no such run direc
 cli("report", "report-a-file", ["report", "afile"], None, "not a directory", file="afile", files={"afile": "x"})
 cli("report", "report-no-results", ["report", "empty"], None, "not a flashbench run directory (no study.json)", file="empty",
     setup=lambda tmp: (tmp / "empty").mkdir())
-cli("report", "report-garbage-study-json", ["report", "r"], None, "not valid JSON", file="r/study.json", files={"r/study.json": "{"})
+cli("report", "report-study-without-results", ["report", "r"], None, "no results yet (results.jsonl is missing)",
+    "flashbench run FILE --output r", file="r", files={"r/study.json": json.dumps({"name": "demo", "scale": "toy"})})
+cli("report", "report-empty-results", ["report", "r"], None, "no results yet (results.jsonl is empty)", file="r",
+    files={"r/study.json": json.dumps({"name": "demo", "scale": "toy"}), "r/results.jsonl": "\n"})
+ROW = json.dumps({"variant": "base", "metric": "fd", "value": 1.0}) + "\n"
+cli("report", "report-garbage-study-json", ["report", "r"], None, "not valid JSON", file="r/study.json",
+    files={"r/study.json": "{", "r/results.jsonl": ROW})
 cli("report", "report-study-json-not-an-object", ["report", "r"], None, "expected a JSON object", file="r/study.json",
-    files={"r/study.json": "[]"})
+    files={"r/study.json": "[]", "r/results.jsonl": ROW})
 
 
 def _param_id(case: Case, command: str) -> str:
