@@ -231,7 +231,9 @@ def _read(path: Path, p: _Problems) -> dict | None:
     (a FIFO or /dev/zero would block or never end) and at most MAX_FILE_BYTES + 1 bytes."""
     try:
         if not path.is_file():
-            if not path.exists():
+            if path.is_symlink() and not path.exists():
+                p.add(None, "a symbolic link to nothing (or to itself); no study file there")
+            elif not path.exists():
                 p.add(None, "no such study file")
             elif path.is_dir():
                 p.add(None, "is a directory, not a study file (.toml)")

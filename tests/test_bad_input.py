@@ -297,6 +297,10 @@ cli("cli", "validate-a-directory", ["validate", "adir"], None, "is a directory, 
 cli("cli", "run-a-directory", ["run", "adir"], None, "is a directory", file="adir", setup=lambda tmp: (tmp / "adir").mkdir())
 cli("cli", "a-fifo", ["run", "fifo.toml"], None, "not a regular file", file="fifo.toml",
     setup=lambda tmp: os.mkfifo(tmp / "fifo.toml"))
+cli("cli", "a-dangling-link", ["validate", "gone.toml"], None, "a symbolic link to nothing", file="gone.toml",
+    setup=lambda tmp: os.symlink(tmp / "deleted.toml", tmp / "gone.toml"))
+cli("cli", "a-link-loop", ["run", "loop.toml"], None, "a symbolic link to nothing (or to itself)", file="loop.toml",
+    setup=lambda tmp: os.symlink("loop.toml", tmp / "loop.toml"))
 cli("cli", "dev-zero", ["validate", "/dev/zero"], None, "not a regular file", file="/dev/zero")
 cli("cli", "empty-file-argument", ["run", ""], "FILE", "an empty path")
 cli("cli", "run-unknown-scale", ["run", F, "--scale", "toys"], "scale", "unknown scale 'toys'", "did you mean 'toy'",
