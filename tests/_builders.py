@@ -1,5 +1,5 @@
-"""Builders shared by the teacher tests: a manager holding only the plugins under test, the tiny CLIP
-text parts every SD-family test folder needs, random images."""
+"""Builders shared by the tests: a manager holding only the plugins under test, the tiny CLIP text parts
+every SD-family test folder needs, random images, a small two-variant study on the embedded world."""
 from __future__ import annotations
 
 import pluggy
@@ -63,3 +63,45 @@ def missing_weights_message(make) -> str:
     message = str(info.value)
     assert "\n" not in message, message
     return message
+
+
+TWO_VARIANT_STUDY = """
+[study]
+name = "{name}"
+seeds = [0]
+primary_nfe = 4
+[base]
+teacher = "toy-digits"
+dataset = "toy-digits"
+solver = "ddim"
+num_timesteps = 8
+phase_length = 3
+iterations = {iterations}
+checkpoint_every = {checkpoint_every}
+batch_size = {batch_size}
+learning_rate = 1e-3
+disc_learning_rate = 1e-3
+guidance_min = 1.5
+guidance_max = 3.0
+log_every = 4
+[base.eval]
+nfe = [2, 4]
+prompts = "toy-digits"
+evaluators = ["toy-fd", "toy-clip-score"]
+num_samples = 64
+batch_size = 16
+teacher_steps = [4]
+grid_size = 4
+[[variants]]
+name = "distil"
+adv_loss = "none"
+dmd_loss = "none"
+[[variants]]
+name = "full"
+"""
+
+
+def two_variant_study(path, *, name="tiny", iterations=12, checkpoint_every=4, batch_size=4):
+    """Write a toy study of two variants (distillation alone; all three losses): 14 result rows."""
+    path.write_text(TWO_VARIANT_STUDY.format(name=name, iterations=iterations, checkpoint_every=checkpoint_every, batch_size=batch_size))
+    return path

@@ -67,3 +67,35 @@ def test_two_processes_hold_identical_weights(weights):
 def test_two_processes_equal_one_process_at_the_same_global_batch(weights):
     assert _worst_relative(weights["world2_rank0_seed0"], weights["world1_rank0_seed0"]) < 1e-2
     assert _worst_relative(weights["world1_rank0_seed1"], weights["world1_rank0_seed0"]) > 0.1  # other data: far apart
+
+
+def test_a_study_under_accelerate_launch_equals_one_process(tmp_path):
+    """`accelerate launch -m flashbench.cli run` with 2 processes (batch 4 each) against a plain run (batch
+    8): the main process alone evaluates and writes, every row once, metrics and LoRAs equal within
+    tolerance (measured: metrics to 5e-7 relative, LoRAs to 5e-4)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from _builders import two_variant_study
+
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+              "-m", "flashbench.cli", "run", str(two_variant_study(tmp_path / "ddp.toml", batch_size=4)), "--output", "ddp"]
+    _run(launch, tmp_path)
+    _run([sys.executable, "-m", "flashbench.cli", "run", str(two_variant_study(tmp_path / "one.toml", batch_size=8)), "--output", "one"], tmp_path)
+
+    def rows(run):
+        lines = [json.loads(line) for line in (tmp_path / run / "results.jsonl").read_text().splitlines()]
+        out = {(r["variant_key"], r["nfe"], r["metric"]): r["value"] for r in lines}
+        assert len(out) == len(lines) == 14  # nothing written twice by the second process
+        return out
+
+    ddp, one = rows("ddp"), rows("one")
+    assert ddp.keys() == one.keys()
+    for key, value in one.items():
+        assert ddp[key] == pytest.approx(value, rel=1e-4), key
+    assert (tmp_path / "ddp" / "run.rank1.log").exists() and (tmp_path / "ddp" / "report.html").exists()
+    for variant in ("distil-s0", "full-s0"):
+        path = Path("variants") / variant / "lora" / "pytorch_lora_weights.safetensors"
+        assert _worst_relative(load_file(str(tmp_path / "ddp" / path)), load_file(str(tmp_path / "one" / path))) < 1e-2

@@ -8,51 +8,19 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
+
+from _builders import two_variant_study
 
 pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).resolve().parent
 ITERATIONS, EVERY = 12, 4
 
-STUDY = f"""
-[study]
-name = "resume"
-seeds = [0]
-primary_nfe = 4
-[base]
-teacher = "toy-digits"
-dataset = "toy-digits"
-solver = "ddim"
-num_timesteps = 8
-phase_length = 3
-iterations = {ITERATIONS}
-checkpoint_every = {EVERY}
-batch_size = 4
-learning_rate = 1e-3
-disc_learning_rate = 1e-3
-guidance_min = 1.5
-guidance_max = 3.0
-log_every = 4
-[base.eval]
-nfe = [2, 4]
-prompts = "toy-digits"
-evaluators = ["toy-fd", "toy-clip-score"]
-num_samples = 64
-batch_size = 16
-teacher_steps = [4]
-grid_size = 4
-[[variants]]
-name = "distil"
-adv_loss = "none"
-dmd_loss = "none"
-[[variants]]
-name = "full"
-"""
+
 
 
 def _env(marks: Path, pause: float) -> dict:
@@ -110,9 +78,7 @@ def _rows(out: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("study") / "resume.toml"
-    path.write_text(textwrap.dedent(STUDY))
-    return path
+    return two_variant_study(tmp_path_factory.mktemp("study") / "resume.toml", name="resume", iterations=ITERATIONS, checkpoint_every=EVERY)
 
 
 def test_killed_twice_then_resumed_equals_uninterrupted(study, tmp_path):
