@@ -25,6 +25,9 @@ variant runs once per seed.
 
 Validation collects every problem before reporting any; each is a :class:`StudyError` that names the
 file and the key path (``studies/x.toml: scale.toy.iterations: must be a positive integer, got -3``).
+Each problem prints as one line (control characters in keys, names and paths escaped). Hostile input
+is bounded before anything recurses or runs: files over MAX_FILE_BYTES, nesting deeper than MAX_DEPTH,
+more than MAX_VARIANTS variants or MAX_SEEDS seeds, NaN/inf and NUL characters in any value are refused.
 Types, ranges and cross-field rules are checked in every section, whatever the scale; component names,
 tags and options are checked for the resolved scale only, since a study's paper scale may name
 components (``sd15``) that are not installed on a machine that only runs the toy scale.
@@ -266,7 +269,7 @@ def _read(path: Path, p: _Problems) -> dict | None:
         message = str(e)
         at = _TOML_AT.search(message)
         if at:  # show the line: for "Cannot overwrite a value" it is the only place the key is named
-            lines = text.splitlines()
+            lines = text.split("\n")  # as tomllib counts lines (splitlines() also breaks on \r, \f, U+2028...)
             n = int(at.group(1))
             if 0 < n <= len(lines) and lines[n - 1].strip():
                 shown = lines[n - 1].strip()
