@@ -8,6 +8,7 @@ samples, evaluates, writes the result store and the report, and the others wait 
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import importlib.util
 import logging
@@ -82,6 +83,7 @@ class StudyRunner:
         self.shard = shard
         self.resources = StudyResources(components, self.device)
         self._eval_inputs: dict = {}
+        self._rerun_warned: set[str] = set()
 
     # --- shared evaluation inputs ----------------------------------------------------------------------
     def eval_inputs(self, train: TrainConfig, ev: EvalConfig, seed: int):
@@ -169,9 +171,41 @@ class StudyRunner:
 
         return fn
 
+    # --- completion, per recipe ----------------------------------------------------------------------
+    @staticmethod
+    def recipe(variant, *, teacher_only: bool = False) -> str:
+        """A fingerprint of what a variant's rows depend on (for the teacher baselines: the teacher side and
+        the evaluation), recorded in its done marker."""
+        import hashlib
+        import json
+
+        from .checkpoint import _plain
+
+        neutral = ("log_every", "checkpoint_every", "trackers")
+        train = {f.name: _plain(getattr(variant.train, f.name)) for f in dataclasses.fields(variant.train) if f.name not in neutral}
+        if teacher_only:
+            train = {k: train[k] for k in ("teacher", "conditioning", "dataset", "solver")}
+        ev = {f.name: _plain(getattr(variant.eval, f.name)) for f in dataclasses.fields(variant.eval)}
+        return hashlib.sha256(json.dumps({"train": train, "eval": ev}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def is_done(self, key: str, recipe: str) -> bool:
+        """Done with this recipe. A variant done with another one (the study file was edited since) runs
+        again; its training continues from its checkpoint when the training recipe is unchanged."""
+        info = self.store.done_info(key)
+        if info is None:
+            return False
+        recorded = info.get("recipe")
+        if recorded is None or recorded == recipe:
+            return True
+        if key not in self._rerun_warned:
+            self._rerun_warned.add(key)
+            log.warning("%s was done with another recipe (%s, now %s): running it again", key, recorded, recipe)
+        return False
+
     def run_teacher_baselines(self, variant) -> None:
         key = f"teacher-s{variant.seed}"
-        if self.store.is_done(key) or not self.is_main:
+        recipe = self.recipe(variant, teacher_only=True)
+        if self.is_done(key, recipe) or not self.is_main:
             return
         train, ev, seed = variant.train, variant.eval, variant.seed
         vdir = self.store.variant_dir(key)
@@ -191,7 +225,7 @@ class StudyRunner:
                 rows.append(self._row("teacher", key, "teacher", seed, {}, 2 * steps, steps, metric, value, hib, n, sample_seconds=seconds))
             log.info("teacher %d steps (%d NFE): %s", steps, 2 * steps, {m: round(v, 4) for m, (v, _) in values.items()})
         self.store.add_rows(rows)
-        self.store.mark_done(key, {"status": "ok", "rows": len(rows)})
+        self.store.mark_done(key, {"status": "ok", "rows": len(rows), "recipe": recipe})
 
     # --- one variant -------------------------------------------------------------------------------
     def run_variant(self, variant, index: int) -> list[dict]:
@@ -321,7 +355,10 @@ class StudyRunner:
             self.store.write_provenance(provenance)
         i, n = self.shard
         mine = [v for k, v in enumerate(self.study.variants) if k % n == i]  # shards split the variants
-        pending = [v for v in mine if not self.store.is_done(v.key)]
+        if not mine:
+            log.info("shard %d/%d has no variants (the study has %d)", i, n, len(self.study.variants))
+            return
+        pending = [v for v in mine if not self.is_done(v.key, self.recipe(v))]
         skipped = len(self.study.variants) - len(pending)
         if skipped:
             log.info("resuming: %d of %d variants already done", skipped, len(self.study.variants))
@@ -330,14 +367,14 @@ class StudyRunner:
             first = next(v for v in self.study.variants if v.seed == seed)
             self.run_teacher_baselines(first)
         for index, variant in enumerate(self.study.variants):
-            if variant not in mine or self.store.is_done(variant.key):
+            if variant not in mine or self.is_done(variant.key, self.recipe(variant)):
                 continue
             log.info("variant %d/%d: %s (seed %d)", index + 1, len(self.study.variants), variant.name, variant.seed)
             rows = self.run_variant(variant, index)
             if self.is_main:
                 self.store.add_rows(rows)
                 status = rows[0]["status"] if rows else "ok"
-                self.store.mark_done(variant.key, {"status": status, "rows": len(rows)})
+                self.store.mark_done(variant.key, {"status": status, "rows": len(rows), "recipe": self.recipe(variant)})
             self.state.wait_for_everyone()  # the others wait while the main process evaluates
             if not self.is_main:
                 continue

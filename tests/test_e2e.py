@@ -303,3 +303,29 @@ def test_training_metrics_go_to_tensorboard(run_dir):
     tags = set(acc.Tags()["scalars"])
     assert {"loss/distil", "loss/total"} <= tags
     assert [e.step for e in acc.Scalars("loss/total")] == [0, 4, 7]  # log_every = 4, and the last step
+
+
+def test_an_edited_variant_runs_again_and_continues_its_training(run_dir, tmp_path):
+    """The study file changed one variant's recipe since the run: that variant runs again (its training
+    continues from its last checkpoint, 8 -> 10 iterations), the others are skipped, and the report counts
+    each variant once."""
+    import shutil
+
+    from flashbench.results import ResultStore
+
+    study, out = run_dir
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    data = tomllib.loads(study.read_text())
+    data["variants"][0]["iterations"] = 10  # "distil"
+    edited = tmp_path / study.name
+    edited.write_text(tomli_w.dumps(data))
+    assert main(["run", str(edited), "--output", str(copy)]) == 0
+    log = (copy / "run.log").read_text()
+    assert "distil-s0 was done with another recipe" in log
+    assert "distil: resuming from the checkpoint at step 8 of 10" in log
+    assert [log.count(f"variant {i}/4") for i in (1, 2, 3, 4)] == [2, 1, 1, 1]  # only "distil" ran again
+    rows = [r for r in ResultStore(copy).rows() if r["role"] == "student"]
+    assert sorted({r["variant"] for r in rows}) == ["distil", "distil+adv", "distil+adv+dmd", "distil+dmd"]
+    assert len(rows) == 4 * 9
+    assert {r["iterations"] for r in rows if r["variant"] == "distil"} == {10}
