@@ -265,13 +265,16 @@ def _cmd_run(args, components: _Lazy) -> int:
     output = Path(args.output) if args.output else Path("runs") / f"{study.name}-{study.scale}"
     _check_output(output, study, given=bool(args.output))
     n = len(study.variant_names)
-    print(f"{study.name} (scale {study.scale}): {n} variant{'s' * (n != 1)} x {len(study.seeds)} "
-          f"seed{'s' * (len(study.seeds) != 1)} -> {output}")
+    main_process = os.environ.get("RANK", "0") == "0"  # under accelerate launch / torchrun, one process speaks
+    if main_process:
+        print(f"{study.name} (scale {study.scale}): {n} variant{'s' * (n != 1)} x {len(study.seeds)} "
+              f"seed{'s' * (len(study.seeds) != 1)} -> {output}")
     from .runner import run_study  # imports torch: only once the study is known to be valid
 
     report = run_study(study, output_dir=Path(output), components=comps, **({"shard": shard} if shard else {}))
-    print(f"results and tables: {output}")
-    print(f"report: {report}")
+    if report is not None:
+        print(f"results and tables: {output}")
+        print(f"report: {report}")
     return 0
 
 

@@ -419,9 +419,9 @@ def _setup_logging(run_dir: Path, rank: int = 0) -> logging.Handler:
 
 
 def run_study(study, *, output_dir, components=None, device: str | None = None, progress: bool = True,
-              shard: tuple[int, int] = (0, 1)) -> Path:
+              shard: tuple[int, int] = (0, 1)) -> Path | None:
     """Run every pending variant of ``study`` (of shard ``i`` of ``n``) into ``output_dir``; returns the
-    HTML report's path. Shards of one study may run at once against the same ``output_dir``."""
+    HTML report's path (None on the processes other than the main one under ``accelerate launch``). Shards of one study may run at once against the same ``output_dir``."""
     import torch
 
     from .plugins import collect_components
@@ -450,7 +450,7 @@ def run_study(study, *, output_dir, components=None, device: str | None = None, 
         for variant, rows in runner.run():
             hook.after_variant(study=study, variant=variant, rows=rows, run_dir=run_dir)
         if not state.is_main_process:
-            return run_dir / "report.html"
+            return None  # the main process writes the report
         report = render_report(run_dir)
         hook.after_study(study=study, run_dir=run_dir, report_path=report)
         log.info("study %s done in %.0fs; report %s", study.name, time.perf_counter() - t0, report)

@@ -82,7 +82,8 @@ def test_a_study_under_accelerate_launch_equals_one_process(tmp_path):
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
               "-m", "flashbench.cli", "run", str(two_variant_study(tmp_path / "ddp.toml", batch_size=4)), "--output", "ddp"]
-    _run(launch, tmp_path)
+    out = _run(launch, tmp_path)
+    assert out.count("report: ") == 1 and out.count("2 variants x 1 seed") == 1  # one process speaks
     _run([sys.executable, "-m", "flashbench.cli", "run", str(two_variant_study(tmp_path / "one.toml", batch_size=8)), "--output", "one"], tmp_path)
 
     def rows(run):
