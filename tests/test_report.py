@@ -452,3 +452,14 @@ def test_empty_index(tmp_path):
 
     text = render_index(tmp_path).read_text()
     assert "No flashbench reports in this folder yet" in text
+
+
+def test_reference_without_results_and_hostile_text(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write_study({"name": "t", "title": "T", "primary_nfe": 4, "variants": [],
+                       "paper": {"reference": [{"method": EVIL, "nfe": 4, "fid": 1.0}, {"method": "teacher", "nfe": 50, "fid": 2.0}]}})
+    html = render_report(tmp_path).read_text()
+    paper = pd.read_csv(tmp_path / "tables" / "paper.csv")
+    assert list(paper["role"]) == ["paper only", "teacher"] and list(paper["paper.fid"]) == [1.0, 2.0]
+    assert EVIL not in html and "&lt;script&gt;" in html and "<strong>1.00</strong>" in html
+    assert EVIL.replace("<", r"\textless{}") not in (tmp_path / "tables" / "paper.tex").read_text()
