@@ -921,6 +921,12 @@ def _figure_plots(study: dict, panel, main, directions, nfe) -> list[dict]:
             # Built from escaped pieces only (see _svg_bars), so it is safe to mark as markup.
             "svg": Markup(_svg_bars(metric, higher, points, reference)),
         })
+    if "teacher_nfe_per_step" in panel and panel["teacher_nfe_per_step"].notna().any():
+        # the panel varies the teacher's cost per training step (K, Fig. 5e): plot it as well
+        points = [(str(r["variant"]), float(r["teacher_nfe_per_step"]), math.nan) for _, r in panel.iterrows()
+                  if not _isnan(r["teacher_nfe_per_step"])]
+        plots.append({"title": "teacher NFE per training step", "caption": "",
+                      "svg": Markup(_svg_bars(PRETTY["teacher_nfe_per_step"], None, points, None))})
     return plots
 
 

@@ -463,3 +463,17 @@ def test_reference_without_results_and_hostile_text(tmp_path):
     assert list(paper["role"]) == ["paper only", "teacher"] and list(paper["paper.fid"]) == [1.0, 2.0]
     assert EVIL not in html and "&lt;script&gt;" in html and "<strong>1.00</strong>" in html
     assert EVIL.replace("<", r"\textless{}") not in (tmp_path / "tables" / "paper.tex").read_text()
+
+
+def test_teacher_cost_per_step_is_plotted_when_the_panel_varies_it(tmp_path):
+    """Figure 5(e): K changes the teacher's NFEs per training step; the panel shows it beside the metrics."""
+    store = ResultStore(tmp_path)
+    store.write_study({"name": "k", "title": "K", "primary_nfe": 4,
+                       "variants": [{"name": f"num_timesteps={k}", "key": f"k{k}-s0", "seed": 0, "axes": {"num_timesteps": k}}
+                                    for k in (16, 32)]})
+    for k in (16, 32):
+        store.add_rows([_row(f"num_timesteps={k}", f"k{k}-s0", "student", 4, "fd", 40.0 + k / 16, False,
+                             teacher_nfe_per_step=k / 2, **{"axis.num_timesteps": k})])
+        store.mark_done(f"k{k}-s0", {})
+    html = render_report(tmp_path).read_text()
+    assert html.count('class="chart bars"') == 2 and "teacher NFE/step" in html
