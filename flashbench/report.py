@@ -1251,6 +1251,8 @@ def render_report(run_dir: Path | str) -> Path:
         "scale": context["scale"], "claims_reproduced": str(reproduced), "claims_total": str(len(claims)),
         "variants_done": str(done), "variants_total": str(len(keys)), "seeds": ", ".join(str(s) for s in seeds),
         "compute": context["compute"], "generated": context["generated"], "git_hash": str(provenance.get("git_hash", "")),
+        "direction": context["direction"],
+        "claims_json": json.dumps([{"verdict": c.verdict, "text": c.text} for c in claims], ensure_ascii=False),
     }
     atomic_write_text(run_dir / "report.md", _markdown_report(context, tables))
     html_text = _environment().get_template("report.html.j2").render(**context)
@@ -1297,6 +1299,10 @@ def render_index(directory: Path | str) -> Path:
         meta = read_report_meta(path)
         if meta is None:
             continue
+        try:
+            claims = [c for c in json.loads(meta.get("claims_json") or "[]") if isinstance(c, dict)]
+        except ValueError:
+            claims = []
         total = int(meta.get("claims_total") or 0)
         reproduced = int(meta.get("claims_reproduced") or 0)
         entries.append({
@@ -1305,6 +1311,7 @@ def render_index(directory: Path | str) -> Path:
             "claims": f"{reproduced} of {total}" if total else DASH,
             "claims_class": "none" if not total else "all" if reproduced == total else "some" if reproduced else "zero",
             "variants": f"{meta.get('variants_done', '?')} of {meta.get('variants_total', '?')}",
+            "claim_list": [{"verdict": str(c.get("verdict", "")), "text": str(c.get("text", ""))} for c in claims],
         })
     entries.sort(key=lambda e: (_reproduces_key(e.get("reproduces", "")), e.get("study", ""), e.get("scale", ""), e["href"]))
     text = _environment().get_template("index.html.j2").render(

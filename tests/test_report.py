@@ -428,6 +428,9 @@ def test_publish_and_index(tmp_path, run_dir, table_run, guidance_run):
     hrefs = re.findall(r'<a href="([^"]+)"', index)
     assert hrefs == ["run.html", "guidance.html", "table1.html"]  # Figure 5b, 5d, then Table 1
     assert "1 of 3" in index and "5 of 6" in index and "&lt;script&gt;" in index and EVIL not in index
+    # each study's claims, with their verdicts, under its row
+    assert "LSGAN has a lower FD" in index and index.count('class="verdict not-reproduced"') == 1
+    assert "The paper: LSGAN gives the best FID" in index
     # a run folder's own report.html is found one level down; other HTML files are ignored
     (tmp_path / "other.html").write_text("<html><head><title>x</title></head></html>")
     import shutil
