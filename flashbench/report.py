@@ -1339,6 +1339,51 @@ def publish_reports(run_dirs: Sequence[Path | str], dest: Path | str) -> list[Pa
     return out
 
 
+def summary_markdown(run_dirs: Sequence[Path | str]) -> str:
+    """One Markdown table over several runs (for a README): per study, the teacher and every variant at
+    the study's primary NFE with its metrics (mean ± std), and how many of the paper's claims it reproduces."""
+    import pandas as pd
+
+    records, metric_dirs = [], {}
+    for run_dir in map(Path, run_dirs):
+        store = ResultStore(run_dir)
+        study = store.read_study()
+        df = store.dataframe()
+        directions = metric_directions(df)
+        metric_dirs.update({m: d for m, d in directions.items() if m not in metric_dirs})
+        main = main_table(study, df)
+        nfe = _primary_nfe(study, _ok_rows(df))
+        claims = evaluate_claims(study, df)
+        label = str(study.get("reproduces") or study.get("name"))
+        verdict = f"{_claims_summary(claims)[0]} of {len(claims)}" if claims else DASH
+        rows = main[main["nfe"] == nfe] if not main.empty and nfe is not None else main.iloc[0:0]
+        for i, (_, r) in enumerate(rows.iterrows()):
+            rec = {"study": label if i == 0 else "", "claims reproduced": verdict if i == 0 else "",
+                   "row": "teacher" if r["role"] == "teacher" else str(r["variant"]), "NFE": r["nfe"]}
+            for m in directions:
+                rec[m] = r.get(m, math.nan)
+                if f"{m}_std" in r:
+                    rec[f"{m}_std"] = r[f"{m}_std"]
+            rec["s/step"] = r.get("seconds_per_step", math.nan)
+            rec["teacher NFE/step"] = r.get("teacher_nfe_per_step", math.nan)
+            records.append(rec)
+    if not records:
+        return "(no results)\n"
+    table = pd.DataFrame(records)
+    cols = ["study", "claims reproduced", "row", "NFE", *[c for c in table.columns if c in metric_dirs or c.endswith("_std")],
+            "s/step", "teacher NFE/step"]
+    table = table[[c for c in cols if c in table.columns]]
+    headers, rows, _ = _display_table(table, metric_dirs)
+    rows = [[DASH if c in ("nan", "<NA>") else c for c in row] for row in rows]
+    rows = [[f"{float(c):.3g}" if h in ("s/step", "teacher NFE/step") and c != DASH else c for h, c in zip(headers, row)]
+            for row in rows]
+    esc = lambda x: str(x).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(esc(h) for h in headers) + " |",
+             "| " + " | ".join("---:" if h not in ("study", "claims reproduced", "row") else "---" for h in headers) + " |"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m flashbench.report``: re-render reports, publish them into a folder, write its index."""
     parser = argparse.ArgumentParser(
@@ -1352,10 +1397,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="*", type=Path, metavar="RUN_DIR", help="folders written by `flashbench run`")
     parser.add_argument("--publish", type=Path, metavar="DIR", help="copy each report into DIR and rewrite DIR/index.html")
     parser.add_argument("--index", type=Path, metavar="DIR", help="write DIR/index.html over the reports in DIR")
+    parser.add_argument("--summary", action="store_true", help="print one Markdown table over the runs (primary NFE) and stop")
     args = parser.parse_args(argv)
     if not args.run_dirs and not args.index:
         parser.error("give RUN_DIR(s), --index DIR, or both")
     try:
+        if args.summary:
+            print(summary_markdown(args.run_dirs), end="")
+            return 0
         if args.publish:
             for path in publish_reports(args.run_dirs, args.publish):
                 print(f"report: {path}")
@@ -1372,7 +1421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = [
-    "render_report", "render_index", "publish_reports", "read_report_meta", "main_table", "panel_table",
+    "render_report", "render_index", "publish_reports", "read_report_meta", "summary_markdown", "main_table", "panel_table",
     "paper_table", "evaluate_claims", "ClaimResult", "metric_directions",
 ]
 

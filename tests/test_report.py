@@ -480,3 +480,14 @@ def test_teacher_cost_per_step_is_plotted_when_the_panel_varies_it(tmp_path):
         store.mark_done(f"k{k}-s0", {})
     html = render_report(tmp_path).read_text()
     assert html.count('class="chart bars"') == 2 and "teacher NFE/step" in html
+
+
+def test_summary_markdown_over_runs(run_dir, table_run, capsys):
+    from flashbench.report import main as report_main
+
+    assert report_main([str(run_dir), str(table_run), "--summary"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| study | claims reproduced | row | NFE | fd ↓ | clip_score ↑ | s/step | teacher NFE/step |"
+    assert lines[2].startswith("| Figure 5 (b) | 1 of 3 | lsgan | 2 | ")  # no teacher ran at the primary NFE 2
+    assert "| Table 1 | – | flash | 2 | 45.00 | 0.905 | – | – |" in lines  # no claims; its teacher ran at 50 and 4 NFE
+    assert not (run_dir / "index.html").exists()  # --summary writes nothing
