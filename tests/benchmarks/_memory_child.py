@@ -8,7 +8,7 @@ stay small beside the weights) -- ``--scale small`` shrinks the channels for a q
 are initialised in place (nothing loaded, so no loading peak). Two full steps (the second phase onwards: all
 loss terms) at batch 2, K = 4.
 
-Peak: on the CPU ``ru_maxrss`` of this process, and the same above the process's peak before any model
+Peak: on the CPU the peak resident set of this process (:func:`rss_peak_mb`), and the same above the process's peak before any model
 was built (imports, runtime: the part a CUDA ``max_memory_allocated`` would not see); on CUDA
 ``torch.cuda.max_memory_allocated``. Prints one JSON object.
 
@@ -29,7 +29,16 @@ SCALES = {  # block_out_channels of the UNet (SD1.5: 320, 640, 1280, 1280)
 
 
 def rss_peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+    """This process's peak resident set: Linux's ``VmHWM`` (the high-water mark of this program's memory map,
+    which starts afresh at exec) -- not ``ru_maxrss``, which Linux carries across exec, so that a child of a
+    2 GB pytest process would start at 2 GB. Elsewhere ``ru_maxrss``."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux (bytes on macOS)
 
 
 def main(argv=None) -> dict:
@@ -115,7 +124,7 @@ def main(argv=None) -> dict:
         "weights_mb": weights_mb, "lora_parameters": trainer.trainable_params,
         "baseline_mb": baseline_mb, "peak_mb": peak_mb, "peak_above_baseline_mb": peak_mb - baseline_mb,
         "weight_copies": len(storages) / base_params, "losses": losses,
-        "measure": "torch.cuda.max_memory_allocated" if cuda else "ru_maxrss",
+        "measure": "torch.cuda.max_memory_allocated" if cuda else "peak resident set (VmHWM)",
     }
 
 

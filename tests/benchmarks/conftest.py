@@ -15,6 +15,12 @@ def toy_teacher():
     return collect_components().get("teacher", "toy-digits").build({}, device=_bench.DEVICE)
 
 
+def pytest_configure(config):
+    path = getattr(config.option, "benchmark_json", None)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)  # pytest-benchmark writes the file, not its folder
+
+
 def _session_benchmarks(config) -> list[dict]:
     session = getattr(config, "_benchmarksession", None)
     if session is None or session.disabled:
