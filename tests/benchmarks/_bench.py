@@ -185,6 +185,13 @@ def format_summary(benchmarks: list[dict]) -> list[str]:
     return lines
 
 
+def median_breakdown(rounds: list[dict[str, float]]) -> dict[str, float]:
+    """Per-part median over probed rounds (one round can hold a garbage-collector pause or a neighbour's burst)."""
+    import statistics
+
+    return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
+
+
 # --- the training step: probe and bare replay --------------------------------------------------------------------
 
 

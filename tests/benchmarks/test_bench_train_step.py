@@ -23,7 +23,7 @@ def world(toy_teacher):
     with probe:
         world.stats = world.run(probe)
     world.calls = probe.calls
-    world.breakdown = probe.breakdown_ms()
+    world.breakdowns = [probe.breakdown_ms()]
     yield world
     world.trainer.close()
 
@@ -49,13 +49,23 @@ def test_train_step(benchmark, world, what):
     nfe = {"teacher": sum(s.teacher_nfe for s in world.stats) / len(world.stats), "student": sum(s.student_nfe for s in world.stats) / len(world.stats)}
     info = dict(batch_size=b, K=world.trainer.cfg.num_timesteps, steps_per_round=len(world.steps), nfe_per_step=nfe,
                 iterations=[it for it, _, _ in world.steps])
+    probed_rounds = _bench.size(benchmark, 1, 5)  # the per-part breakdowns: medians over separately probed rounds
     if what == "flash-step":
-        _bench.tag(benchmark, "train-step/flash-step", breakdown_ms=world.breakdown, **info)
         stats = _bench.measure(benchmark, world.run, rounds=_bench.size(benchmark, 1, 7))
         assert len(stats) == len(world.steps)
+        for _ in range(probed_rounds - len(world.breakdowns)):
+            with _bench.StepProbe(world.trainer) as probe:
+                world.run(probe)
+            world.breakdowns.append(probe.breakdown_ms())
+        _bench.tag(benchmark, "train-step/flash-step", breakdown_ms=_bench.median_breakdown(world.breakdowns), probed_rounds=len(world.breakdowns), **info)
     else:
         replay = _bench.BareReplay(world.teacher, world.trainer.head)
         passes = _bench.measure(benchmark, lambda: replay.run(world.calls), rounds=_bench.size(benchmark, 1, 7))
         assert passes == sum(c.kind != "backward" for calls in world.calls for c in calls)
-        replay.run(world.calls, timing=True)
-        _bench.tag(benchmark, "train-step/bare-passes", breakdown_ms=replay.breakdown_ms(len(world.steps)), network_calls_per_round=passes, **info)
+        parts = []
+        for _ in range(probed_rounds):
+            replay.times.clear()
+            replay.run(world.calls, timing=True)
+            parts.append(replay.breakdown_ms(len(world.steps)))
+        _bench.tag(benchmark, "train-step/bare-passes", breakdown_ms=_bench.median_breakdown(parts), probed_rounds=probed_rounds,
+                   network_calls_per_round=passes, **info)
