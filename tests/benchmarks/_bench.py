@@ -107,6 +107,8 @@ class Ratio:
 RATIOS = (
     Ratio("train-step", "Flash training step / its bare network passes (same shapes and count)",
           "train-step/flash-step", "train-step/bare-passes", goal="<=", target=1.15, ideal=1.0),
+    Ratio("train-step-flag-switch", "the same step with the adapters switched by peft's per-layer flag (for comparison)",
+          "train-step/flash-step-flag-switch", "train-step/bare-passes", goal="<=", target=1.15, ideal=1.0),
     Ratio("one-weight-copy", "peak memory of a step, one weight copy / a separate frozen teacher copy (above the process's pre-model baseline)",
           "memory/shared", "memory/separate", field="peak_above_baseline_mb", goal="<=", target=0.6, ideal=0.5),
     Ratio("one-weight-copy-process", "the same, whole-process peak (imports and runtime included)",
@@ -375,6 +377,31 @@ class StepProbe:
         out["total step"] = 1000 * t["step"] / n
         out["adapter on/off switches per step"] = self.toggle_count / n
         return out
+
+
+@contextlib.contextmanager
+def flag_switch(teacher):
+    """For comparison only: the teacher's ``adapters_disabled`` replaced by flipping peft's per-layer flag on a
+    list made once (what an O(1)-lookup switch would cost), instead of diffusers' ``disable_adapters()`` /
+    ``enable_adapters()``, which walk every module and reset the adapters' ``requires_grad`` each time."""
+    layers = tuner_layers(teacher.denoiser)
+
+    @contextlib.contextmanager
+    def disabled():
+        before = [layer._disable_adapters for layer in layers]
+        for layer in layers:
+            layer._disable_adapters = True
+        try:
+            yield
+        finally:
+            for layer, b in zip(layers, before):
+                layer._disable_adapters = b
+
+    teacher.adapters_disabled = disabled
+    try:
+        yield
+    finally:
+        del teacher.adapters_disabled
 
 
 class BareReplay:
