@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import _bench
+from . import _bench
 
 
 @pytest.fixture(scope="session")

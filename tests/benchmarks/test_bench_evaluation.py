@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-import _bench
+from . import _bench
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.benchmark(group="evaluation", timer=_bench.TIMER)]
 

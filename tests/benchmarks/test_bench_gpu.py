@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import _bench
+from . import _bench
 from flashbench.method import acceleration as acc
 
 pytestmark = [

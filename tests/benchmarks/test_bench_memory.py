@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-import _bench
+from . import _bench
 
 pytestmark = pytest.mark.benchmark(group="memory", timer=time.perf_counter)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import _bench
+from . import _bench
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.benchmark(group="sampling", timer=_bench.TIMER)]
 

@@ -14,7 +14,7 @@ import tomllib
 import pytest
 import tomli_w
 
-import _bench
+from . import _bench
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.benchmark(group="study", timer=time.perf_counter)]  # a load waits on the disk: wall time
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-import _bench
+from . import _bench
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.benchmark(group="train-step", timer=_bench.TIMER)]
 
