@@ -758,6 +758,32 @@ def _svg_bars(metric: str, higher: bool | None, points: list[tuple[str, float, f
     return "".join(parts)
 
 
+class _LabelPlacer:
+    """Puts point labels where they overlap neither the markers nor the labels placed before them (the
+    first of a few candidate positions that is free; the first candidate when none is)."""
+
+    CANDIDATES = ((8, -8, "start"), (8, 15, "start"), (-8, -8, "end"), (-8, 15, "end"), (0, -13, "middle"), (0, 22, "middle"))
+
+    def __init__(self, markers: list[tuple[float, float]], char_w: float = 6.0, height: float = 11.0):
+        self.boxes = [(x - 6, y - 6, x + 6, y + 6) for x, y in markers]
+        self.char_w, self.height = char_w, height
+
+    def place(self, x: float, y: float, text: str) -> tuple[float, float, str]:
+        width = self.char_w * len(text)
+        chosen = None
+        for dx, dy, anchor in self.CANDIDATES:
+            left = x + dx - (width if anchor == "end" else width / 2 if anchor == "middle" else 0)
+            box = (left, y + dy - self.height + 2, left + width, y + dy + 2)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in self.boxes):
+                chosen = (x + dx, y + dy, anchor, box)
+                break
+        if chosen is None:
+            dx, dy, anchor = self.CANDIDATES[0]
+            chosen = (x + dx, y + dy, anchor, (x + dx, y + dy - self.height, x + dx + width, y + dy))
+        self.boxes.append(chosen[3])
+        return chosen[0], chosen[1], chosen[2]
+
+
 def _svg_tradeoff(x_metric: str, x_higher: bool | None, y_metric: str, y_higher: bool | None,
                   fixed: list[tuple[str, float, float, float, float]],
                   sampled: list[tuple[str, float, float, float, float]],
@@ -800,23 +826,28 @@ def _svg_tradeoff(x_metric: str, x_higher: bool | None, y_metric: str, y_higher:
     if len(fixed) > 1:
         path = " ".join(f"{X(p[1]):.1f},{Y(p[3]):.1f}" for p in fixed)
         parts.append(f'<polyline points="{path}" class="curve"/>')
-    for label, px, pxs, py, pys in fixed:
-        parts += whiskers(px, pxs, py, pys)
-        parts.append(f'<circle cx="{X(px):.1f}" cy="{Y(py):.1f}" r="5" class="dot"><title>{_e(label)}: {_e(x_metric)} '
-                     f'{_e(_fmt_pm(px, pxs))}, {_e(y_metric)} {_e(_fmt_pm(py, pys))}</title></circle>')
-        parts.append(f'<text x="{X(px) + 7:.1f}" y="{Y(py) - 7:.1f}" class="pl">{_e(label)}</text>')
+    markers = [(X(p[1]), Y(p[3])) for p in pts] + ([(X(teacher[1]), Y(teacher[2]))] if teacher else [])
+    placer = _LabelPlacer(markers)
+    labels = []  # the sampled range's label is placed first: it is the point the figure is about
     for label, px, pxs, py, pys in sampled:
         parts += whiskers(px, pxs, py, pys)
         cx, cy = X(px), Y(py)
         parts.append(f'<path d="M{cx:.1f},{cy - 8:.1f}L{cx + 8:.1f},{cy:.1f}L{cx:.1f},{cy + 8:.1f}L{cx - 8:.1f},{cy:.1f}Z" '
                      f'class="sampled"><title>{_e(label)}: {_e(x_metric)} {_e(_fmt_pm(px, pxs))}, {_e(y_metric)} '
                      f'{_e(_fmt_pm(py, pys))}</title></path>')
-        parts.append(f'<text x="{cx + 10:.1f}" y="{cy + 16:.1f}" class="pl sl">{_e(label)}</text>')
+        labels.append((*placer.place(cx, cy, label), "pl sl", label))
+    for label, px, pxs, py, pys in fixed:
+        parts += whiskers(px, pxs, py, pys)
+        parts.append(f'<circle cx="{X(px):.1f}" cy="{Y(py):.1f}" r="5" class="dot"><title>{_e(label)}: {_e(x_metric)} '
+                     f'{_e(_fmt_pm(px, pxs))}, {_e(y_metric)} {_e(_fmt_pm(py, pys))}</title></circle>')
+        labels.append((*placer.place(X(px), Y(py), label), "pl", label))
     if teacher is not None:
         label, tx, ty = teacher
         parts.append(f'<rect x="{X(tx) - 5:.1f}" y="{Y(ty) - 5:.1f}" width="10" height="10" class="teacher">'
                      f'<title>{_e(label)}: {_e(x_metric)} {_e(_fmt(tx))}, {_e(y_metric)} {_e(_fmt(ty))}</title></rect>')
-        parts.append(f'<text x="{X(tx) + 8:.1f}" y="{Y(ty) + 4:.1f}" class="pl v">{_e(label)}</text>')
+        labels.append((*placer.place(X(tx), Y(ty), label), "pl v", label))
+    for lx_, ly_, anchor, cls, label in labels:
+        parts.append(f'<text x="{lx_:.1f}" y="{ly_:.1f}" text-anchor="{anchor}" class="{cls}">{_e(label)}</text>')
     lx, ly = left + plot_w + 14, top + 8
     parts.append(f'<circle cx="{lx + 5}" cy="{ly}" r="5" class="dot"/><text x="{lx + 16}" y="{ly + 4}" class="v">fixed ω (line: ω rising)</text>')
     parts.append(f'<path d="M{lx + 5},{ly + 14}l7,7l-7,7l-7,-7Z" class="sampled"/><text x="{lx + 16}" y="{ly + 25}" class="v">ω sampled from its range</text>')
