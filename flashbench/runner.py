@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .config import ComponentSpec, EvalConfig, TrainConfig
-from .errors import UserError
+from .errors import StudyError, UserError
 
 log = logging.getLogger("flashbench")
 
@@ -250,6 +250,7 @@ class StudyRunner:
             adapter_name=f"flash_{index}", seed=seed, tracking_dir=self.store.variant_dir(variant.key) / "logs",
         )
         vdir = self.store.variant_dir(variant.key)
+        log.info("%s: student %s", variant.name, trainer.acceleration)
         try:
             try:
                 summary = trainer.train(dataset, train.iterations, seed=seed, progress=self.progress and self.is_main, desc=variant.name,
@@ -316,6 +317,8 @@ class StudyRunner:
     def preflight(self, variants) -> None:
         """Build every component the pending variants need, before anything trains: missing weights, a
         missing dataset folder or a bad option fail here (one line, exit 2), not hours into a run."""
+        from .method.acceleration import supports_gradient_checkpointing
+
         for v in variants:
             train, ev = v.train, v.eval
             for tracker in train.trackers:
@@ -324,6 +327,9 @@ class StudyRunner:
                     raise UserError(f"{self.study.path}: trackers: {tracker!r} needs the {module} package (pip install {module}), "
                                     f"or set trackers = [] in the study")
             teacher = self.resources.teacher(train.teacher)
+            if train.gradient_checkpointing and not supports_gradient_checkpointing(teacher.denoiser):
+                raise StudyError(self.study.path, f"variant {v.name!r}: gradient_checkpointing",
+                                 f"the {train.teacher.name} teacher's {type(teacher.denoiser).__name__} cannot checkpoint its activations; allowed: false")
             self.resources.dataset(train.dataset)
             self.resources.dataset(ev.prompts)
             self.resources.conditioning(train.conditioning)

@@ -364,9 +364,11 @@ class TeacherContract:
 
 
 def flash_training_smoke(teacher: Teacher, batches, *, num_timesteps: int = 8, lora_rank: int = 4, lr: float = 1e-3,
-                         guidance: tuple[float, float] = (1.5, 3.0), adapter_name: str = "smoke", seed: int = 0):
+                         guidance: tuple[float, float] = (1.5, 3.0), adapter_name: str = "smoke", seed: int = 0,
+                         train_options: dict | None = None):
     """Run ``len(batches)`` steps of the full method (MSE + LSGAN + DMD, flash pi with one-iteration phases,
     so every loss term is active from the second step) on ``teacher``; returns ``(trainer, stats)``.
+    ``train_options``: other :class:`flashbench.config.TrainConfig` fields (``gradient_checkpointing``, ...).
 
     ``batches`` are :class:`flashbench.method.data.Batch` objects (images in [-1, 1], prompts, extras).
     The adapter stays active so the caller can sample and export; call ``trainer.close()`` afterwards.
@@ -384,7 +386,7 @@ def flash_training_smoke(teacher: Teacher, batches, *, num_timesteps: int = 8, l
     steps = len(batches)
     cfg = TrainConfig(num_timesteps=num_timesteps, phase_length=1, iterations=steps, batch_size=len(batches[0].prompts),
                       learning_rate=lr, disc_learning_rate=lr, guidance_min=guidance[0], guidance_max=guidance[1],
-                      lora_rank=lora_rank)
+                      lora_rank=lora_rank, **(train_options or {}))
     torch.manual_seed(seed)
     trainer = FlashTrainer(teacher, _Text(), DPMSolverPP2M(), FlashMixture(num_timesteps, 1, 4), cfg,
                            distil=MSEDistillation(), gan=LSGAN(), dmd=DMDLoss(), adapter_name=adapter_name, seed=seed)

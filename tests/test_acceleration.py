@@ -122,12 +122,13 @@ def test_configure_denoiser_sets_each_variants_state():
     assert acc.configure_denoiser(unet, gradient_checkpointing=False)["gradient_checkpointing"] is False
 
 
-def _lora_after_steps(teacher, batches):
+def _lora_after_steps(teacher, batches, **train_options):
+    """The LoRA after a few full-method steps, the step stats and the trainer's acceleration state."""
     from flashbench.testing import flash_training_smoke
 
-    trainer, stats = flash_training_smoke(teacher, batches, num_timesteps=4, lora_rank=4)
+    trainer, stats = flash_training_smoke(teacher, batches, num_timesteps=4, lora_rank=4, train_options=train_options)
     try:
-        return [p.detach().clone() for p in trainer.lora_params], stats
+        return [p.detach().clone() for p in trainer.lora_params], stats, trainer.acceleration
     finally:
         trainer.close()
 
@@ -147,19 +148,51 @@ def toy_batches(n=2, batch=2):
     return [Batch(torch.rand((batch, 3, 16, 16), generator=g) * 2 - 1, prompts[i * batch:(i + 1) * batch]) for i in range(n)]
 
 
-def test_flash_step_with_gradient_checkpointing_reproduces_the_step_without(toy_teacher):
-    batches = toy_batches()
-    ref, ref_stats = _lora_after_steps(toy_teacher, batches)
-    acc.set_gradient_checkpointing(toy_teacher.denoiser, True)
-    try:
-        got, stats = _lora_after_steps(toy_teacher, batches)
-    finally:
-        acc.set_gradient_checkpointing(toy_teacher.denoiser, False)
-    assert {"distil", "adv", "dmd", "disc"} <= set(stats[-1].losses)  # every term ran through the checkpointed blocks
+def _same_training(ref, got):
+    (ref_lora, ref_stats, _), (lora, stats, _) = ref, got
+    assert {"distil", "adv", "dmd", "disc"} <= set(stats[-1].losses)  # every term ran
     for a, b in zip(ref_stats, stats):
         assert a.losses == pytest.approx(b.losses, rel=1e-5, abs=1e-7)
-    for a, b in zip(ref, got):
+    for a, b in zip(ref_lora, lora):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_flash_step_with_gradient_checkpointing_reproduces_the_step_without(toy_teacher):
+    """``gradient_checkpointing = true`` in the study reaches the denoiser through the trainer, and the next
+    variant without it gets it switched off again."""
+    batches = toy_batches()
+    ref = _lora_after_steps(toy_teacher, batches)
+    try:
+        got = _lora_after_steps(toy_teacher, batches, gradient_checkpointing=True)
+        assert got[2]["gradient_checkpointing"] is True and ref[2]["gradient_checkpointing"] is False
+        _same_training(ref, got)  # every term ran through the checkpointed blocks
+        assert _lora_after_steps(toy_teacher, batches)[2]["gradient_checkpointing"] is False
+    finally:
+        acc.set_gradient_checkpointing(toy_teacher.denoiser, False)
+
+
+def test_flash_step_with_a_compiled_student_reproduces_the_step_without(toy_teacher, monkeypatch):
+    """``compile_student = true`` compiles the module the student's training forward runs through (here with
+    dynamo's ``aot_eager`` backend: the same graph capture as inductor, without generating code)."""
+    import functools
+
+    batches = toy_batches()
+    ref = _lora_after_steps(toy_teacher, batches)
+    torch._dynamo.reset()
+    calls = []
+    real = acc.maybe_compile
+
+    def aot_eager(module, enabled, **kw):
+        calls.append(enabled)
+        return real(module, enabled, **{**kw, "backend": "aot_eager"})
+
+    monkeypatch.setattr(acc, "maybe_compile", functools.wraps(real)(aot_eager))
+    try:
+        got = _lora_after_steps(toy_teacher, batches, compile_student=True)
+    finally:
+        torch._dynamo.reset()
+    assert calls == [True] and got[2]["compiled"] is True and ref[2]["compiled"] is False
+    _same_training(ref, got)
 
 
 # --- SDPA -------------------------------------------------------------------------------------------------------

@@ -35,6 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .adapters import tuner_layers
+
 
 def unwrap(module: nn.Module) -> nn.Module:
     """The model inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
@@ -61,20 +63,12 @@ def gradient_checkpointing_enabled(module: nn.Module) -> bool:
     return any(getattr(m, "gradient_checkpointing", False) is True for m in unwrap(module).modules())
 
 
-def _tuner_layers(module: nn.Module) -> list[nn.Module]:
-    try:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-    except ImportError:  # no peft, no adapters
-        return []
-    return [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
-
-
 def adapter_aware_checkpoint(block: nn.Module, *args, **kwargs):
     """``torch.utils.checkpoint`` (non-reentrant) of ``block(*args, **kwargs)`` whose recomputation runs with
     the peft adapters of ``block`` switched on or off as they were at the forward."""
     from torch.utils.checkpoint import checkpoint
 
-    layers = _tuner_layers(block)
+    layers = tuner_layers(block)
     at_forward = [layer._disable_adapters for layer in layers]
 
     def run(*a, **kw):

@@ -3,9 +3,13 @@
 The student samples on the trailing grid (4 steps: 999, 749, 499, 249), passed explicitly rather than
 recomputed by a scheduler, and without CFG (one network evaluation per step). Between steps its x0
 prediction is re-noised with fresh noise at the next timestep (multistep consistency sampling), which is
-how the student was trained: from z_t = alpha z0 + sigma eps with fresh eps.
+how the student was trained: from z_t = alpha z0 + sigma eps with fresh eps. The student's LoRA is merged
+into the base weights for the run (``Teacher.merged_student``): the same network, without the adapter
+branches' extra matmuls in every layer (the teacher's weights come back bit for bit afterwards).
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -17,21 +21,24 @@ from .teacher import Teacher
 
 @torch.no_grad()
 def student_sample(
-    teacher: Teacher, cond: Cond, noise: torch.Tensor, steps: int, generator: torch.Generator, *, fresh_noise: bool = True
+    teacher: Teacher, cond: Cond, noise: torch.Tensor, steps: int, generator: torch.Generator, *, fresh_noise: bool = True,
+    merge_lora: bool = True,
 ) -> torch.Tensor:
-    """``fresh_noise=False`` re-noises deterministically with the student's own epsilon (a DDIM step)."""
+    """``fresh_noise=False`` re-noises deterministically with the student's own epsilon (a DDIM step);
+    ``merge_lora=False`` runs the adapter branches beside the base layers instead of merging them."""
     sched = teacher.schedule
     ts = sched.sampling_timesteps(steps)
     x = noise
     x0 = noise
-    for k, t in enumerate(ts):
-        tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        eps = teacher.eps(x, tt, cond, student=True)
-        x0 = sched.x0_from_eps(x, eps, t)
-        if k + 1 < len(ts):
-            if fresh_noise:
-                eps = torch.randn(x.shape, generator=generator, device="cpu").to(x.device, x.dtype)
-            x = sched.add_noise(x0, eps, ts[k + 1])
+    with teacher.merged_student() if merge_lora else contextlib.nullcontext():
+        for k, t in enumerate(ts):
+            tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+            eps = teacher.eps(x, tt, cond, student=True)
+            x0 = sched.x0_from_eps(x, eps, t)
+            if k + 1 < len(ts):
+                if fresh_noise:
+                    eps = torch.randn(x.shape, generator=generator, device="cpu").to(x.device, x.dtype)
+                x = sched.add_noise(x0, eps, ts[k + 1])
     return teacher.decode(x0)
 
 

@@ -2,7 +2,9 @@
 
 The student is the teacher's own denoiser with LoRA adapters: ``eps(..., student=True)`` runs with the
 adapters on, ``student=False`` with them disabled, so one copy of the base weights serves both. The
-method never learns which family it is distilling.
+method never learns which family it is distilling. Switching the adapters and merging them for sampling
+work on any peft-adapted ``denoiser`` (``adapters.py``); a family with another kind of adapter overrides
+:meth:`Teacher.adapters_disabled` and :meth:`Teacher.merged_student`.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Iterator, Mapping
 import torch
 from torch import nn
 
+from . import adapters
 from .schedule import NoiseSchedule
 
 Cond = Mapping[str, torch.Tensor]
@@ -44,7 +47,7 @@ class Teacher(ABC):
         """epsilon prediction of ``module`` (the denoiser, maybe DDP-wrapped) with the active adapters."""
 
     def eps(self, x: torch.Tensor, t: torch.Tensor, cond: Cond, *, student: bool, module: nn.Module | None = None) -> torch.Tensor:
-        module = module or self.denoiser
+        module = self.denoiser if module is None else module  # not `or`: a compiled module refuses len()
         if student:
             return self._forward(module, x, t, cond)
         with self.adapters_disabled():
@@ -77,9 +80,25 @@ class Teacher(ABC):
         """Load a published LoRA as adapter ``name`` (evaluation-only baselines); returns its size."""
         raise NotImplementedError(f"{type(self).__name__} cannot load published LoRAs")
 
-    @abstractmethod
+    def adapter_layers(self) -> list[nn.Module]:
+        """The denoiser's peft LoRA layers, found once per set of adapters."""
+        cache = self.__dict__.get("_adapter_layer_cache")
+        if cache is None:
+            cache = self.__dict__["_adapter_layer_cache"] = adapters.LayerCache()
+        return cache.layers(self.denoiser)
+
     @contextlib.contextmanager
-    def adapters_disabled(self) -> Iterator[None]: ...
+    def adapters_disabled(self) -> Iterator[None]:
+        """The teacher: every adapter of the denoiser off inside the block (a flag flip per LoRA layer)."""
+        with adapters.adapters_off(self.adapter_layers()):
+            yield
+
+    @contextlib.contextmanager
+    def merged_student(self) -> Iterator[None]:
+        """The student's active adapters folded into the base weights for no-grad passes (sampling); the
+        base weights come back bit for bit on exit."""
+        with adapters.merged(self.adapter_layers()):
+            yield
 
     @abstractmethod
     def save_lora(self, name: str, folder: Path) -> Path:

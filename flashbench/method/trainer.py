@@ -24,6 +24,7 @@ import torch
 
 from ..config import TrainConfig
 from .. import checkpoint as ckpt
+from . import acceleration as acc
 from .data import Batch
 from .discriminator import DiscriminatorHead
 from .guidance import cond_index, guided_eps
@@ -106,7 +107,12 @@ class FlashTrainer:
         rank = cfg.lora_rank or teacher.default_lora_rank
         self.lora_params = teacher.add_lora(adapter_name, rank)
         self.trainable_params = sum(p.numel() for p in self.lora_params)
-        self.student_module = self.accelerator.prepare_model(teacher.denoiser) if self.accelerator.num_processes > 1 else teacher.denoiser
+        # the GPU path (acceleration.py): the shared denoiser gets this variant's checkpointing state before DDP
+        # wraps it; the student's training forward runs through the (DDP- and/or compile-) wrapped module
+        acc.configure_denoiser(teacher.denoiser, gradient_checkpointing=cfg.gradient_checkpointing)
+        module = self.accelerator.prepare_model(teacher.denoiser) if self.accelerator.num_processes > 1 else teacher.denoiser
+        self.student_module = acc.maybe_compile(module, cfg.compile_student)
+        self.acceleration = acc.describe(self.student_module)
         self.opt = self.accelerator.prepare_optimizer(torch.optim.Adam(self.lora_params, lr=cfg.learning_rate))
         self.head = None
         if gan is not None:

@@ -25,15 +25,15 @@ attention mask, SD's VAE, a DDPM-family schedule (PixArt ships a ``DPMSolverMult
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import warnings
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
+from flashbench.method.adapters import tuner_layers
 from flashbench.method.schedule import NoiseSchedule
 from flashbench.method.teacher import Teacher
 
@@ -57,12 +57,6 @@ def _targets_present(module: nn.Module, targets: Sequence[str]) -> list[str]:
     return [t for t in targets if any(n == t or n.endswith("." + t) for n in names)]
 
 
-def _tuner_layers(module: nn.Module):
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
-
-
 def inject_lora(model: nn.Module, name: str, rank: int, *, alpha: float = 0.0, targets: Sequence[str] = LORA_TARGETS) -> list[nn.Parameter]:
     """Inject a fresh LoRA adapter ``name`` into ``model`` and make it the only active one; returns its
     parameters (trainable). ``alpha`` 0 means alpha = rank."""
@@ -78,7 +72,7 @@ def inject_lora(model: nn.Module, name: str, rank: int, *, alpha: float = 0.0, t
         # peft warns whenever a second adapter joins a model's peft_config; several adapters are intended here
         warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
         inject_adapter_in_model(config, model, adapter_name=name)
-    for layer in _tuner_layers(model):
+    for layer in tuner_layers(model):
         layer.set_adapter(name)  # only this adapter active; peft sets requires_grad on its weights only
     params = [p for n, p in model.named_parameters() if "lora_" in n and f".{name}." in n]
     for p in params:
@@ -278,22 +272,11 @@ class PixartTeacher(Teacher):
         configs = getattr(self.transformer, "peft_config", None) or {}
         if name not in configs:
             return
-        for layer in _tuner_layers(self.transformer):
+        for layer in tuner_layers(self.transformer):
             layer.delete_adapter(name)
         configs.pop(name)
         if not configs:
             del self.transformer.peft_config
-
-    @contextlib.contextmanager
-    def adapters_disabled(self) -> Iterator[None]:
-        layers = [m for m in _tuner_layers(self.transformer) if not m.disable_adapters]
-        for layer in layers:
-            layer.enable_adapters(False)
-        try:
-            yield
-        finally:
-            for layer in layers:
-                layer.enable_adapters(True)
 
     def lora_state_dict(self, name) -> dict[str, torch.Tensor]:
         """The adapter's weights named as ``PeftModel.save_pretrained`` names them (adapter name dropped)."""

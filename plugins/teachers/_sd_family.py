@@ -13,9 +13,7 @@ upscaler) are converted to epsilon in ``_forward``: the method works on epsilon 
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -227,17 +225,6 @@ class SDFamilyTeacher(Teacher):
     def remove_lora(self, name):
         if getattr(self.unet, "_hf_peft_config_loaded", False) and name in self.unet.peft_config:
             self.unet.delete_adapters(name)
-
-    @contextlib.contextmanager
-    def adapters_disabled(self) -> Iterator[None]:
-        if not getattr(self.unet, "_hf_peft_config_loaded", False):
-            yield
-            return
-        self.unet.disable_adapters()
-        try:
-            yield
-        finally:
-            self.unet.enable_adapters()
 
     def lora_state_dict(self, name):
         from peft.utils import get_peft_model_state_dict

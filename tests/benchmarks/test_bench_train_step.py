@@ -4,8 +4,9 @@ The embedded world's full Flash variant (``studies/ablation_losses.toml``, toy s
 LSGAN + DMD, DPM-Solver++ teacher ODE with CFG), one step in each of the four phases of pi per round. The
 bare passes are those very calls replayed by :class:`_bench.BareReplay`: same inputs, networks, count, grad mode
 and backward passes, without the trainer's glue (solver maths, indexing, RNG, losses, Adam, adapter switches).
-Goal (issue #6): step <= 1.15 x bare passes; reported, never asserted. ``flash-step-flag-switch``: the same step
-with the teacher's adapter switch replaced by a flip of peft's per-layer flag, to show what that switch costs.
+Goal (issue #6): step <= 1.15 x bare passes; reported, never asserted. ``flash-step-diffusers-switch``: the same
+step with the teacher's adapter switch (a flip of peft's per-layer flag) replaced by diffusers'
+``disable_adapters()`` / ``enable_adapters()``, which walk the model: what that switch would cost.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def test_recorded_passes_are_the_steps_network_evaluations(world):
     assert sum(c.kind == "student" and c.grad for c in world.calls[-1]) == 1
 
 
-@pytest.mark.parametrize("what", ["flash-step", "flash-step-flag-switch", "bare-passes"])
+@pytest.mark.parametrize("what", ["flash-step", "flash-step-diffusers-switch", "bare-passes"])
 def test_train_step(benchmark, world, what):
     b = world.trainer.cfg.batch_size
     nfe = {"teacher": sum(s.teacher_nfe for s in world.stats) / len(world.stats), "student": sum(s.student_nfe for s in world.stats) / len(world.stats)}
@@ -59,11 +60,11 @@ def test_train_step(benchmark, world, what):
                 world.run(probe)
             world.breakdowns.append(probe.breakdown_ms())
         _bench.tag(benchmark, "train-step/flash-step", breakdown_ms=_bench.median_breakdown(world.breakdowns), probed_rounds=len(world.breakdowns), **info)
-    elif what == "flash-step-flag-switch":
-        with _bench.flag_switch(world.teacher):
+    elif what == "flash-step-diffusers-switch":
+        with _bench.diffusers_switch(world.teacher):
             stats = _bench.measure(benchmark, world.run, rounds=_bench.size(benchmark, 1, 7))
             assert [s.losses.keys() for s in stats] == [s.losses.keys() for s in world.stats]
-        _bench.tag(benchmark, "train-step/flash-step-flag-switch", **info)
+        _bench.tag(benchmark, "train-step/flash-step-diffusers-switch", **info)
     else:
         replay = _bench.BareReplay(world.teacher, world.trainer.head)
         passes = _bench.measure(benchmark, lambda: replay.run(world.calls), rounds=_bench.size(benchmark, 1, 7))
