@@ -194,6 +194,32 @@ def test_missing_weights_fail_before_any_training(tmp_path, capsys):
     assert not (out / "results.jsonl").exists() and not (out / "variants").exists()
 
 
+class NoCheckpointingTeacherPlugin:
+    """The toy teacher with a denoiser that cannot checkpoint its activations (as a non-diffusers one)."""
+
+    @hookimpl
+    def register_teachers(self, register):
+        from flashbench_plugins.teachers import toy_digits
+
+        def build(config, **context):
+            teacher = toy_digits.build(config, **context)
+            teacher.denoiser._supports_gradient_checkpointing = False  # this instance only
+            return teacher
+
+        register("toy-no-checkpointing", build, config=toy_digits.ToyDigitsTeacherConfig, description="cannot checkpoint")
+
+
+def test_gradient_checkpointing_a_denoiser_that_cannot_fails_before_training(tmp_path, capsys):
+    study = shortened(tmp_path, iterations=4, phase_length=1, teacher="toy-no-checkpointing", gradient_checkpointing=True)
+    out = tmp_path / "run"
+    components = collect_components(get_plugin_manager(extra_plugins=[NoCheckpointingTeacherPlugin()]))
+    assert main(["run", str(study), "--output", str(out)], components=components) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gradient_checkpointing" in err[0] and "cannot checkpoint" in err[0] and "allowed: false" in err[0]
+    assert str(study) in err[0]
+    assert not (out / "results.jsonl").exists() and not (out / "variants").exists()
+
+
 def test_table1_layout_on_the_toy_world(tmp_path):
     """Table 1 end to end: teacher rows at 50 and 16 NFE, the Flash student at 2 and 4 NFE, the paper's
     numbers beside them."""
