@@ -154,3 +154,23 @@ def test_merged_leaves_switched_off_layers_alone(student):
         assert n == 0
     with adapters.merged(teacher.adapter_layers()) as n:
         assert n == len(teacher.adapter_layers())
+
+
+def test_half_precision_weights_keep_their_lora_branch():
+    """bf16 has 8 significant bits: W + s B A would lose most of a small delta, so such layers stay unmerged."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
+    inject_adapter_in_model(LoraConfig(r=2, lora_alpha=2, target_modules=["0", "1"], init_lora_weights="gaussian"), model)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.1)  # a fresh LoRA's B is zero: merging it would change nothing
+    layers = adapters.tuner_layers(model)
+    layers[1].get_base_layer().to(torch.bfloat16)
+    before = [layer.get_base_layer().weight.detach().clone() for layer in layers]
+    with torch.no_grad(), adapters.merged(layers) as n:
+        assert n == 1 and layers[0].merged and not layers[1].merged
+        assert not torch.equal(layers[0].get_base_layer().weight, before[0])
+    assert all(torch.equal(layer.get_base_layer().weight, b) for layer, b in zip(layers, before))
+    assert not any(layer.merged for layer in layers)

@@ -17,14 +17,20 @@ runs the same module with the adapters off. Two costs that are not the method's 
   place) and puts the *original* tensors back afterwards: the teacher's base weights come back bit for bit,
   which an ``unmerge`` (``W - s B A`` in floating point) would not give, and which resumable studies rely on
   (a resumed run's teacher has never been merged). The merged weights cost one extra copy of the adapted
-  layers while sampling.
+  layers while sampling. Only float32 (and float64) weights are merged: in bf16, ``W + s B A`` rounds to 8
+  significant bits of ``W``, which wipes out most of a delta a hundred times smaller than the weight (a
+  trained LoRA's usual size); half-precision layers keep their LoRA branch, computed in the adapter's float32.
 """
 from __future__ import annotations
 
 import contextlib
 from typing import Iterator, Sequence
 
+import torch
 from torch import nn
+
+#: base-weight dtypes a LoRA is merged into for sampling (see the module docstring for half precision)
+MERGE_DTYPES = (torch.float32, torch.float64)
 
 
 def tuner_layers(module: nn.Module) -> list[nn.Module]:
@@ -74,13 +80,16 @@ def adapters_off(layers: Sequence[nn.Module]) -> Iterator[None]:
 def merged(layers: Sequence[nn.Module]) -> Iterator[int]:
     """The active adapters of ``layers`` folded into their base weights inside the block (for no-grad passes:
     sampling); yields how many layers were merged. On exit the base layers get their original weight and bias
-    tensors back, untouched. Layers whose adapters are off, already merged, or inactive are left as they are."""
+    tensors back, untouched. Layers whose adapters are off, already merged, or inactive, and layers with
+    half-precision weights, are left as they are."""
     saved: list[tuple[nn.Module, nn.Module, dict]] = []
     try:
         for layer in layers:
             if layer.disable_adapters or layer.merged or not layer.active_adapters:
                 continue
             base = layer.get_base_layer()
+            if getattr(base, "weight", None) is None or base.weight.dtype not in MERGE_DTYPES:
+                continue
             originals = {name: p.data for name, p in base.named_parameters(recurse=False)}
             saved.append((layer, base, originals))
             layer.merge(safe_merge=True)  # new tensors: W + s B A, never an in-place add on W
