@@ -218,13 +218,6 @@ def _detached(v):
     return v
 
 
-def tuner_layers(module) -> list:
-    """peft's adapter-carrying layers of ``module`` (their ``_disable_adapters`` flag is the on/off switch)."""
-    from flashbench.method.adapters import tuner_layers as layers
-
-    return layers(module)
-
-
 PARTS = {
     "ode": "teacher ODE: network passes (CFG batch)",
     "ode_glue": "teacher ODE: solver, indexing, autocast (outside the passes)",
@@ -405,6 +398,8 @@ class BareReplay:
     every layer before each pass (no save and restore, as the teacher's ``adapters_disabled`` does)."""
 
     def __init__(self, teacher, head):
+        from flashbench.method.adapters import tuner_layers
+
         self.teacher, self.head = teacher, head
         self.layers = tuner_layers(teacher.denoiser)
         self.times: dict[str, float] = {}
