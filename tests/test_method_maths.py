@@ -415,10 +415,27 @@ def test_dmd_gradient_parallel_to_score_difference(sched):
     torch.testing.assert_close(cos, torch.ones(b, dtype=torch.float64), rtol=0, atol=1e-10)
     # gradient descent moves the student sample towards the teacher's prediction: -grad . (real - fake) > 0
     assert torch.all((-gs * (x0_real - x0_fake).detach().reshape(b, -1)).sum(1) > 0)
-    # the DMD normalisation: grad = (fake - real) / mean|x0_s - real| / numel
+    # the DMD normalisation: grad = 2 (fake - real) / mean|x0_s - real| / numel (the authors' mean MSE, no 1/2)
     w = (x0_s - x0_real).detach().abs().mean(dim=(1, 2, 3), keepdim=True)
     # (the loss is evaluated in float32, hence the tolerance)
-    torch.testing.assert_close(grad_s, (x0_fake - x0_real).detach() / w / x0_s.numel(), rtol=1e-5, atol=1e-12)
+    torch.testing.assert_close(grad_s, 2 * (x0_fake - x0_real).detach() / w / x0_s.numel(), rtol=1e-5, atol=1e-12)
+
+
+def test_dmd_hand_computed_gradient_is_the_authors():
+    """The authors' DMD: mse_loss(x_s, (x_s - g).detach(), reduction="mean") with g = (fake - real) / mean|x_s - real|.
+
+    sample 0: x_s = [1, 2], real = [0, 0], fake = [1, 0]: w = (1 + 2)/2 = 1.5, g = [2/3, 0]
+    sample 1: x_s = [3, 5], real = [1, 1], fake = [1, 3]: w = (2 + 4)/2 = 3,   g = [0, 2/3]
+    loss = mean(g^2) = (4/9 + 4/9) / 4 = 2/9; d loss / d x_s = 2 g / 4 = [[1/3, 0], [0, 1/3]]
+    (an extra 1/2 would give 1/9 and half this gradient).
+    """
+    x_s = torch.tensor([[1.0, 2.0], [3.0, 5.0]], requires_grad=True)
+    real = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    fake = torch.tensor([[1.0, 0.0], [1.0, 3.0]])
+    loss = L.DMDLoss()(x_s, real, fake)
+    (grad,) = torch.autograd.grad(loss, x_s)
+    assert float(loss) == pytest.approx(2 / 9, rel=1e-6)
+    torch.testing.assert_close(grad, torch.tensor([[1 / 3, 0.0], [0.0, 1 / 3]]), rtol=1e-6, atol=1e-7)
 
 
 def test_dmd_zero_when_scores_agree():

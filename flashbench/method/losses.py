@@ -87,16 +87,18 @@ def dmd_loss(student_x0: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Ten
 
     ``x0_real`` / ``x0_fake`` are the teacher's (CFG) and the student's x0 predictions from the re-noised
     student sample. Since s = -(z - alpha x0)/sigma^2, s_teacher - s_student = alpha/sigma^2 (x0_real - x0_fake),
-    so the gradient -(s_teacher - s_student) points along (x0_fake - x0_real). It is normalised per sample
-    by the mean absolute distance between the student sample and x0_real. The loss's gradient w.r.t.
-    ``student_x0`` is exactly grad / numel.
+    so the gradient -(s_teacher - s_student) points along g = (x0_fake - x0_real). It is normalised per sample
+    by the mean absolute distance between the student sample and x0_real. The loss is the mean of
+    (student_x0 - (student_x0 - g))^2 with no 1/2, as in the authors' code (and DMD's), so its gradient
+    w.r.t. ``student_x0`` is 2 g / numel: with a 1/2 the gradient would be half the authors' and
+    lambda_DMD = [0, .3, .5, .7] would act as [0, .15, .25, .35].
     """
     with torch.no_grad():
         dims = tuple(range(1, student_x0.ndim))
         weight = (student_x0 - x0_real).abs().mean(dim=dims, keepdim=True).clamp_min(1e-6)
         grad = (x0_fake - x0_real) / weight
         target = (student_x0 - grad).detach()
-    return 0.5 * F.mse_loss(student_x0.float(), target.float(), reduction="sum") / student_x0.numel()
+    return F.mse_loss(student_x0.float(), target.float(), reduction="mean")
 
 
 class DMDLoss:

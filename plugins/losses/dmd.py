@@ -2,8 +2,9 @@
 
 The student's z~0 is re-noised at t'' ~ U[0, 1]; the teacher with CFG gives the real score, the student
 (no grad, no extra network) the fake one; the gradient -(s_teacher - s_student) is applied through an
-MSE to a stop-gradient target, normalised per sample as in DMD. See
-:func:`flashbench.method.losses.dmd_loss`. Config: none.
+MSE to a stop-gradient target, normalised per sample as in DMD: the mean squared error with no 1/2, as in
+the authors' code, so lambda_DMD weighs the authors' gradient. See :func:`flashbench.method.losses.dmd_loss`.
+Config: none.
 """
 from __future__ import annotations
 
