@@ -283,7 +283,7 @@ class FlashTrainer:
         """Run iterations [0, iterations), continuing from ``checkpoint`` when it holds one for this
         configuration; with ``cfg.checkpoint_every`` > 0 a checkpoint is written every that many steps
         and at the end (so a run killed while evaluating does not train again)."""
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar  # tqdm on a terminal, a line every 5% in a log file
 
         rng = np.random.default_rng(seed)
         history: list[dict] = []
@@ -299,7 +299,7 @@ class FlashTrainer:
             self.accelerator.init_trackers(desc, config=ckpt.tracker_config(self.cfg))
         every = self.cfg.checkpoint_every if checkpoint is not None else 0
         t0 = time.perf_counter()
-        bar = tqdm(range(start, iterations), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+        bar = progress_bar(range(start, iterations), desc=desc, disable=not progress)
         for it in bar:
             batch = self.local_batch(dataset.train_batch(rng, self.cfg.batch_size * self.world))
             stats = self.step(batch, it)
