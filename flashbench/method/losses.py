@@ -48,6 +48,10 @@ class GANLoss(ABC):
     @abstractmethod
     def discriminator(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor: ...
 
+    def before_critic_step(self, head: torch.nn.Module) -> None:
+        """Called by the trainer once per step, before the discriminator head's forward and update: the place
+        for a constraint on the critic (WGAN's weight clipping). Nothing by default."""
+
 
 class LSGAN(GANLoss):
     """Eq. (8): L_adv = 1/2 E[(D(fake) - 1)^2]; L_D = 1/2 E[(D(real) - 1)^2 + D(fake)^2]."""
@@ -70,7 +74,24 @@ class Hinge(GANLoss):
 
 
 class WGAN(GANLoss):
-    """L_adv = -E[D(fake)]; L_D = E[D(fake)] - E[D(real)] (critic; no gradient penalty, as in the ablation)."""
+    """L_adv = -E[D(fake)]; L_D = E[D(fake)] - E[D(real)] (critic).
+
+    The critic must be Lipschitz for L_D to estimate a Wasserstein distance; without a constraint its scores
+    grow without bound and Figure 5(b) would compare LSGAN with a broken WGAN. As Arjovsky et al. (cited by
+    the paper) and the authors' code, every parameter of the head is clipped to [-clip, clip] before each
+    critic step (``clip`` = 0: no constraint).
+    """
+
+    def __init__(self, clip: float = 0.01):
+        if not clip >= 0:
+            raise ValueError(f"clip must be >= 0, got {clip}")
+        self.clip = float(clip)
+
+    def before_critic_step(self, head):
+        if self.clip > 0:
+            with torch.no_grad():
+                for p in head.parameters():
+                    p.clamp_(-self.clip, self.clip)
 
     def generator(self, fake):
         return -fake.mean()

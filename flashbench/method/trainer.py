@@ -249,6 +249,7 @@ class FlashTrainer:
             self.opt.step()
 
         if self.gan is not None:
+            self.gan.before_critic_step(self.head)  # e.g. WGAN's weight clipping, before the critic's forward
             with torch.no_grad(), self.accelerator.autocast():
                 feats_real = teacher.encoder_features(real_noisy, t_adv, cond)
             l_d = self.gan.discriminator(self.head(feats_real.detach()), self.head(feats_fake.detach()))
