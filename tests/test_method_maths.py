@@ -84,6 +84,56 @@ def test_flash_pmf_hand_values(phase):
     np.testing.assert_allclose(p.numpy(), numpy_flash_pmf(K, PAPER_WEIGHTS[phase]), rtol=1e-12, atol=1e-15)
 
 
+def numpy_code_pmf(k: int, beta) -> np.ndarray:
+    """The authors' spread, written independently: w(i) = sum_m beta_m exp(-2 (i - m)^2)."""
+    i = np.arange(1, k + 1, dtype=np.float64)
+    w = sum(b * np.exp(-2.0 * (i - m) ** 2) for b, m in zip(beta, (k // 4, k // 2, 3 * k // 4, k)))
+    return w / w.sum()
+
+
+# Mass on the four modes at K = 32, by hand: with theta_c = sum_{n in Z} exp(-c n^2) and half_c = sum_{n >= 0},
+# mass = sum(beta) / ((b1 + b2 + b3) theta_c + b4 half_c).
+#   paper (c = 1): theta = 1.7726372048, half = 1.3863186024 -> .5641, .5767, .5966, .6180 by phase
+#   code  (c = 2): theta = 1.2713415222, half = 1.1356707611 -> .7866, .7951, .8081, .8216 by phase
+MODE_MASS = {"paper": (0.5641312262, 0.5766994912, 0.5966382225, 0.6180050466),
+             "code": (0.7865707070, 0.7950551095, 0.8081305485, 0.8216432548)}
+
+
+@pytest.mark.parametrize("spread", ["paper", "code"])
+def test_flash_spread_mode_mass(spread):
+    f = FlashMixture(K, 5000, 4) if spread == "paper" else FlashMixture(K, 5000, 4, spread="code")
+    for phase in range(4):
+        p = f.pmf(phase)
+        assert float(p[[7, 15, 23, 31]].sum()) == pytest.approx(MODE_MASS[spread][phase], abs=1e-9), (spread, phase)
+    # ~58% of the mass on the modes in the paper, ~80% in the authors' code (mean over the four phases)
+    assert float(np.mean([float(f.pmf(ph)[[7, 15, 23, 31]].sum()) for ph in range(4)])) == pytest.approx(
+        {"paper": 0.589, "code": 0.803}[spread], abs=1e-3)
+    # a neighbour of a mode: e^-1 (paper) or e^-2 (code) of the mode's mass
+    assert float(p[8] / p[7]) == pytest.approx(math.exp({"paper": -1, "code": -2}[spread]), rel=1e-9)
+
+
+def test_flash_code_spread_against_numpy():
+    for k in (16, 32, 64):
+        for phase in range(4):
+            np.testing.assert_allclose(FlashMixture(k, 10, 4, spread="code").pmf(phase).numpy(),
+                                       numpy_code_pmf(k, PAPER_WEIGHTS[phase]), rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="spread"):
+        FlashMixture(K, 10, 4, spread="wide")
+
+
+def test_flash_plugin_spread_option(components):
+    flash = components.get("timesteps", "flash")
+    default = flash.build({}, num_timesteps=K, phase_length=10, num_phases=4)
+    code = flash.build({"spread": "code"}, num_timesteps=K, phase_length=10, num_phases=4)
+    np.testing.assert_allclose(default.pmf(2).numpy(), numpy_flash_pmf(K, PAPER_WEIGHTS[2]), rtol=1e-12)  # Eq. 7 by default
+    np.testing.assert_allclose(code.pmf(2).numpy(), numpy_code_pmf(K, PAPER_WEIGHTS[2]), rtol=1e-12)
+    for bad in ({"spread": "Code"}, {"weights": [[1, 0, 0]]}, {"weights": [[-1, 1, 0, 0]]}, {"weights": [[0, 0, 0, 0]]}):
+        with pytest.raises(ValueError):
+            flash.make_config(bad)
+    with pytest.raises(KeyError):  # sharp has no spread to choose
+        components.get("timesteps", "sharp").make_config({"spread": "code"})
+
+
 def test_flash_pmf_shape_of_phases():
     f = FlashMixture(K, 5000, 4)
     p0, p3 = f.pmf(0), f.pmf(3)

@@ -1,10 +1,13 @@
 """Timestep distributions pi over the K-grid (Sec. 4.2, Fig. 2, Fig. 11).
 
 ``flash`` is the paper's phased mixture: pi(i) proportional to sum_m beta_m N(i/K; mu_m, s^2) over grid
-points i = 1..K, with modes mu_m = m/K at m in {K/4, K/2, 3K/4, K} and s = sqrt(0.5 / K^2). The
+points i = 1..K, with modes mu_m = m/K at m in {K/4, K/2, 3K/4, K} and s = sqrt(0.5 / K^2), i.e.
+exp(-(i - m)^2) in grid units (Eq. 7). The authors' code spreads half as wide in variance, exp(-2 (i - m)^2)
+(s = 0.5 / K): ``spread="code"``; at K = 32 the four modes then hold ~80% of the mass instead of ~58%. The
 weights beta change per phase: warm-up [.5, .5, 0, 0], then [.3, .3, .3, .1], [.25, .25, .25, .25],
-[.2, .2, .2, .4] (low noise -> full noise). ``uniform``, ``gaussian`` (centred at t = 0.5) and
-``sharp`` (the four modes only, no spread) are the ablation's alternatives (Fig. 5f).
+[.2, .2, .2, .4] (low noise -> full noise). ``uniform``, ``gaussian`` (centred at t = 0.5, by default with
+the authors' width 1/sqrt(2K)) and ``sharp`` (the four modes only, no spread) are the ablation's
+alternatives (Fig. 5f).
 """
 from __future__ import annotations
 
@@ -51,18 +54,28 @@ def _normalise(w: torch.Tensor) -> torch.Tensor:
     return w / w.sum()
 
 
+# The std of each mode of ``flash`` in grid units: the paper's Eq. 7 has sigma^2 = 0.5/K^2 in t, so
+# exp(-(i - m)^2); the authors' code divides the squared distance by ``var = 0.5`` with no factor 2, so
+# exp(-2 (i - m)^2), a std of 0.5 grid points.
+FLASH_SPREADS = {"paper": math.sqrt(0.5), "code": 0.5}
+
+
 class FlashMixture(TimestepDistribution):
-    def __init__(self, num_timesteps, phase_length, num_phases, weights: Sequence[Sequence[float]] = FLASH_PHASE_WEIGHTS):
+    def __init__(self, num_timesteps, phase_length, num_phases, weights: Sequence[Sequence[float]] = FLASH_PHASE_WEIGHTS,
+                 spread: str = "paper"):
         super().__init__(num_timesteps, phase_length, num_phases)
         self.weights = [tuple(float(b) for b in w) for w in weights]
         if any(len(w) != 4 for w in self.weights):
             raise ValueError("each phase needs 4 mode weights (for K/4, K/2, 3K/4, K)")
+        if spread not in FLASH_SPREADS:
+            raise ValueError(f"spread must be one of {', '.join(FLASH_SPREADS)}, got {spread!r}")
+        self.spread = spread
 
     def pmf(self, phase: int) -> torch.Tensor:
         k = self.num_timesteps
         beta = self.weights[min(phase, len(self.weights) - 1)]
         grid = torch.arange(1, k + 1, dtype=torch.float64) / k
-        std = math.sqrt(0.5 / k**2)
+        std = FLASH_SPREADS[self.spread] / k
         dens = torch.zeros(k, dtype=torch.float64)
         for b, m in zip(beta, mode_indices(k)):
             dens += b * torch.exp(-0.5 * ((grid - m / k) / std) ** 2)
