@@ -193,7 +193,7 @@ def test_uniform():
 
 
 def test_gaussian_centred_at_half():
-    g = Gaussian(K, 10, 4)
+    g = Gaussian(K, 10, 4, std=0.25)
     p = g.pmf(0).numpy()
     i = np.arange(1, K + 1) / K
     w = np.exp(-0.5 * ((i - 0.5) / 0.25) ** 2)
@@ -202,6 +202,25 @@ def test_gaussian_centred_at_half():
     assert p[15 - 3] == pytest.approx(p[15 + 3], rel=1e-12)  # symmetric about t = 0.5
     assert p.sum() == pytest.approx(1.0)
     np.testing.assert_allclose(g.pmf(3).numpy(), p)  # no phases
+
+
+@pytest.mark.parametrize("k", [16, 32, 64])
+def test_gaussian_default_width_is_the_authors(components, k):
+    """The authors' p(i) proportional to exp(-(i - K/2)^2 / K), i.e. std 1/sqrt(2K) in t (0.125 at K = 32)."""
+    i = np.arange(1, k + 1, dtype=np.float64)
+    w = np.exp(-((i - k / 2) ** 2) / k)
+    for dist in (Gaussian(k, 10, 4), components.get("timesteps", "gaussian").build({}, num_timesteps=k, phase_length=10, num_phases=4)):
+        np.testing.assert_allclose(dist.pmf(0).numpy(), w / w.sum(), rtol=1e-12)
+    assert Gaussian(32, 10, 4).std == pytest.approx(0.125)
+    # a width given in the study is kept
+    wide = components.get("timesteps", "gaussian").build({"std": 0.25}, num_timesteps=k, phase_length=10, num_phases=4)
+    assert wide.std == 0.25
+
+
+@pytest.mark.parametrize("bad", [{"std": -0.1}, {"std": float("nan")}, {"mean": 1.5}, {"mean": "0.5"}])
+def test_gaussian_rejects_bad_options(components, bad):
+    with pytest.raises(ValueError):
+        components.get("timesteps", "gaussian").make_config(bad)
 
 
 @pytest.mark.parametrize("phase", [0, 1, 2, 3])

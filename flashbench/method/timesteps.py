@@ -88,9 +88,13 @@ class Uniform(TimestepDistribution):
 
 
 class Gaussian(TimestepDistribution):
-    def __init__(self, num_timesteps, phase_length, num_phases, mean: float = 0.5, std: float = 0.25):
+    """One Gaussian over the grid, in units of t. The paper gives no width; ``std=None`` takes the authors':
+    p(i) proportional to exp(-(i - K/2)^2 / K), i.e. std 1/sqrt(2K) in t (0.125 at K = 32)."""
+
+    def __init__(self, num_timesteps, phase_length, num_phases, mean: float = 0.5, std: float | None = None):
         super().__init__(num_timesteps, phase_length, num_phases)
-        self.mean, self.std = mean, std
+        self.mean = mean
+        self.std = std if std else 1.0 / math.sqrt(2 * num_timesteps)
 
     def pmf(self, phase: int) -> torch.Tensor:
         grid = torch.arange(1, self.num_timesteps + 1, dtype=torch.float64) / self.num_timesteps
