@@ -9,7 +9,9 @@ discriminator head takes its own Adam step (it trains during warm-up too, when l
 Data-parallel (``accelerate launch``): every rank draws the randomness of the *global* batch (data,
 omega, grid indices, noise) from the same seeded generators and keeps its own slice, so N ranks with
 per-process batch b follow the single-process run with batch N*b up to float reassociation, and
-gradients are averaged by DDP. Checkpoints (``checkpoint.py``) make the loop resumable bit for bit.
+gradients are averaged by DDP. A streaming dataset (one with ``train_batches``) instead gives each rank its
+own share of the data, so no process reads or decodes another's samples. Checkpoints (``checkpoint.py``)
+make the loop resumable bit for bit.
 """
 from __future__ import annotations
 
@@ -145,6 +147,17 @@ class FlashTrainer:
             return batch
         extras = {k: self._mine(v) for k, v in batch.extras.items()}
         return Batch(self._mine(batch.images), self._mine(list(batch.prompts)), extras)
+
+    def local_batches(self, dataset, rng: np.random.Generator, start: int = 0):
+        """This rank's batches from step ``start`` on: a streaming dataset's own share of the data
+        (``train_batches(rng, batch_size, rank=, world=, start=)``), else this rank's slice of each global batch."""
+        if hasattr(dataset, "train_batches"):
+            return dataset.train_batches(rng, self.cfg.batch_size, rank=self.rank, world=self.world, start=start)
+
+        def sliced():
+            while True:
+                yield self.local_batch(dataset.train_batch(rng, self.cfg.batch_size * self.world))
+        return sliced()
 
     def _teacher_eps(self, x, t, c):
         return self.teacher.eps(x, t, c, student=False)
@@ -301,8 +314,9 @@ class FlashTrainer:
         every = self.cfg.checkpoint_every if checkpoint is not None else 0
         t0 = time.perf_counter()
         bar = progress_bar(range(start, iterations), desc=desc, disable=not progress)
+        batches = self.local_batches(dataset, rng, start)
         for it in bar:
-            batch = self.local_batch(dataset.train_batch(rng, self.cfg.batch_size * self.world))
+            batch = next(batches)
             stats = self.step(batch, it)
             counters["teacher_nfe"] += stats.teacher_nfe
             counters["student_nfe"] += stats.student_nfe
