@@ -89,6 +89,7 @@ class EvalConfig:
     teacher_steps: tuple[int, ...] = (25,)  # teacher baselines, in solver steps (2 NFE each with CFG)
     teacher_at_student_nfe: bool = True  # also sample the teacher at each student NFE
     grid_size: int = 8  # samples per grid image in the report
+    bootstrap_resamples: int = 1000  # paired bootstrap resamples per result row for its 95% interval (0: no intervals)
 
 
 FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}

@@ -44,7 +44,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "flashbench_plugins.evaluators.toy_fd",
     "flashbench_plugins.evaluators.toy_clip_score",
     "flashbench_plugins.evaluators.toy_lpips",
+    "flashbench_plugins.evaluators.toy_kid",
     "flashbench_plugins.evaluators.fid",
+    "flashbench_plugins.evaluators.kid",
     "flashbench_plugins.evaluators.clip_score",
     "flashbench_plugins.evaluators.lpips",
 )

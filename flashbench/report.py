@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import UserError
+from .stats import CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, REPRODUCED, Difference, paired_difference, verdict
 from .results import (
     AXIS_PREFIX,
     DONE_FILE,
@@ -81,8 +82,11 @@ PRETTY = {
 # The paper's metric -> this run's metrics that stand for it, first found wins (the toy world's
 # Fréchet distance "fd" stands in for FID).
 METRIC_ALIASES = {"fid": ("fid", "fd"), "clip": ("clip_score",), "clip_score": ("clip_score",)}
-KNOWN_DIRECTIONS = {"fid": False, "fd": False, "clip": True, "clip_score": True, "lpips": False, "lpips_to_teacher": False}
+KNOWN_DIRECTIONS = {"fid": False, "fd": False, "kid": False, "clip": True, "clip_score": True, "lpips": False, "lpips_to_teacher": False}
 GUIDANCE_AXIS = "guidance_fixed"
+CI_LOW, CI_HIGH = "_ci_low", "_ci_high"  # column suffixes of a metric's 95% interval
+FD_UNBIASED_N = 5000  # below this many samples a Fréchet distance is visibly biased upwards (Chong & Forsyth 2020)
+FRECHET_METRICS = ("fid", "fd")
 INDEX_FILE = "index.html"
 META_PREFIX = "flashbench:"
 
@@ -148,6 +152,23 @@ def _per_seed(sub, column: str = "value"):
     return values.groupby(sub["seed"].fillna(-1), sort=True).mean().dropna()
 
 
+def _cell(sub) -> dict[str, Any]:
+    """One table cell from the rows of one (role, variant, NFE, metric) over seeds: the mean, the
+    standard deviation over seeds, and the 95% interval -- the row's stored bootstrap interval with
+    one seed, the t-interval over the per-seed values with several (see :mod:`flashbench.stats`)."""
+    from .stats import t_interval
+
+    values = _per_seed(sub)
+    mean, std = _mean_std(values)
+    if len(values) >= 2:
+        lo, hi = t_interval(values.tolist())
+    elif len(values) == 1 and "ci_low" in sub and "ci_high" in sub:
+        lo, hi = float(_per_seed(sub, "ci_low").mean()), float(_per_seed(sub, "ci_high").mean())
+    else:
+        lo = hi = math.nan
+    return {"mean": mean, "std": std, "low": lo, "high": hi, "seeds": len(values)}
+
+
 def _mean_std(values) -> tuple[float, float]:
     if len(values) == 0:
         return math.nan, math.nan
@@ -188,7 +209,9 @@ def main_table(study: dict, df):
             }
             several_seeds |= rec["seeds"] > 1
             for metric in metrics:
-                rec[metric], rec[f"{metric}_std"] = _mean_std(_per_seed(sub[sub["metric"] == metric]))
+                c = _cell(sub[sub["metric"] == metric])
+                rec[metric], rec[f"{metric}_std"] = c["mean"], c["std"]
+                rec[f"{metric}{CI_LOW}"], rec[f"{metric}{CI_HIGH}"] = c["low"], c["high"]
             for col in TABLE_COST_COLUMNS:
                 if col == "train_hours":
                     seconds = _mean_std(_per_seed(sub, "train_seconds"))[0] if "train_seconds" in sub else math.nan
@@ -198,7 +221,7 @@ def main_table(study: dict, df):
             records.append(rec)
     columns = ["role", "variant", "nfe", "steps", "seeds", "n"]
     for metric in metrics:
-        columns += [metric] + ([f"{metric}_std"] if several_seeds else [])
+        columns += [metric] + ([f"{metric}_std"] if several_seeds else []) + [f"{metric}{CI_LOW}", f"{metric}{CI_HIGH}"]
     columns += list(TABLE_COST_COLUMNS)
     table = pd.DataFrame(records, columns=columns) if records else pd.DataFrame(columns=columns)
     if table.empty:
@@ -268,7 +291,7 @@ def panel_table(study: dict, df):
     several_seeds = any(f"{m}_std" in main.columns for m in metrics)
     columns = ["variant", *axes, "nfe", "seeds", "n"]
     for metric in metrics:
-        columns += [metric] + ([f"{metric}_std"] if several_seeds else [])
+        columns += [metric] + ([f"{metric}_std"] if several_seeds else []) + [f"{metric}{CI_LOW}", f"{metric}{CI_HIGH}"]
     # K changes the teacher's cost per step (Fig. 5e): show it when it differs between variants.
     if not students.empty and students["teacher_nfe_per_step"].dropna().nunique() > 1:
         columns.append("teacher_nfe_per_step")
@@ -359,7 +382,8 @@ def paper_table(study: dict, df):
     for metric, mine in pairs:
         columns.append(PAPER + metric)
         if mine and THIS_RUN + mine not in columns:
-            columns += [THIS_RUN + mine] + ([THIS_RUN + mine + "_std"] if several_seeds else [])
+            columns += [THIS_RUN + mine] + ([THIS_RUN + mine + "_std"] if several_seeds else []) \
+                + [THIS_RUN + mine + CI_LOW, THIS_RUN + mine + CI_HIGH]
     columns += ["role", "variant"]
     if not refs:
         return pd.DataFrame(columns=columns)
@@ -369,7 +393,7 @@ def paper_table(study: dict, df):
     def measured_row(role: str, variant: str | None, nfe) -> int | None:
         if main.empty or not role or _isnan(nfe):
             return None
-        hit = main[(main["role"] == role) & (main["nfe"] == int(nfe)) & ((main["variant"] == variant) if role != "teacher" else True)]
+        hit = main[(main["role"] == role) & (main["nfe"] == int(nfe)) & (main["variant"] == variant)]
         return int(hit.index[0]) if len(hit) else None
 
     records = []
@@ -382,10 +406,9 @@ def paper_table(study: dict, df):
         for metric, mine in pairs:
             rec[PAPER + metric] = ref.get(metric)
             if mine:
-                rec[THIS_RUN + mine] = main.at[idx, mine] if idx is not None else math.nan
-                if several_seeds:
-                    std = f"{mine}_std"
-                    rec[THIS_RUN + std] = main.at[idx, std] if idx is not None and std in main else math.nan
+                for suffix in ("", *(("_std",) if several_seeds else ()), CI_LOW, CI_HIGH):
+                    col = mine + suffix
+                    rec[THIS_RUN + col] = main.at[idx, col] if idx is not None and col in main else math.nan
         if idx is not None:
             used.add(idx)
         records.append(rec)
@@ -396,9 +419,8 @@ def paper_table(study: dict, df):
         for metric, mine in pairs:
             rec[PAPER + metric] = math.nan
             if mine:
-                rec[THIS_RUN + mine] = row[mine]
-                if several_seeds:
-                    rec[THIS_RUN + mine + "_std"] = row.get(f"{mine}_std", math.nan)
+                for suffix in ("", *(("_std",) if several_seeds else ()), CI_LOW, CI_HIGH):
+                    rec[THIS_RUN + mine + suffix] = row.get(mine + suffix, math.nan)
         records.append(rec)
     table = pd.DataFrame(records, columns=columns)
     table["nfe"] = pd.array(pd.to_numeric(table["nfe"], errors="coerce").round(), dtype="Int64")
@@ -414,59 +436,110 @@ class ClaimResult:
     metric: str
     better: str | None
     variant: str
-    than: str
+    than: str  # the baseline actually compared with ("teacher" may resolve to "teacher-fewstep")
     nfe: int | None
+    than_nfe: int | None
     value: float | None
-    value_std: float | None
     other: float | None
-    other_std: float | None
-    verdict: str  # "reproduced" | "not reproduced" | "not measured"
+    difference: Difference | None  # variant - than, with its 95% interval
+    verdict: str  # "reproduced" | "contradicted" | "inconclusive" | "not measured"
     sentence: str
 
+    @property
+    def seeds(self) -> int:
+        return self.difference.seeds if self.difference else 0
 
-def _claim_cell(ok, name: str, metric: str, nfe: int | None) -> tuple[float, float] | None:
+
+TEACHER, TEACHER_FEWSTEP = "teacher", "teacher-fewstep"
+
+
+def _claim_side(ok, name: str, metric: str, nfe: int | None, replicates) -> dict[int, tuple[float, Any]]:
+    """Per seed: (value, bootstrap replicates or None) of ``name`` at ``nfe`` (a student of that name
+    first; teacher names are teacher rows)."""
     if ok.empty or nfe is None:
-        return None
+        return {}
     sub = ok[(ok["variant"] == name) & (ok["metric"] == metric) & (ok["nfe"] == nfe)]
     if (sub["role"] == "student").any():
         sub = sub[sub["role"] == "student"]
-    values = _per_seed(sub)
-    if not len(values):
-        return None
-    return _mean_std(values)
+    out: dict[int, tuple[float, Any]] = {}
+    for seed, rows in sub.groupby(sub["seed"].fillna(-1), sort=True):
+        row = rows.iloc[-1]
+        out[int(seed)] = (float(row["value"]), replicates(row.get("bootstrap_file")) if "bootstrap_file" in row else None)
+    return out
 
 
-def evaluate_claims(study: dict, df) -> list[ClaimResult]:
-    """Verdicts on the paper's claims: the metric mean of ``variant`` against ``than`` at primary_nfe."""
+def _side_mean(side: dict) -> float:
+    return float(sum(v for v, _ in side.values()) / len(side)) if side else math.nan
+
+
+def _baseline(ok, than: str, metric: str, nfe: int | None, better: str | None, replicates) -> tuple[str, dict]:
+    """The baseline side of a claim. ``than = "teacher"`` at an NFE where the teacher was also sampled the
+    student's way is the *stronger* of the two teacher baselines (its own sampler with CFG, or the
+    student's sampler without), by the mean over seeds."""
+    side = _claim_side(ok, than, metric, nfe, replicates)
+    if than != TEACHER:
+        return than, side
+    other = _claim_side(ok, TEACHER_FEWSTEP, metric, nfe, replicates)
+    if other and (not side or (better in ("lower", "higher")
+                                and (_side_mean(other) < _side_mean(side)) == (better == "lower")
+                                and _side_mean(other) != _side_mean(side))):
+        return TEACHER_FEWSTEP, other
+    return than, side
+
+
+ONE_SEED_NOTE = ("One seed: the interval covers the sampling noise of the evaluated samples only, not training "
+                 "noise (seed to seed), which on the toy world is larger; run several seeds to include it.")
+
+
+def evaluate_claims(study: dict, df, store: ResultStore | None = None) -> list[ClaimResult]:
+    """Verdicts on the paper's claims: ``variant`` minus ``than`` on the claim's metric at the claim's NFE
+    (default: the study's primary NFE, the paper's protocol), with the 95% interval of that *paired*
+    difference (:func:`flashbench.stats.paired_difference`); *reproduced* / *contradicted* /
+    *inconclusive* by where the interval lies (:func:`flashbench.stats.verdict`). ``store`` gives the
+    rows' bootstrap replicates; without it (or for rows written before intervals) a one-seed verdict is
+    inconclusive and says why."""
     ok = _ok_rows(df)
-    nfe = _primary_nfe(study, ok)
+    primary = _primary_nfe(study, ok)
     directions = metric_directions(df)
+    load = store.load_replicates if store is not None else (lambda _: None)
     out = []
     for claim in (study.get("paper") or {}).get("claims") or []:
         metric, variant, than = str(claim.get("metric", "")), str(claim.get("variant", "")), str(claim.get("than", ""))
+        nfe = int(claim["nfe"]) if claim.get("nfe") is not None else primary
+        than_nfe = int(claim["than_nfe"]) if claim.get("than_nfe") is not None else nfe
         better = claim.get("better")
         if better not in ("lower", "higher") and directions.get(metric) is not None:
             better = "higher" if directions[metric] else "lower"
-        a, b = _claim_cell(ok, variant, metric, nfe), _claim_cell(ok, than, metric, nfe)
+        a = _claim_side(ok, variant, metric, nfe, load)
+        than_used, b = _baseline(ok, than, metric, than_nfe, better, load)
         text = str(claim.get("text", f"{variant} beats {than} on {metric}"))
         at = f"at {nfe} NFE" if nfe is not None else "(no primary NFE)"
-        if a is None or b is None or better not in ("lower", "higher"):
-            missing = [name for name, cell in ((variant, a), (than, b)) if cell is None]
+        at_than = at if than_nfe == nfe else f"at {than_nfe} NFE"
+        common = sorted(set(a) & set(b))
+        if not common or better not in ("lower", "higher"):
+            missing = [name for name, side in ((variant, a), (than, b)) if not side]
             why = (f"no {metric} result for {' and '.join(missing)} {at}" if missing
+                   else f"no seed in common between {variant} and {than}" if not common
                    else f"the direction of {metric} is unknown")
-            out.append(ClaimResult(text, metric, better, variant, than, nfe,
-                                   a[0] if a else None, a[1] if a else None,
-                                   b[0] if b else None, b[1] if b else None,
-                                   "not measured", f"Not measured: {why}."))
+            out.append(ClaimResult(text, metric, better, variant, than_used, nfe, than_nfe,
+                                   _side_mean(a) if a else None, _side_mean(b) if b else None, None,
+                                   NOT_MEASURED, f"Not measured: {why}."))
             continue
-        holds = a[0] < b[0] if better == "lower" else a[0] > b[0]
-        verdict = "reproduced" if holds else "not reproduced"
-        sentence = (f"{verdict.capitalize()}: {metric} {_fmt_pm(*a)} for {variant} vs {_fmt_pm(*b)} "
-                    f"for {than} {at} ({better} is better).")
-        spread = max((s for s in (a[1], b[1]) if not math.isnan(s)), default=math.nan)
-        if not math.isnan(spread) and abs(a[0] - b[0]) <= spread:
-            sentence += " The gap is within the spread over seeds."
-        out.append(ClaimResult(text, metric, better, variant, than, nfe, a[0], a[1], b[0], b[1], verdict, sentence))
+        per_seed = {s_: (a[s_][0], b[s_][0], a[s_][1], b[s_][1]) for s_ in common}
+        diff = paired_difference(per_seed)
+        result = verdict(diff, better)
+        va, vb = _side_mean({s_: a[s_] for s_ in common}), _side_mean({s_: b[s_] for s_ in common})
+        d = _decimals(diff.value) if diff.value else 3
+        interval = (f"[{_fmt(diff.low, d)}, {_fmt(diff.high, d)}]" if diff.has_interval else "no interval")
+        baseline = than_used if than_used == than else f"{than} ({than_used}: the stronger teacher baseline)"
+        sentence = (f"{result.capitalize()}: {metric} {_fmt(va)} for {variant} {at} vs {_fmt(vb)} for {baseline} {at_than}"
+                    f"{' (mean over ' + str(len(common)) + ' seeds)' if len(common) > 1 else ''}; "
+                    f"difference {_fmt(diff.value, d)}, 95% interval {interval} ({diff.method}); {better} is better.")
+        if not diff.has_interval:
+            sentence += " Without an interval the data cannot decide (rows written before intervals were recorded)."
+        elif len(common) == 1:
+            sentence += " " + ONE_SEED_NOTE
+        out.append(ClaimResult(text, metric, better, variant, than_used, nfe, than_nfe, va, vb, diff, result, sentence))
     return out
 
 
@@ -512,6 +585,16 @@ def _fmt_pm(mean: float, std: float) -> str:
     return f"{_fmt(mean, d)} ± {_fmt(std, d)}"
 
 
+def _fmt_ci(mean: float, std: float, low: float, high: float) -> str:
+    """"45.47 [43.90, 47.21]" (one seed), "45.5 ± 2.1 [40.3, 50.7]" (several); without an interval the
+    value alone (or with its std)."""
+    text = _fmt_pm(mean, std)
+    if _isnan(low) or _isnan(high):
+        return text
+    d = _decimals(mean)
+    return f"{text} [{_fmt(low, d)}, {_fmt(high, d)}]"
+
+
 def _fmt_params(x: Any) -> str:
     if _isnan(x):
         return DASH
@@ -551,9 +634,9 @@ def _base_column(col: str) -> str:
 
 
 def _display_table(table, directions: dict[str, bool | None]) -> tuple[list[str], list[list[str]], list[str]]:
-    """Headers, formatted cells and the source column of each shown column (std folded into the
-    mean as "mean ± std")."""
-    shown = [c for c in table.columns if not (c.endswith("_std") and c[:-4] in directions)]
+    """Headers, formatted cells and the source column of each shown column (std and the 95% interval
+    folded into the mean as "mean ± std [low, high]")."""
+    shown = [c for c in table.columns if _metric_part(c, directions) is None]
     headers = [_header(c, directions) for c in shown]
     rows = []
     for _, rec in table.iterrows():
@@ -563,7 +646,8 @@ def _display_table(table, directions: dict[str, bool | None]) -> tuple[list[str]
             base = _base_column(col)
             if col in directions:
                 std = rec.get(f"{col}_std", math.nan)
-                cells.append(_fmt_pm(v, std) if not _isnan(v) else DASH)
+                lo, hi = rec.get(f"{col}{CI_LOW}", math.nan), rec.get(f"{col}{CI_HIGH}", math.nan)
+                cells.append(_fmt_ci(v, std, lo, hi) if not _isnan(v) else DASH)
             elif base == "trainable_params":
                 cells.append(_fmt_params(v))
             elif base in COUNT_COLUMNS:
@@ -576,6 +660,14 @@ def _display_table(table, directions: dict[str, bool | None]) -> tuple[list[str]
                 cells.append(DASH if _isnan(v) else str(_scalar(v)))
         rows.append(cells)
     return headers, rows, shown
+
+
+def _metric_part(col: str, directions) -> str | None:
+    """For ``fd_std`` / ``fd_ci_low`` / ``fd_ci_high`` of a metric column ``fd``: the metric; else None."""
+    for suffix in ("_std", CI_LOW, CI_HIGH):
+        if col.endswith(suffix) and col[: -len(suffix)] in directions:
+            return col[: -len(suffix)]
+    return None
 
 
 def _best_cells(table, shown: list[str], directions: dict[str, bool | None]) -> set[tuple[int, int]]:
@@ -698,18 +790,18 @@ def _direction_text(higher: bool | None) -> str:
     return "" if higher is None else (f" {UP} higher is better" if higher else f" {DOWN} lower is better")
 
 
-def _svg_bars(metric: str, higher: bool | None, points: list[tuple[str, float, float]],
+def _svg_bars(metric: str, higher: bool | None, points: list[tuple[str, float, float, float]],
               reference: tuple[str, float] | None) -> str:
-    """Horizontal bars, one per ``(label, mean, std)``, std whiskers, the best bar highlighted, an optional
-    reference line (the teacher at the same NFE).
+    """Horizontal bars, one per ``(label, mean, low, high)``, whiskers over the 95% interval [low, high]
+    (NaN: none), the best bar highlighted, an optional reference line (the teacher at the same NFE).
 
     Bars start at zero unless every value sits in a band narrower than 30% of its magnitude (CLIP scores
     of 0.90-0.92): then the axis starts near the smallest value, and the title says so, or every bar would
     look the same."""
-    label_w, plot_w, value_w, row_h, top, bottom = 210, 360, 120, 24, 44, 34
+    label_w, plot_w, value_w, row_h, top, bottom = 210, 360, 170, 24, 44, 34
     width, height = label_w + plot_w + value_w, top + row_h * len(points) + bottom
-    lows = [m - (0 if _isnan(s) else s) for _, m, s in points]
-    highs = [m + (0 if _isnan(s) else s) for _, m, s in points]
+    lows = [m if _isnan(lo) else min(m, lo) for _, m, lo, _ in points]
+    highs = [m if _isnan(hi) else max(m, hi) for _, m, _, hi in points]
     if reference is not None:
         lows.append(reference[1])
         highs.append(reference[1])
@@ -722,7 +814,7 @@ def _svg_bars(metric: str, higher: bool | None, points: list[tuple[str, float, f
         ticks = _ticks(min(0.0, d_lo), max(0.0, d_hi))
     lo, hi = ticks[0], ticks[-1]
     x = lambda v: label_w + (v - lo) / (hi - lo) * plot_w  # noqa: E731
-    best = (max if higher else min)(m for _, m, _ in points) if higher is not None and points else None
+    best = (max if higher else min)(p[1] for p in points) if higher is not None and points else None
     note = f" (axis from {_tick_label(lo, ticks)}, not zero)" if narrow and lo > 0 else ""
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
@@ -734,7 +826,8 @@ def _svg_bars(metric: str, higher: bool | None, points: list[tuple[str, float, f
         parts.append(f'<line x1="{tx:.1f}" y1="{top - 8}" x2="{tx:.1f}" y2="{height - bottom + 2}" class="grid"/>')
         parts.append(f'<text x="{tx:.1f}" y="{height - bottom + 16}" text-anchor="middle" class="v">{_e(_tick_label(t, ticks))}</text>')
     zero = x(min(max(0.0, lo), hi))  # bars grow from zero, or from the axis' edge when it excludes zero
-    for i, (label, mean, std) in enumerate(points):
+    for i, (label, mean, low, high) in enumerate(points):
+        shown = _fmt_ci(mean, math.nan, low, high)
         y = top + row_h * i
         cy = y + row_h / 2
         short = label if len(label) <= 30 else label[:29] + "…"
@@ -742,12 +835,12 @@ def _svg_bars(metric: str, higher: bool | None, points: list[tuple[str, float, f
         x0, x1 = sorted((zero, x(mean)))
         cls = "bar best" if best is not None and mean == best else "bar"
         parts.append(f'<rect x="{x0:.1f}" y="{y + 5:.1f}" width="{max(x1 - x0, 1):.1f}" height="{row_h - 10}" class="{cls}">'
-                     f'<title>{_e(label)}: {_e(_fmt_pm(mean, std))}</title></rect>')
-        if not _isnan(std):
-            a, b = x(mean - std), x(mean + std)
+                     f'<title>{_e(label)}: {_e(shown)}</title></rect>')
+        if not (_isnan(low) or _isnan(high)):
+            a, b = x(low), x(high)
             parts.append(f'<path d="M{a:.1f},{cy - 4:.1f}v8M{a:.1f},{cy:.1f}H{b:.1f}M{b:.1f},{cy - 4:.1f}v8" class="err"/>')
         parts.append(f'<text x="{label_w + plot_w + 8}" y="{cy + 4:.1f}" class="v{" bestv" if cls.endswith("best") else ""}">'
-                     f'{_e(_fmt_pm(mean, std))}</text>')
+                     f'{_e(shown)}</text>')
     parts.append(f'<line x1="{zero:.1f}" y1="{top - 4}" x2="{zero:.1f}" y2="{height - bottom + 2}" class="ax"/>')
     if reference is not None:
         rx = x(reference[1])
@@ -785,17 +878,18 @@ class _LabelPlacer:
 
 
 def _svg_tradeoff(x_metric: str, x_higher: bool | None, y_metric: str, y_higher: bool | None,
-                  fixed: list[tuple[str, float, float, float, float]],
-                  sampled: list[tuple[str, float, float, float, float]],
+                  fixed: list[tuple[str, float, float, float, float, float, float]],
+                  sampled: list[tuple[str, float, float, float, float, float, float]],
                   teacher: tuple[str, float, float] | None) -> str:
     """Figure 5(d): y (FID) against x (CLIP) for each fixed guidance (a curve in order of omega), the
-    sampled-range variants as marked points, the teacher as a grey square. Points: (label, x, x_std, y, y_std)."""
+    sampled-range variants as marked points, the teacher as a grey square. Points:
+    (label, x, x_low, x_high, y, y_low, y_high), whiskers over the 95% intervals."""
     left, right, top, bottom = 64, 200, 40, 50
     plot_w, plot_h = 420, 280
     width, height = left + plot_w + right, top + plot_h + bottom
     pts = fixed + sampled
-    xs = [p[1] for p in pts] + ([teacher[1]] if teacher else [])
-    ys = [p[3] for p in pts] + ([teacher[2]] if teacher else [])
+    xs = [v for p in pts for v in p[1:4] if not _isnan(v)] + ([teacher[1]] if teacher else [])
+    ys = [v for p in pts for v in p[4:7] if not _isnan(v)] + ([teacher[2]] if teacher else [])
     xt, yt = _ticks(min(xs), max(xs)), _ticks(min(ys), max(ys))
     X = lambda v: left + (v - xt[0]) / (xt[-1] - xt[0]) * plot_w  # noqa: E731
     Y = lambda v: top + plot_h - (v - yt[0]) / (yt[-1] - yt[0]) * plot_h  # noqa: E731
@@ -815,31 +909,31 @@ def _svg_tradeoff(x_metric: str, x_higher: bool | None, y_metric: str, y_higher:
     parts.append(f'<text transform="translate(14 {top + plot_h / 2:.0f}) rotate(-90)" text-anchor="middle">'
                  f'{_e(y_metric)}{_e(_direction_text(y_higher))}</text>')
 
-    def whiskers(px, pxs, py, pys):
+    def whiskers(px, xlo, xhi, py, ylo, yhi):
         out = []
-        if not _isnan(pxs):
-            out.append(f'<line x1="{X(px - pxs):.1f}" y1="{Y(py):.1f}" x2="{X(px + pxs):.1f}" y2="{Y(py):.1f}" class="err"/>')
-        if not _isnan(pys):
-            out.append(f'<line x1="{X(px):.1f}" y1="{Y(py - pys):.1f}" x2="{X(px):.1f}" y2="{Y(py + pys):.1f}" class="err"/>')
+        if not (_isnan(xlo) or _isnan(xhi)):
+            out.append(f'<line x1="{X(xlo):.1f}" y1="{Y(py):.1f}" x2="{X(xhi):.1f}" y2="{Y(py):.1f}" class="err"/>')
+        if not (_isnan(ylo) or _isnan(yhi)):
+            out.append(f'<line x1="{X(px):.1f}" y1="{Y(ylo):.1f}" x2="{X(px):.1f}" y2="{Y(yhi):.1f}" class="err"/>')
         return out
 
     if len(fixed) > 1:
-        path = " ".join(f"{X(p[1]):.1f},{Y(p[3]):.1f}" for p in fixed)
+        path = " ".join(f"{X(p[1]):.1f},{Y(p[4]):.1f}" for p in fixed)
         parts.append(f'<polyline points="{path}" class="curve"/>')
-    markers = [(X(p[1]), Y(p[3])) for p in pts] + ([(X(teacher[1]), Y(teacher[2]))] if teacher else [])
+    markers = [(X(p[1]), Y(p[4])) for p in pts] + ([(X(teacher[1]), Y(teacher[2]))] if teacher else [])
     placer = _LabelPlacer(markers)
     labels = []  # the sampled range's label is placed first: it is the point the figure is about
-    for label, px, pxs, py, pys in sampled:
-        parts += whiskers(px, pxs, py, pys)
+    for label, px, xlo, xhi, py, ylo, yhi in sampled:
+        parts += whiskers(px, xlo, xhi, py, ylo, yhi)
         cx, cy = X(px), Y(py)
         parts.append(f'<path d="M{cx:.1f},{cy - 8:.1f}L{cx + 8:.1f},{cy:.1f}L{cx:.1f},{cy + 8:.1f}L{cx - 8:.1f},{cy:.1f}Z" '
-                     f'class="sampled"><title>{_e(label)}: {_e(x_metric)} {_e(_fmt_pm(px, pxs))}, {_e(y_metric)} '
-                     f'{_e(_fmt_pm(py, pys))}</title></path>')
+                     f'class="sampled"><title>{_e(label)}: {_e(x_metric)} {_e(_fmt_ci(px, math.nan, xlo, xhi))}, {_e(y_metric)} '
+                     f'{_e(_fmt_ci(py, math.nan, ylo, yhi))}</title></path>')
         labels.append((*placer.place(cx, cy, label), "pl sl", label))
-    for label, px, pxs, py, pys in fixed:
-        parts += whiskers(px, pxs, py, pys)
+    for label, px, xlo, xhi, py, ylo, yhi in fixed:
+        parts += whiskers(px, xlo, xhi, py, ylo, yhi)
         parts.append(f'<circle cx="{X(px):.1f}" cy="{Y(py):.1f}" r="5" class="dot"><title>{_e(label)}: {_e(x_metric)} '
-                     f'{_e(_fmt_pm(px, pxs))}, {_e(y_metric)} {_e(_fmt_pm(py, pys))}</title></circle>')
+                     f'{_e(_fmt_ci(px, math.nan, xlo, xhi))}, {_e(y_metric)} {_e(_fmt_ci(py, math.nan, ylo, yhi))}</title></circle>')
         labels.append((*placer.place(X(px), Y(py), label), "pl", label))
     if teacher is not None:
         label, tx, ty = teacher
@@ -895,12 +989,15 @@ def _figure_plots(study: dict, panel, main, directions, nfe) -> list[dict]:
     plots: list[dict] = []
     if panel.empty:
         return plots
-    teacher = main[(main["role"] == "teacher") & (main["nfe"] == nfe)] if not main.empty and nfe is not None else main.iloc[0:0]
+    # the reference line: the teacher with its own sampler and CFG at the same NFE
+    teacher = main[(main["role"] == "teacher") & (main["variant"] == TEACHER) & (main["nfe"] == nfe)] \
+        if not main.empty and nfe is not None else main.iloc[0:0]
     trains = _variant_train(study)
 
-    def cell(row, metric) -> tuple[float, float]:
-        std = f"{metric}_std"
-        return float(row[metric]), float(row[std]) if std in row.index and not _isnan(row[std]) else math.nan
+    def cell(row, metric) -> tuple[float, float, float]:
+        """(mean, low, high): the 95% interval, NaN where the row has none."""
+        lo, hi = row.get(f"{metric}{CI_LOW}", math.nan), row.get(f"{metric}{CI_HIGH}", math.nan)
+        return float(row[metric]), (math.nan if _isnan(lo) else float(lo)), (math.nan if _isnan(hi) else float(hi))
 
     pair = _tradeoff_metrics(directions)
     if GUIDANCE_AXIS in panel.columns and pair and all(m in panel for m in pair):
@@ -954,7 +1051,7 @@ def _figure_plots(study: dict, panel, main, directions, nfe) -> list[dict]:
         })
     if "teacher_nfe_per_step" in panel and panel["teacher_nfe_per_step"].notna().any():
         # the panel varies the teacher's cost per training step (K, Fig. 5e): plot it as well
-        points = [(str(r["variant"]), float(r["teacher_nfe_per_step"]), math.nan) for _, r in panel.iterrows()
+        points = [(str(r["variant"]), float(r["teacher_nfe_per_step"]), math.nan, math.nan) for _, r in panel.iterrows()
                   if not _isnan(r["teacher_nfe_per_step"])]
         plots.append({"title": "teacher NFE per training step", "caption": "",
                       "svg": Markup(_svg_bars(PRETTY["teacher_nfe_per_step"], None, points, None))})
@@ -1181,10 +1278,49 @@ def _environment():
                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def _claims_summary(claims: list[ClaimResult]) -> tuple[int, int, int]:
-    """(reproduced, not reproduced, not measured)."""
-    return (sum(c.verdict == "reproduced" for c in claims), sum(c.verdict == "not reproduced" for c in claims),
-            sum(c.verdict == "not measured" for c in claims))
+def _claims_summary(claims: list[ClaimResult]) -> dict[str, int]:
+    """How many claims got each verdict: reproduced, contradicted, inconclusive, not measured."""
+    return {v.replace(" ", "_"): sum(c.verdict == v for c in claims) for v in (REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_MEASURED)}
+
+
+def _summary_text(counts: dict[str, int], total: int) -> str:
+    """"2 reproduced, 1 contradicted, 3 inconclusive of 6" (zero counts left out)."""
+    parts = [f"{n} {k.replace('_', ' ')}" for k, n in counts.items() if n]
+    return f"{', '.join(parts)} of {total}" if total else DASH
+
+
+def _uncertainty_notes(ok, study: dict, seeds: list[int]) -> list[str]:
+    """What a reader must know to weigh the numbers: one seed or several, rows without intervals, a
+    Fréchet distance at a sample count where it is biased, the two teacher baselines."""
+    notes = []
+    if len(seeds) <= 1:
+        notes.append("One seed: each interval is a bootstrap over the evaluated samples and covers sampling noise only, "
+                     "not the seed-to-seed spread of training.")
+    else:
+        notes.append(f"{len(seeds)} seeds: each interval is a t-interval over the per-seed values, so the seed-to-seed "
+                     "spread of training and the sampling noise are both in it.")
+    if not ok.empty and ("ci_low" not in ok or ok["ci_low"].isna().any()):
+        missing = int(ok["ci_low"].isna().sum()) if "ci_low" in ok else len(ok)
+        notes.append(f"{missing} of {len(ok)} result rows carry no interval (written before intervals were recorded, "
+                     "or by an evaluator without a bootstrap); a verdict resting on them is inconclusive.")
+    if not ok.empty:
+        fd = ok[ok["metric"].isin(FRECHET_METRICS)]
+        n = pd_numeric(fd["n"]).dropna() if not fd.empty else []
+        if len(n) and float(n.min()) < FD_UNBIASED_N:
+            notes.append(f"Fréchet distances ({', '.join(sorted(set(fd['metric'])))}) here use {int(n.min()):,} samples, fewer "
+                         f"than {FD_UNBIASED_N:,}: at that n they are biased upwards (the bias shrinks roughly as 1/n), so compare "
+                         "them only at equal n; KID, where shown, is unbiased.")
+    if not ok.empty and (ok["variant"] == TEACHER_FEWSTEP).any():
+        notes.append(f"Two teacher baselines at each student NFE: \"{TEACHER}\" is the teacher's own sampler with CFG "
+                     f"(2 NFE a step), \"{TEACHER_FEWSTEP}\" the teacher through the student's few-step sampler without CFG. "
+                     "A claim against the teacher is judged against the stronger of the two.")
+    return notes
+
+
+def pd_numeric(series):
+    import pandas as pd
+
+    return pd.to_numeric(series, errors="coerce")
 
 
 def _markdown_report(context: dict, tables: dict[str, tuple[Any, dict]]) -> str:
@@ -1201,7 +1337,9 @@ def _markdown_report(context: dict, tables: dict[str, tuple[Any, dict]]) -> str:
     if context["claims"]:
         lines.append("**This run:**")
         lines += [f"- **{c.verdict}**: {c.text}. {c.sentence}" for c in context["claims"]]
-        lines.append("")
+        lines += ["", f"Claims: {context['claims_summary_text']}.", ""]
+    for note in context.get("uncertainty_notes", []):
+        lines += [f"> {note}", ""]
     for name, heading in (("paper", "The paper's numbers beside this run's"), ("main", "Results"), ("panel", "Panel")):
         if name in tables:
             table, directions = tables[name]
@@ -1241,7 +1379,7 @@ def render_report(run_dir: Path | str) -> Path:
             label = {"csv": "CSV", "md": "Markdown", "tex": "LaTeX (booktabs)"}[ext]
             exports[key].append({"label": label, "file": f"{name}-{key}.{ext}", "uri": _data_uri(text, mime)})
 
-    claims = evaluate_claims(study, df)
+    claims = evaluate_claims(study, df, store)
     failed, unfinished = _failures(study, df, store)
     paper = study.get("paper") or {}
     several_seeds = any(c.endswith("_std") for c in main.columns)
@@ -1249,7 +1387,8 @@ def render_report(run_dir: Path | str) -> Path:
     samples = _sample_comparisons(study, df, run_dir, nfe, images)
     keys = [str(v.get("key")) for v in study.get("variants", []) if isinstance(v, dict) and v.get("key")]
     done = sum(1 for k in keys if not any(u["key"] == k for u in unfinished))
-    reproduced, not_reproduced, not_measured = _claims_summary(claims)
+    counts = _claims_summary(claims)
+    seeds_ran = sorted({int(x) for x in ok["seed"].dropna()}) if not ok.empty else []
     context = {
         "title": str(study.get("title") or study.get("name") or run_dir.name),
         "name": str(study.get("name", "")),
@@ -1259,12 +1398,15 @@ def render_report(run_dir: Path | str) -> Path:
         "primary_nfe": nfe,
         "direction": str(paper.get("direction") or ""),
         "claims": claims,
-        "claims_summary": {"reproduced": reproduced, "not_reproduced": not_reproduced, "not_measured": not_measured},
+        "claims_summary": counts,
+        "claims_summary_text": _summary_text(counts, len(claims)),
+        "uncertainty_notes": _uncertainty_notes(ok, study, seeds_ran),
         "paper_table": _html_table(*tables["paper"]) if "paper" in tables else None,
         "main": _html_table(main, directions),
         "panel": _html_table(panel, directions),
         "exports": exports,
-        "seeds_note": "mean ± sample standard deviation over seeds" if several_seeds else "one seed per variant",
+        "seeds_note": ("mean ± sample standard deviation over seeds [95% t-interval over the seeds]" if several_seeds
+                       else "one seed per variant: value [95% bootstrap interval over the samples]"),
         "plots": _figure_plots(study, panel, main, directions, nfe),
         "failed": failed,
         "unfinished": unfinished,
@@ -1276,11 +1418,13 @@ def render_report(run_dir: Path | str) -> Path:
         "study_json": json.dumps(study, indent=2, ensure_ascii=False, sort_keys=False),
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    seeds = study.get("seeds") or _unique_in_order(df["seed"].tolist() if not df.empty else [])
     context["meta"] = {
         "study": context["name"], "title": context["title"], "reproduces": context["reproduces"],
-        "scale": context["scale"], "claims_reproduced": str(reproduced), "claims_total": str(len(claims)),
-        "variants_done": str(done), "variants_total": str(len(keys)), "seeds": ", ".join(str(s) for s in seeds),
+        "scale": context["scale"], "claims_reproduced": str(counts["reproduced"]),
+        "claims_contradicted": str(counts["contradicted"]), "claims_inconclusive": str(counts["inconclusive"]),
+        "claims_not_measured": str(counts["not_measured"]), "claims_total": str(len(claims)),
+        "variants_done": str(done), "variants_total": str(len(keys)), "seeds": str(len(seeds_ran)),
+        "seed_list": ", ".join(str(s) for s in seeds_ran),
         "compute": context["compute"], "generated": context["generated"], "git_hash": str(provenance.get("git_hash", "")),
         "direction": context["direction"],
         "claims_json": json.dumps([{"verdict": c.verdict, "text": c.text} for c in claims], ensure_ascii=False),
@@ -1336,11 +1480,17 @@ def render_index(directory: Path | str) -> Path:
             claims = []
         total = int(meta.get("claims_total") or 0)
         reproduced = int(meta.get("claims_reproduced") or 0)
+        contradicted = int(meta.get("claims_contradicted") or 0)
+        if "claims_contradicted" in meta:
+            inconclusive = int(meta.get("claims_inconclusive") or 0)
+            label = f"{reproduced} / {contradicted} / {inconclusive} of {total}"
+        else:  # a report rendered before three-way verdicts: its counts cannot be split
+            label = f"{reproduced} of {total} (sign only, re-render)"
         entries.append({
             **meta,
             "href": path.relative_to(directory).as_posix(),
-            "claims": f"{reproduced} of {total}" if total else DASH,
-            "claims_class": "none" if not total else "all" if reproduced == total else "some" if reproduced else "zero",
+            "claims": label if total else DASH,
+            "claims_class": "none" if not total else "zero" if contradicted else "all" if reproduced == total else "some",
             "variants": f"{meta.get('variants_done', '?')} of {meta.get('variants_total', '?')}",
             "claim_list": [{"verdict": str(c.get("verdict", "")), "text": str(c.get("text", ""))} for c in claims],
         })
@@ -1384,24 +1534,24 @@ def summary_markdown(run_dirs: Sequence[Path | str]) -> str:
         metric_dirs.update({m: d for m, d in directions.items() if m not in metric_dirs})
         main = main_table(study, df)
         nfe = _primary_nfe(study, _ok_rows(df))
-        claims = evaluate_claims(study, df)
+        claims = evaluate_claims(study, df, store)
         label = str(study.get("reproduces") or study.get("name"))
-        verdict = f"{_claims_summary(claims)[0]} of {len(claims)}" if claims else DASH
+        outcome = _summary_text(_claims_summary(claims), len(claims))
         rows = main[main["nfe"] == nfe] if not main.empty and nfe is not None else main.iloc[0:0]
         for i, (_, r) in enumerate(rows.iterrows()):
-            rec = {"study": label if i == 0 else "", "claims reproduced": verdict if i == 0 else "",
-                   "row": "teacher" if r["role"] == "teacher" else str(r["variant"]), "NFE": r["nfe"]}
+            rec = {"study": label if i == 0 else "", "claims": outcome if i == 0 else "",
+                   "row": str(r["variant"]), "NFE": r["nfe"]}
             for m in directions:
-                rec[m] = r.get(m, math.nan)
-                if f"{m}_std" in r:
-                    rec[f"{m}_std"] = r[f"{m}_std"]
+                for suffix in ("", "_std", CI_LOW, CI_HIGH):
+                    if f"{m}{suffix}" in r:
+                        rec[f"{m}{suffix}"] = r[f"{m}{suffix}"]
             rec["s/step"] = r.get("seconds_per_step", math.nan)
             rec["teacher NFE/step"] = r.get("teacher_nfe_per_step", math.nan)
             records.append(rec)
     if not records:
         return "(no results)\n"
     table = pd.DataFrame(records)
-    cols = ["study", "claims reproduced", "row", "NFE", *[c for c in table.columns if c in metric_dirs or c.endswith("_std")],
+    cols = ["study", "claims", "row", "NFE", *[c for c in table.columns if c in metric_dirs or _metric_part(c, metric_dirs)],
             "s/step", "teacher NFE/step"]
     table = table[[c for c in cols if c in table.columns]]
     headers, rows, _ = _display_table(table, metric_dirs)
@@ -1410,7 +1560,7 @@ def summary_markdown(run_dirs: Sequence[Path | str]) -> str:
             for row in rows]
     esc = lambda x: str(x).replace("|", "\\|")  # noqa: E731
     lines = ["| " + " | ".join(esc(h) for h in headers) + " |",
-             "| " + " | ".join("---:" if h not in ("study", "claims reproduced", "row") else "---" for h in headers) + " |"]
+             "| " + " | ".join("---:" if h not in ("study", "claims", "row") else "---" for h in headers) + " |"]
     lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 

@@ -6,6 +6,7 @@ Layout of a run directory::
     RUN_DIR/provenance.json           run-level provenance (``write_provenance``, ``collect_provenance``)
     RUN_DIR/results.jsonl             tidy rows, one JSON object per line, append-only (``add_rows``)
     RUN_DIR/variants/<key>/done.json  marker: the variant is complete, its rows are in results.jsonl
+    RUN_DIR/variants/<key>/bootstrap/ bootstrap replicates of each of its rows (``save_replicates``)
     RUN_DIR/variants/<key>/...        the runner's files for that variant (sample grids ``*.png``, LoRA, ...)
     RUN_DIR/tables/*.csv *.md *.tex   written by the report
     RUN_DIR/report.html               written by the report
@@ -36,6 +37,12 @@ seconds_per_step       ... mean wall time of one training step
 teacher_nfe_per_step   ... teacher network evaluations per training step
 student_nfe_per_step   ... student network evaluations per training step
 train_seconds          ... total training wall time
+ci_low, ci_high        the value's 95% interval (null without one: an evaluator that gives no
+                       bootstrap, ``bootstrap_resamples = 0``, or a row written before intervals)
+ci_level, ci_method    0.95, and how the interval was computed (see ``flashbench.stats``)
+bootstrap_file         the row's bootstrap replicates, ``variants/<key>/bootstrap/*.npy``, relative
+                       to the run directory: the report pairs two rows of a seed through them
+bootstrap_seconds      time spent on the row's bootstrap
 git_hash               the commit the row was produced by
 attempt                stamped by the store: which attempt at ``variant_key`` wrote the row
 =====================  ==========================================================================
@@ -81,6 +88,7 @@ STUDY_FILE = "study.json"
 PROVENANCE_FILE = "provenance.json"
 VARIANTS_DIR = "variants"
 DONE_FILE = "done.json"
+BOOTSTRAP_DIR = "bootstrap"
 
 # Columns every row has once stored (missing ones are filled with null), in this order.
 CORE_COLUMNS = (
@@ -212,6 +220,37 @@ class ResultStore:
         path = self._variant_path(key)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    # ---- bootstrap replicates ------------------------------------------------------------
+    def save_replicates(self, key: str, name: str, replicates) -> str:
+        """Store one row's bootstrap replicates as ``variants/<key>/bootstrap/<name>.npy`` (float64, no
+        pickle); returns the path relative to the run directory, for the row's ``bootstrap_file``."""
+        import numpy as np
+
+        safe = "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in name)
+        folder = self.variant_dir(key) / BOOTSTRAP_DIR
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{safe}.npy"
+        tmp = path.with_name(f".{safe}.tmp")
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(replicates, dtype=np.float64), allow_pickle=False)
+        tmp.replace(path)
+        return path.relative_to(self.run_dir).as_posix()
+
+    def load_replicates(self, relative: Any):
+        """The replicates a row's ``bootstrap_file`` names, or None (no file, unreadable, outside the run)."""
+        import numpy as np
+
+        if not isinstance(relative, str) or not relative:
+            return None
+        path = (self.run_dir / relative).resolve()
+        if self.run_dir.resolve() not in path.parents:
+            return None
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        return data if data.ndim == 1 else None
 
     # ---- completion markers --------------------------------------------------------------
     def is_done(self, key: str) -> bool:

@@ -15,10 +15,52 @@ import logging
 import time
 from pathlib import Path
 
+from dataclasses import dataclass
+
 from .config import ComponentSpec, EvalConfig, TrainConfig
 from .errors import StudyError, UserError
+from .stats import LEVEL, SEED_OFFSET
 
 log = logging.getLogger("flashbench")
+
+TEACHER = "teacher"  # the teacher with its own sampler and CFG
+TEACHER_FEWSTEP = "teacher-fewstep"  # the teacher through the student's few-step sampler, no CFG
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One metric on one evaluation set: the value, its bootstrap replicates and 95% interval."""
+
+    value: float
+    higher_is_better: bool
+    low: float
+    high: float
+    method: str
+    replicates: object | None  # (B,) numpy array, None when the evaluator gives none
+    seconds: float
+
+
+def measure(evaluator, n: int, resamples: int, seed: int) -> Measurement:
+    """``evaluator.compute()`` and, from the same kept samples, its paired bootstrap: resampled with the
+    indices of ``(seed, n)`` (:func:`flashbench.stats.resample_counts`), shared by every row of the seed."""
+    import numpy as np
+
+    from .method.evaluation import FrechetEvaluator, KernelEvaluator
+    from .stats import basic_interval, replicates
+
+    value = float(evaluator.compute())
+    hib = bool(evaluator.higher_is_better)
+    t0 = time.perf_counter()
+    reps = None
+    if resamples > 0 and n > 1 and evaluator.replicates(np.ones((1, n), dtype=np.int32)) is not None:
+        reps = replicates(evaluator.replicates, n, resamples, SEED_OFFSET + seed)
+    if reps is None:
+        why = "bootstrap disabled (bootstrap_resamples = 0)" if resamples <= 0 else f"{type(evaluator).__name__} gives no bootstrap replicates"
+        return Measurement(value, hib, float("nan"), float("nan"), why, None, 0.0)
+    low, high = basic_interval(value, reps)
+    method = (f"basic bootstrap over the {n} samples, {resamples} resamples (seed {SEED_OFFSET + seed}), "
+              f"paired across the rows of seed {seed}" + ("; reference fixed" if isinstance(evaluator, (FrechetEvaluator, KernelEvaluator)) else ""))
+    return Measurement(value, hib, low, high, method, reps, time.perf_counter() - t0)
 
 
 class StudyResources:
@@ -114,7 +156,8 @@ class StudyRunner:
 
         Only one batch of images is in memory at a time; the teacher's many-step reference (for
         LPIPS-to-teacher) is read back chunk by chunk, or written when ``save_reference`` is given.
-        Returns ({metric: (value, higher_is_better)}, number of samples, seconds spent sampling).
+        Returns ({metric: Measurement}, number of samples, seconds spent sampling); each measurement
+        carries its bootstrap replicates and 95% interval (:func:`measure`).
         """
         prompts, noise, extras = self.eval_inputs(train, ev, seed)
         evaluators = self.evaluators(ev)
@@ -142,7 +185,7 @@ class StudyRunner:
             import torch
 
             _image_grid(torch.cat(grid), ev.grid_size).save(grid_path)
-        return {e.metric: (e.compute(), e.higher_is_better) for e in evaluators}, len(prompts), seconds
+        return {e.metric: measure(e, len(prompts), ev.bootstrap_resamples, seed) for e in evaluators}, len(prompts), seconds
 
     # --- teacher baselines -------------------------------------------------------------------------
     def teacher_steps(self, ev: EvalConfig) -> list[int]:
@@ -159,6 +202,7 @@ class StudyRunner:
         return self.store.variant_dir(f"teacher-s{seed}") / f"reference_steps{max(ev.teacher_steps)}"
 
     def _teacher_sampler(self, train, ev, steps):
+        """The teacher's own sampler: its solver, ``steps`` steps with CFG at the study's guidance."""
         from .method.sampling import teacher_sample
 
         teacher = self.resources.teacher(train.teacher)
@@ -221,9 +265,16 @@ class StudyRunner:
                 self._teacher_sampler(train, ev, steps), train, ev, seed, vdir / f"grid_steps{steps:03d}_nfe{2 * steps}.png",
                 save_reference=ref_dir if is_reference else None,
             )
-            for metric, (value, hib) in values.items():
-                rows.append(self._row("teacher", key, "teacher", seed, {}, 2 * steps, steps, metric, value, hib, n, sample_seconds=seconds))
-            log.info("teacher %d steps (%d NFE): %s", steps, 2 * steps, {m: round(v, 4) for m, (v, _) in values.items()})
+            rows += self._measured_rows("teacher", key, TEACHER, seed, {}, 2 * steps, steps, values, n, sample_seconds=seconds)
+            log.info("teacher %d steps (%d NFE): %s", steps, 2 * steps, {m: round(v.value, 4) for m, v in values.items()})
+        if ev.teacher_at_student_nfe:
+            # The teacher sampled the student's way (its few-step sampler and timesteps, no CFG): with the
+            # CFG baseline above, the two ways a teacher can spend the student's NFE budget.
+            for nfe in ev.nfe:
+                values, n, seconds = self.sample_and_evaluate(
+                    self._student_sampler(train, nfe, seed, student=False), train, ev, seed, vdir / f"fewstep_nfe{nfe}.png")
+                rows += self._measured_rows("teacher", key, TEACHER_FEWSTEP, seed, {}, nfe, nfe, values, n, sample_seconds=seconds)
+                log.info("teacher, student's sampler, %d NFE: %s", nfe, {m: round(v.value, 4) for m, v in values.items()})
         self.store.add_rows(rows)
         self.store.mark_done(key, {"status": "ok", "rows": len(rows), "recipe": recipe})
 
@@ -284,24 +335,40 @@ class StudyRunner:
                 teacher.remove_lora(name)
 
     def student_rows(self, variant, teacher, cond_plugin, vdir: Path, cost: dict) -> list[dict]:
+        train, ev, seed = variant.train, variant.eval, variant.seed
+        rows = []
+        for nfe in ev.nfe:
+            values, n, seconds = self.sample_and_evaluate(self._student_sampler(train, nfe, seed), train, ev, seed, vdir / f"grid_nfe{nfe}.png")
+            rows += self._measured_rows("student", variant.key, variant.name, seed, variant.axes, nfe, nfe, values, n,
+                                        sample_seconds=seconds, **cost)
+            log.info("%s %d NFE: %s", variant.name, nfe, {m: round(v.value, 4) for m, v in values.items()})
+        return rows
+
+    def _student_sampler(self, train, nfe: int, seed: int, *, student: bool = True):
+        """The few-step sampler on the trained timesteps, no CFG (``student=False``: the teacher's network)."""
         import torch
 
         from .method.sampling import student_sample
 
-        train, ev, seed = variant.train, variant.eval, variant.seed
+        teacher = self.resources.teacher(train.teacher)
+        cond_plugin = self.resources.conditioning(train.conditioning)
+        g = torch.Generator("cpu").manual_seed(20_000 + seed)
+
+        def fn(p, z, extras):
+            c, _ = cond_plugin.prepare(teacher, p, extras)
+            return student_sample(teacher, c, z, nfe, g, student=student)
+
+        return fn
+
+    def _measured_rows(self, role, key, name, seed, axes, nfe, steps, values: dict, n, **extra) -> list[dict]:
+        """One row per metric, with its interval; the bootstrap replicates go to the variant's folder."""
         rows = []
-        for nfe in ev.nfe:
-            g = torch.Generator("cpu").manual_seed(20_000 + seed)
-
-            def fn(p, z, extras):
-                c, _ = cond_plugin.prepare(teacher, p, extras)
-                return student_sample(teacher, c, z, nfe, g)
-
-            values, n, seconds = self.sample_and_evaluate(fn, train, ev, seed, vdir / f"grid_nfe{nfe}.png")
-            for metric, (value, hib) in values.items():
-                rows.append(self._row("student", variant.key, variant.name, seed, variant.axes, nfe, nfe, metric, value, hib, n,
-                                      sample_seconds=seconds, **cost))
-            log.info("%s %d NFE: %s", variant.name, nfe, {m: round(v, 4) for m, (v, _) in values.items()})
+        for metric, m in values.items():
+            interval = {"ci_low": m.low, "ci_high": m.high, "ci_level": LEVEL, "ci_method": m.method,
+                        "bootstrap_seconds": m.seconds}
+            if m.replicates is not None:
+                interval["bootstrap_file"] = self.store.save_replicates(key, f"{metric}-nfe{nfe}-steps{steps}-{name}", m.replicates)
+            rows.append(self._row(role, key, name, seed, axes, nfe, steps, metric, m.value, m.higher_is_better, n, **interval, **extra))
         return rows
 
     def _row(self, role, key, name, seed, axes, nfe, steps, metric, value, hib, n, **extra):

@@ -560,6 +560,7 @@ EVAL_CHECKS: dict[str, tuple[Check, ...]] = {
     "guidance": (_non_negative,),
     "teacher_steps": (_each(_positive),),
     "grid_size": (_non_negative,),
+    "bootstrap_resamples": (_non_negative,),
 }
 
 

@@ -101,7 +101,8 @@ def test_missing_study_is_a_user_error(tmp_path):
 def test_main_table(run_dir):
     render_report(run_dir)
     main = pd.read_csv(run_dir / "tables" / "main.csv")
-    assert main.shape == (6, 6 + 2 * len(METRICS) + 5)
+    # per metric: mean, std over seeds, and the 95% interval's two ends
+    assert main.shape == (6, 6 + 4 * len(METRICS) + 5)
     assert list(main.columns[:6]) == ["role", "variant", "nfe", "steps", "seeds", "n"]
     assert list(zip(main["role"], main["variant"], main["nfe"])) == [
         ("teacher", "teacher", 50), ("teacher", "teacher", 4),
@@ -115,6 +116,10 @@ def test_main_table(run_dir):
                 values = np.array([_value(name, s, nfe, metric) for s in SEEDS])
                 assert row[metric] == pytest.approx(values.mean())
                 assert row[f"{metric}_std"] == pytest.approx(values.std(ddof=1))
+                # two seeds: the t-interval over the per-seed values (t_{1, .975} = 12.706)
+                half = 12.7062 * values.std(ddof=1) / np.sqrt(2)
+                assert row[f"{metric}_ci_low"] == pytest.approx(values.mean() - half, rel=1e-4)
+                assert row[f"{metric}_ci_high"] == pytest.approx(values.mean() + half, rel=1e-4)
             assert row["seconds_per_step"] == pytest.approx(1.0)
             assert row["trainable_params"] == 1_500_000
             assert row["train_hours"] == pytest.approx(5.0 / 3600)
@@ -142,7 +147,10 @@ def test_claims(run_dir):
 
     store = ResultStore(run_dir)
     claims = evaluate_claims(store.read_study(), store.dataframe())
-    assert [c.verdict for c in claims] == ["reproduced", "not reproduced", "not measured"]
+    # the paired per-seed differences are exactly -3 (fd) and -0.02 (clip) at both seeds: a zero-width
+    # t-interval, on the paper's side for fd and on the other side for the CLIP score
+    assert [c.verdict for c in claims] == ["reproduced", "contradicted", "not measured"]
+    assert claims[0].difference.value == pytest.approx(-3.0) and claims[0].difference.seeds == 2
     assert claims[0].value == pytest.approx(np.mean([_value("lsgan", s, 2, "fd") for s in SEEDS]))
     assert claims[0].other == pytest.approx(np.mean([_value(EVIL, s, 2, "fd") for s in SEEDS]))
     assert "wgan" in claims[2].sentence
@@ -163,8 +171,9 @@ def test_html_report(run_dir):
     assert text.count("<table") >= 2
     assert "fd ↓" in text and "clip_score ↑" in text
     best_fd = np.mean([_value("lsgan", s, 2, "fd") for s in SEEDS])
-    assert re.search(rf"<strong>{best_fd:.2f} ± [0-9.]+</strong>", text)
-    assert "reproduced" in text and "not reproduced" in text and "not measured" in text
+    assert re.search(rf"<strong>{best_fd:.2f} ± [0-9.]+ \[[0-9.]+, [0-9.]+\]</strong>", text)
+    assert '<span class="verdict reproduced">' in text and '<span class="verdict contradicted">' in text
+    assert '<span class="verdict not-measured">' in text
     assert "loss diverged" in text and "hinge-s0" in text
     assert "data:image/png;base64," + base64.b64encode(_png_bytes()).decode() in text
     assert "grid_nfe2" in text
@@ -207,7 +216,7 @@ def test_explicit_variant_axis_is_not_a_second_variant_column(tmp_path):
         store.mark_done(f"{n}-s0", {})
     render_report(tmp_path)
     panel = pd.read_csv(tmp_path / "tables" / "panel.csv")
-    assert list(panel.columns) == ["variant", "nfe", "seeds", "n", "fd"]
+    assert list(panel.columns) == ["variant", "nfe", "seeds", "n", "fd", "fd_ci_low", "fd_ci_high"]
     assert list(panel["variant"]) == names and list(panel["fd"]) == [20.0, 21.0]
 
 
@@ -259,8 +268,9 @@ def table_run(tmp_path):
 def test_paper_table_puts_the_papers_numbers_beside_the_measured_ones(table_run):
     render_report(table_run)
     paper = pd.read_csv(table_run / "tables" / "paper.csv")
-    assert list(paper.columns) == ["method", "nfe", "paper.fid", "this_run.fd", "paper.clip_score", "this_run.clip_score",
-                                   "role", "variant"]
+    assert list(paper.columns) == ["method", "nfe", "paper.fid", "this_run.fd", "this_run.fd_ci_low", "this_run.fd_ci_high",
+                                   "paper.clip_score", "this_run.clip_score", "this_run.clip_score_ci_low",
+                                   "this_run.clip_score_ci_high", "role", "variant"]
     rows = {(m, n): r for (m, n), r in zip(zip(paper["method"], paper["nfe"]), paper.to_dict("records"))}
     assert rows[("teacher (SD1.5)", 50)]["this_run.fd"] == 40.0 and rows[("teacher (SD1.5)", 50)]["paper.fid"] == 20.1
     assert rows[("Flash SD1.5", 2)]["this_run.fd"] == 45.0 and rows[("Flash SD1.5", 4)]["this_run.clip_score"] == 0.915
@@ -358,7 +368,7 @@ def test_guidance_panel_is_a_fid_vs_clip_curve_with_the_sampled_range_marked(gui
     # the bars: one per guidance setting, labelled by omega, the teacher at 4 NFE as the dashed line
     bars = re.findall(r'<svg[^>]*class="chart bars".*?</svg>', html, flags=re.S)
     assert all(b.count('class="bar') == len(GUIDANCE) and 'class="ref"' in b and "ω ~ U[1.5, 3]" in b for b in bars)
-    assert "±" in bars[0]  # two seeds: mean ± std, with whiskers
+    assert 'class="err"' in bars[0] and re.search(r"\[[0-9.]+, [0-9.]+\]", bars[0])  # two seeds: 95% interval whiskers
 
 
 def test_bars_per_metric_beside_the_papers_direction(run_dir):
@@ -370,15 +380,15 @@ def test_bars_per_metric_beside_the_papers_direction(run_dir):
     assert not any('class="ref"' in b for b in bars)
     # the plots share a row with the paper's direction and the verdicts
     cols = html[html.index('<div class="cols">'):html.index('<h2 id="results">')]
-    assert 'class="chart bars"' in cols and "LSGAN gives the best FID" in cols and "not reproduced" in cols
+    assert 'class="chart bars"' in cols and "LSGAN gives the best FID" in cols and "contradicted" in cols
 
 
 def test_narrow_values_do_not_start_bars_at_zero():
     from flashbench.report import _svg_bars
 
-    svg = _svg_bars("clip_score", True, [("a", 0.90, math.nan), ("b", 0.92, math.nan)], None)
+    svg = _svg_bars("clip_score", True, [("a", 0.90, math.nan, math.nan), ("b", 0.92, math.nan, math.nan)], None)
     assert "not zero" in svg
-    svg = _svg_bars("fd", False, [("a", 10.0, math.nan), ("b", 40.0, math.nan)], None)
+    svg = _svg_bars("fd", False, [("a", 10.0, math.nan, math.nan), ("b", 40.0, math.nan, math.nan)], None)
     assert "not zero" not in svg
 
 
@@ -427,9 +437,9 @@ def test_publish_and_index(tmp_path, run_dir, table_run, guidance_run):
     index = (dest / "index.html").read_text()
     hrefs = re.findall(r'<a href="([^"]+)"', index)
     assert hrefs == ["run.html", "guidance.html", "table1.html"]  # Figure 5b, 5d, then Table 1
-    assert "1 of 3" in index and "5 of 6" in index and "&lt;script&gt;" in index and EVIL not in index
+    assert "1 / 1 / 0 of 3" in index and "5 of 6" in index and "&lt;script&gt;" in index and EVIL not in index
     # each study's claims, with their verdicts, under its row
-    assert "LSGAN has a lower FD" in index and index.count('class="verdict not-reproduced"') == 1
+    assert "LSGAN has a lower FD" in index and index.count('class="verdict contradicted"') == 1
     assert "The paper: LSGAN gives the best FID" in index
     # a run folder's own report.html is found one level down; other HTML files are ignored
     (tmp_path / "other.html").write_text("<html><head><title>x</title></head></html>")
@@ -487,7 +497,7 @@ def test_summary_markdown_over_runs(run_dir, table_run, capsys):
 
     assert report_main([str(run_dir), str(table_run), "--summary"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "| study | claims reproduced | row | NFE | fd ↓ | clip_score ↑ | s/step | teacher NFE/step |"
-    assert lines[2].startswith("| Figure 5 (b) | 1 of 3 | lsgan | 2 | ")  # no teacher ran at the primary NFE 2
+    assert lines[0] == "| study | claims | row | NFE | fd ↓ | clip_score ↑ | s/step | teacher NFE/step |"
+    assert lines[2].startswith("| Figure 5 (b) | 1 reproduced, 1 contradicted, 1 not measured of 3 | lsgan | 2 | ")  # no teacher ran at the primary NFE 2
     assert "| Table 1 | – | flash | 2 | 45.00 | 0.905 | – | – |" in lines  # no claims; its teacher ran at 50 and 4 NFE
     assert not (run_dir / "index.html").exists()  # --summary writes nothing

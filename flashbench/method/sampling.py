@@ -22,18 +22,20 @@ from .teacher import Teacher
 @torch.no_grad()
 def student_sample(
     teacher: Teacher, cond: Cond, noise: torch.Tensor, steps: int, generator: torch.Generator, *, fresh_noise: bool = True,
-    merge_lora: bool = True,
+    merge_lora: bool = True, student: bool = True,
 ) -> torch.Tensor:
     """``fresh_noise=False`` re-noises deterministically with the student's own epsilon (a DDIM step);
-    ``merge_lora=False`` runs the adapter branches beside the base layers instead of merging them."""
+    ``merge_lora=False`` runs the adapter branches beside the base layers instead of merging them;
+    ``student=False`` runs the *teacher* through the student's sampler (same timesteps and re-noising,
+    no CFG): the fair few-step baseline, which isolates what distillation buys from the sampler."""
     sched = teacher.schedule
     ts = sched.sampling_timesteps(steps)
     x = noise
     x0 = noise
-    with teacher.merged_student() if merge_lora else contextlib.nullcontext():
+    with teacher.merged_student() if merge_lora and student else contextlib.nullcontext():
         for k, t in enumerate(ts):
             tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-            eps = teacher.eps(x, tt, cond, student=True)
+            eps = teacher.eps(x, tt, cond, student=student)
             x0 = sched.x0_from_eps(x, eps, t)
             if k + 1 < len(ts):
                 if fresh_noise:

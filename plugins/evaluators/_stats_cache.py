@@ -102,6 +102,33 @@ class StatsCache:
         return npz
 
 
+    def load_features(self, key: dict) -> np.ndarray | None:
+        """Cached reference feature rows (KID) for ``key``, or None."""
+        npz, sidecar = self.paths(key)
+        if not sidecar.is_file() or not npz.is_file():
+            return None
+        try:
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+            if meta.get("key") != json.loads(json.dumps(key, default=str)):
+                return None
+            with np.load(npz) as data:
+                feats = np.array(data["features"], dtype=np.float64)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("reference features %s are unreadable (%s); recomputing", npz, exc)
+            return None
+        return feats if feats.ndim == 2 else None
+
+    def save_features(self, key: dict, features: np.ndarray, provenance: dict) -> Path:
+        """Store reference feature rows with the key and its provenance; returns the .npz path."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        npz, sidecar = self.paths(key)
+        feats = np.asarray(features, dtype=np.float64)
+        _atomic_write(npz, lambda fh: np.savez(fh, features=feats))
+        text = json.dumps({"key": key, "provenance": provenance}, indent=2, sort_keys=True, default=str) + "\n"
+        _atomic_write(sidecar, lambda fh: fh.write(text.encode("utf-8")))
+        return npz
+
+
 class RunningMoments:
     """Mean and covariance of feature batches without keeping the features: shifted float64 sums
     (the shift is the first batch's mean, which keeps the subtraction well conditioned). Equal to

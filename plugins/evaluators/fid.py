@@ -230,6 +230,12 @@ def _reference_size(dataset, seed: int) -> list[int]:
 
 
 def build(config: FIDConfig, *, device="cpu"):
+    return build_evaluator(config, device=device, kernel=False)
+
+
+def build_evaluator(config: FIDConfig, *, device="cpu", kernel: bool = False):
+    """The ``fid`` evaluator, or with ``kernel`` the ``kid`` one (same extractor, preprocessing and
+    reference images; KID keeps the reference features themselves, cached beside the statistics)."""
     import datetime
     import importlib.metadata
 
@@ -237,7 +243,7 @@ def build(config: FIDConfig, *, device="cpu"):
     import torch
 
     import flashbench
-    from flashbench.method.evaluation import FrechetEvaluator
+    from flashbench.method.evaluation import FrechetEvaluator, KernelEvaluator
 
     from ._stats_cache import RunningMoments, StatsCache, default_cache_dir
 
@@ -245,6 +251,49 @@ def build(config: FIDConfig, *, device="cpu"):
         raise UserError(f"fid: unknown feature extractor {config.extractor!r}; available: {', '.join(sorted(FEATURE_EXTRACTORS))}")
     extractor = FEATURE_EXTRACTORS[config.extractor](config, device)
     cache = StatsCache(Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir("fid-stats"))
+
+    @torch.no_grad()
+    def features(evaluator, images):
+        out = []
+        for chunk in images.split(config.batch_size):
+            evaluator.extractor_calls += 1
+            feats = extractor(preprocess(chunk, config.mode).to(device))
+            if isinstance(feats, torch.Tensor):
+                feats = feats.detach().to("cpu", torch.float64).numpy()
+            out.append(np.asarray(feats, dtype=np.float64).reshape(len(chunk), -1))
+        return np.concatenate(out)
+
+    def reference_key(dataset, num_samples, seed) -> dict:
+        n = config.reference_samples or num_samples
+        key = {
+            "dataset": str(dataset.reference_id()),
+            "num_samples": int(n),
+            "seed": int(seed),
+            "image_size": _reference_size(dataset, seed),
+            "mode": config.mode,
+            "extractor": config.extractor,
+            "format": STATS_FORMAT,
+        }
+        if kernel:
+            key["statistic"] = "features"  # KID needs the rows, not (mu, sigma): a separate cache entry
+        return key
+
+    def provenance(key, count, dim) -> dict:
+        return {
+            "dataset": key["dataset"],
+            "requested_images": key["num_samples"],
+            "images": count,
+            "seed": key["seed"],
+            "image_size": key["image_size"],
+            "mode": config.mode,
+            "extractor": config.extractor,
+            "weights": getattr(extractor, "weights", None),
+            "feature_dim": dim,
+            "clean_fid_version": importlib.metadata.version("clean-fid"),
+            "flashbench_version": flashbench.__version__,
+            "torch_version": torch.__version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
 
     class FID(FrechetEvaluator):
         metric = "fid"
@@ -259,23 +308,19 @@ def build(config: FIDConfig, *, device="cpu"):
             self.extractor_calls = 0
             self.reset()
 
-        @torch.no_grad()
         def features(self, images):
-            out = []
-            for chunk in images.split(config.batch_size):
-                self.extractor_calls += 1
-                feats = extractor(preprocess(chunk, config.mode).to(device))
-                if isinstance(feats, torch.Tensor):
-                    feats = feats.detach().to("cpu", torch.float64).numpy()
-                out.append(np.asarray(feats, dtype=np.float64).reshape(len(chunk), -1))
-            return np.concatenate(out)
+            return features(self, images)
 
-        # streamed generated side: running moments instead of a list of features
+        # streamed generated side: running moments for the value, the feature rows (float32) for the
+        # bootstrap -- never the images
         def reset(self):
             self._moments = RunningMoments()
+            self._feats = []
 
         def update(self, images, prompts, *, reference=None):
-            self._moments.add(self.features(images))
+            feats = self.features(images)
+            self._moments.add(feats)
+            self._feats.append(feats.astype(np.float32))
 
         def compute(self):
             from flashbench.method.evaluation import frechet
@@ -288,47 +333,51 @@ def build(config: FIDConfig, *, device="cpu"):
             return frechet(mu, sigma, *self.reference)
 
         def prepare(self, dataset, num_samples, seed=0):
-            n = config.reference_samples or num_samples
-            key = {
-                "dataset": str(dataset.reference_id()),
-                "num_samples": int(n),
-                "seed": int(seed),
-                "image_size": _reference_size(dataset, seed),
-                "mode": config.mode,
-                "extractor": config.extractor,
-                "format": STATS_FORMAT,
-            }
+            key = reference_key(dataset, num_samples, seed)
             if key == self.reference_key:
                 return
             stats = cache.load(key)
             if stats is None:
                 moments = RunningMoments()
-                for chunk in _reference_chunks(dataset, n, seed, config.batch_size):
+                for chunk in _reference_chunks(dataset, key["num_samples"], seed, config.batch_size):
                     moments.add(self.features(chunk))
                 stats = moments.statistics()
-                provenance = {
-                    "dataset": key["dataset"],
-                    "requested_images": int(n),
-                    "images": moments.count,
-                    "seed": int(seed),
-                    "image_size": key["image_size"],
-                    "mode": config.mode,
-                    "extractor": config.extractor,
-                    "weights": getattr(extractor, "weights", None),
-                    "feature_dim": int(stats[0].shape[0]),
-                    "clean_fid_version": importlib.metadata.version("clean-fid"),
-                    "flashbench_version": flashbench.__version__,
-                    "torch_version": torch.__version__,
-                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                }
-                path = cache.save(key, *stats, provenance)
+                path = cache.save(key, *stats, provenance(key, moments.count, int(stats[0].shape[0])))
                 log.info("fid: reference statistics of %d images of %s cached in %s", moments.count, key["dataset"], path)
             else:
                 log.info("fid: reference statistics of %s loaded from %s", key["dataset"], cache.paths(key)[0])
             self.reference, self.reference_key = stats, key
             self.reference_provenance = cache.provenance(key)
 
-    return FID()
+    class KID(KernelEvaluator):
+        metric = "kid"
+        higher_is_better = False
+
+        def __init__(self):
+            self.config = config
+            self.cache = cache
+            self.reference_features = None
+            self.reference_key: dict | None = None
+            self.reference_provenance: dict | None = None
+            self.extractor_calls = 0
+            self.reset()
+
+        def features(self, images):
+            return features(self, images)
+
+        def prepare(self, dataset, num_samples, seed=0):
+            key = reference_key(dataset, num_samples, seed)
+            if key == self.reference_key:
+                return
+            feats = cache.load_features(key)
+            if feats is None:
+                feats = np.concatenate([self.features(c) for c in _reference_chunks(dataset, key["num_samples"], seed, config.batch_size)])
+                path = cache.save_features(key, feats, provenance(key, len(feats), int(feats.shape[1])))
+                log.info("kid: reference features of %d images of %s cached in %s", len(feats), key["dataset"], path)
+            self.reference_features, self.reference_key = feats, key
+            self.reference_provenance = cache.provenance(key)
+
+    return KID() if kernel else FID()
 
 
 @hookimpl
