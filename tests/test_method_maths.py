@@ -442,12 +442,15 @@ def test_perceptual_distillation_decodes_and_averages():
 
     s = torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])
     t = torch.tensor([[0.0, 0.0], [0.0, 0.5], [0.0, 0.0]])
-    loss = L.PerceptualDistillation(distance)(s, t, decode)
+    loss = L.PerceptualDistillation(distance, crop=0, clamp=False)(s, t, decode)
     # per-sample distances on the decoded (x2) latents: [2, 1, 4] -> mean 7/3
     assert float(loss) == pytest.approx(7 / 3)
     assert len(decoded) == 2
     torch.testing.assert_close(decoded[0], s)
     torch.testing.assert_close(decoded[1], t)
+    # by default the decoded images are clamped to [-1, 1] (the authors' code): [[1, 0], [0, 0], [1, 1]] against
+    # [[0, 0], [0, 1], [0, 0]] -> [1, 1, 2] -> mean 4/3
+    assert float(L.PerceptualDistillation(distance)(s, t, decode)) == pytest.approx(4 / 3)
 
 
 # ==================================================================================================

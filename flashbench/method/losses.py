@@ -22,18 +22,37 @@ class MSEDistillation(DistillationLoss):
         return F.mse_loss(student_x0.float(), teacher_x0.float())
 
 
+def centre_crop(latents: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre ``size`` x ``size`` window of (..., H, W) latents (each side capped at H or W); 0: all of it."""
+    if size <= 0:
+        return latents
+    h, w = latents.shape[-2:]
+    ch, cw = min(size, h), min(size, w)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return latents[..., top:top + ch, left:left + cw]
+
+
 class PerceptualDistillation(DistillationLoss):
     """A perceptual distance on *decoded* images (LPIPS for SDXL / Pixart).
 
     ``distance(a, b)`` maps two image batches in [-1, 1] to per-sample distances; it is an LPIPS network
     or, at toy scale, the toy world's trained classifier features (see the ``lpips`` loss plugin).
+
+    As in the authors' code, only the centre ``crop`` x ``crop`` window of the latents is decoded (64: 512 px
+    through an 8x VAE; at 1024 px a quarter of the decoder's cost) and the decoded images are clamped to
+    [-1, 1], the range LPIPS expects (a VAE overshoots it). ``crop=0`` decodes the whole latents;
+    latents smaller than the window are decoded whole.
     """
 
-    def __init__(self, distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
-        self.distance = distance
+    def __init__(self, distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *, crop: int = 64, clamp: bool = True):
+        self.distance, self.crop, self.clamp = distance, crop, clamp
+
+    def _image(self, latents, decode):
+        image = decode(centre_crop(latents, self.crop)).float()
+        return image.clamp(-1, 1) if self.clamp else image
 
     def __call__(self, student_x0, teacher_x0, decode):
-        return self.distance(decode(student_x0).float(), decode(teacher_x0).float()).mean()
+        return self.distance(self._image(student_x0, decode), self._image(teacher_x0, decode)).mean()
 
 
 # --- adversarial --------------------------------------------------------------------------------

@@ -9,8 +9,15 @@ judgements exist for the toy world) on the three conv stages of the digit/colour
 here (``flashbench_plugins/weights/toy-digits-features.safetensors``). It is a really trained
 backbone, never a random one.
 
+As in the authors' code, the student's and the teacher's z~0 are decoded only in their centre 64 x 64 latent
+window (512 px through SD's 8x VAE; a quarter of the decoder's cost at 1024 px) and the images clamped to
+[-1, 1] before the distance; latents no larger than the window (the toy world's 16 x 16 pixels) are decoded
+whole. The paper says only "LPIPS on decoded images".
+
 Config: ``net`` ("auto" | "vgg" | "alex" | "squeeze" | "toy-digits"), default "auto": the teacher's
-``perceptual_net`` (the toy teacher says "toy-digits"; real backbones "vgg", as the paper).
+``perceptual_net`` (the toy teacher says "toy-digits"; real backbones "vgg", as the paper); ``crop`` (the
+side of the centre latent window decoded, default 64; 0 decodes the full image); ``clamp`` (clamp the
+decoded images to [-1, 1], default true).
 """
 from __future__ import annotations
 
@@ -24,10 +31,16 @@ NETS = ("auto", "vgg", "alex", "squeeze", "toy-digits")
 @dataclass(frozen=True)
 class LPIPSConfig:
     net: str = "auto"
+    crop: int = 64
+    clamp: bool = True
 
     def __post_init__(self):
         if self.net not in NETS:
             raise ValueError(f"net must be one of {', '.join(NETS)}, got {self.net!r}")
+        if isinstance(self.crop, bool) or not isinstance(self.crop, int) or self.crop < 0:
+            raise ValueError(f"crop must be an integer >= 0 (latent pixels; 0: the full image), got {self.crop!r}")
+        if not isinstance(self.clamp, bool):
+            raise ValueError(f"clamp must be true or false, got {self.clamp!r}")
 
 
 def build(config: LPIPSConfig, *, device="cpu", teacher=None, **context):
@@ -37,11 +50,11 @@ def build(config: LPIPSConfig, *, device="cpu", teacher=None, **context):
     if net_name == "toy-digits":
         from flashbench_plugins.toy.perceptual import toy_perceptual_distance
 
-        return PerceptualDistillation(toy_perceptual_distance(device))
+        return PerceptualDistillation(toy_perceptual_distance(device), crop=config.crop, clamp=config.clamp)
     from flashbench_plugins.evaluators._lpips_net import load_lpips
 
     net = load_lpips(net_name, device)
-    return PerceptualDistillation(lambda a, b: net(a, b).flatten())
+    return PerceptualDistillation(lambda a, b: net(a, b).flatten(), crop=config.crop, clamp=config.clamp)
 
 
 @hookimpl
