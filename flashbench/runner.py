@@ -46,7 +46,7 @@ def measure(evaluator, n: int, resamples: int, seed: int) -> Measurement:
     import numpy as np
 
     from .method.evaluation import FrechetEvaluator, KernelEvaluator
-    from .stats import basic_interval, replicates
+    from .stats import centred_interval, replicates
 
     value = float(evaluator.compute())
     hib = bool(evaluator.higher_is_better)
@@ -57,8 +57,8 @@ def measure(evaluator, n: int, resamples: int, seed: int) -> Measurement:
     if reps is None:
         why = "bootstrap disabled (bootstrap_resamples = 0)" if resamples <= 0 else f"{type(evaluator).__name__} gives no bootstrap replicates"
         return Measurement(value, hib, float("nan"), float("nan"), why, None, 0.0)
-    low, high = basic_interval(value, reps)
-    method = (f"basic bootstrap over the {n} samples, {resamples} resamples (seed {SEED_OFFSET + seed}), "
+    low, high = centred_interval(value, reps)
+    method = (f"bootstrap (percentile, re-centred on the value) over the {n} samples, {resamples} resamples (seed {SEED_OFFSET + seed}), "
               f"paired across the rows of seed {seed}" + ("; reference fixed" if isinstance(evaluator, (FrechetEvaluator, KernelEvaluator)) else ""))
     return Measurement(value, hib, low, high, method, reps, time.perf_counter() - t0)
 
