@@ -33,6 +33,8 @@ typical session:
   flashbench validate studies/ablation_losses.toml   # check a study before spending compute
   flashbench run studies/ablation_losses.toml        # train + evaluate every variant, write the report
   flashbench report runs/ablation_losses-toy      # re-render a report from stored results
+  flashbench export runs/ablation_losses-toy distil --format comfyui   # a student LoRA + model card
+  flashbench compare runs/a runs/b                # the rows two runs share, with differences
 
 `flashbench COMMAND --help` describes each command."""
 
@@ -76,6 +78,30 @@ the tables again; nothing is recomputed.
 example:
   flashbench report runs/ablation_losses-toy"""
 
+
+EXPORT_EPILOG = """\
+Writes the student LoRA of one variant of RUN_DIR (written by `flashbench run`) in the format a tool
+reads, a model card (README.md: base model, licence, tags, recipe, metrics with their 95% intervals) and
+the variant's sample grids, so that the folder can be published as it is. VARIANT is a variant's name
+(when it ran with one seed) or its key, e.g. distil-s0.
+
+formats:
+  diffusers  pytorch_lora_weights.safetensors, for pipe.load_lora_weights(DIR)
+  comfyui    one kohya-format .safetensors for ComfyUI and A1111 (models/loras)
+  peft       adapter_model.safetensors + adapter_config.json, for PeftModel.from_pretrained(unet, DIR)
+
+examples:
+  flashbench export runs/ablation_losses-toy distil+adv+dmd --format comfyui --output exports/flash-toy
+  flashbench export runs/ablation_losses-toy distil-s0 --format peft --output exports/distil-peft"""
+
+COMPARE_EPILOG = """\
+Prints the result rows two run directories share (same variant, seed, role, NFE, steps and metric) with
+the value in each, B - A, and the 95% intervals where the rows store them; then how many rows only one
+run has. Reads stored results only.
+
+examples:
+  flashbench compare runs/ablation_losses-toy /scratch/other-commit/ablation_losses-toy
+  flashbench compare runs/a runs/b --html compare.html"""
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error as one line like every other error (argparse prints the usage
@@ -126,6 +152,25 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=REPORT_EPILOG, formatter_class=fmt)
     p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a directory written by `flashbench run`")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("export", help="write a variant's student LoRA (diffusers, ComfyUI or peft) with a model card",
+                       description="Write a variant's student LoRA in diffusers, ComfyUI (kohya) or peft format, with a model card.",
+                       epilog=EXPORT_EPILOG, formatter_class=fmt)
+    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a directory written by `flashbench run`")
+    p.add_argument("variant", metavar="VARIANT", help="a variant's name or key (e.g. distil or distil-s0)")
+    p.add_argument("--format", default="diffusers", choices=("diffusers", "comfyui", "peft"),
+                   help="diffusers (default), comfyui (kohya, also A1111) or peft")
+    p.add_argument("--output", "-o", metavar="DIR", type=Path,
+                   help="folder to write (default: RUN_DIR/exports/<variant key>-<format>)")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("compare", help="the result rows two runs share, side by side, with differences",
+                       description="Print the result rows two runs share, side by side, with their differences.",
+                       epilog=COMPARE_EPILOG, formatter_class=fmt)
+    p.add_argument("run_a", metavar="RUN_A", type=Path, help="a directory written by `flashbench run`")
+    p.add_argument("run_b", metavar="RUN_B", type=Path, help="another one")
+    p.add_argument("--html", metavar="OUT", type=Path, help="also write the comparison as an HTML page to this file")
+    p.set_defaults(func=_cmd_compare)
     return parser
 
 
@@ -352,6 +397,34 @@ def _cmd_report(args, components: _Lazy) -> int:
     from .report import render_report
 
     print(f"report: {render_report(run_dir)}")
+    return 0
+
+
+def _cmd_export(args, components: _Lazy) -> int:
+    from .export import export_variant
+
+    try:
+        comps = components.get()  # for the teacher's default weights (the model card's base model)
+    except UserError:
+        comps = None
+    files = export_variant(args.run_dir, args.variant, args.format, args.output, components=comps)
+    print(f"exported {args.variant} ({args.format}) to {files[0].parent}: " + ", ".join(f.name for f in files))
+    return 0
+
+
+def _cmd_compare(args, components: _Lazy) -> int:
+    from .compare import compare_runs, side_text, table, write_html
+
+    c = compare_runs(args.run_a, args.run_b)
+    print(f"A: {side_text(c.a)}")
+    print(f"B: {side_text(c.b)}")
+    if c.shared:
+        print(_table(*table(c)))
+    else:
+        print("no shared rows")
+    print(f"{len(c.shared)} shared rows; {len(c.only_a)} only in A; {len(c.only_b)} only in B")
+    if args.html is not None:
+        print(f"html: {write_html(c, args.html)}")
     return 0
 
 
