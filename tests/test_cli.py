@@ -169,13 +169,13 @@ def test_usage_errors_and_help(capsys):
     assert "usage: flashbench" in capsys.readouterr().err
     assert main(["frobnicate"]) == 2
     assert capsys.readouterr().err == ("flashbench: error: argument COMMAND: invalid choice: 'frobnicate' (choose from "
-                                       "'run', 'validate', 'plugins', 'report'); see 'flashbench --help'\n")
+                                       "'run', 'validate', 'plugins', 'report', 'export', 'compare'); see 'flashbench --help'\n")
     assert main(["run"]) == 2  # one line, like every other error: no usage block before it
     assert capsys.readouterr().err == ("flashbench: error: the following arguments are required: FILE; "
                                        "see 'flashbench run --help'\n")
     assert main(["--help"]) == 0
     assert "flashbench validate" in capsys.readouterr().out
-    for command in ("run", "validate", "plugins", "report"):
+    for command in ("run", "validate", "plugins", "report", "export", "compare"):
         assert main([command, "--help"]) == 0
         assert "example" in capsys.readouterr().out
 
