@@ -90,8 +90,11 @@ def interval_text(row: dict) -> str:
     lo, hi = row.get("ci_low"), row.get("ci_high")
     if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float))):
         return "no interval stored"
-    method = row.get("ci_method")
-    return f"[{_num(lo)}, {_num(hi)}]" + (f" ({method})" if method else "")
+    level = row.get("ci_level")
+    notes = [str(row["ci_method"])] if row.get("ci_method") else []
+    if isinstance(level, (int, float)) and abs(level - 0.95) > 1e-9:  # the column says 95%: say when it is not
+        notes.append(f"{level:.0%} level")
+    return f"[{_num(lo)}, {_num(hi)}]" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def metric_rows(run_dir: Path, key: str) -> list[dict]:
