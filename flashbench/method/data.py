@@ -16,6 +16,11 @@ class Batch:
 
 
 class Dataset(ABC):
+    """Optional, for streaming datasets: ``train_batches(rng, batch_size, rank=0, world=1, start=0)``, an iterator
+    of process ``rank`` of ``world``'s own batches of ``batch_size`` from step ``start`` on, derived from ``rng``
+    without advancing it. The trainer uses it when present (each process reads only its share) and otherwise
+    slices ``train_batch(rng, batch_size * world)``."""
+
     name: str = "dataset"
 
     @abstractmethod
