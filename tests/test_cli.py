@@ -193,15 +193,21 @@ def test_plugin_load_failure_is_one_line(capsys, monkeypatch):
     assert len(err.splitlines()) == 1
 
 
-def _builtins_importable() -> bool:
+def _builtins_import_error() -> str:
+    """'' when every built-in plugin module imports, else the error (a broken built-in must fail, not skip)."""
     probe = "import flashbench.plugins as p; p.get_plugin_manager(load_entry_points=False)"
-    return subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode == 0
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    return "" if result.returncode == 0 else result.stderr.strip().splitlines()[-1]
+
+
+def test_every_builtin_plugin_module_imports():
+    assert _builtins_import_error() == ""
 
 
 @pytest.mark.parametrize("command", ["plugins", "validate"])
 def test_plugins_and_validate_do_not_import_torch(command, tmp_path):
-    if not _builtins_importable():
-        pytest.skip("the built-in plugin modules do not import yet")
+    error = _builtins_import_error()
+    assert not error, f"a built-in plugin module does not import: {error}"
     study = tmp_path / "s.toml"
     study.write_text('[study]\nname = "s"\n')
     argv = ["plugins"] if command == "plugins" else ["validate", str(study)]

@@ -2,8 +2,10 @@
 the real plugins, the runner, the result store and the report; then resume."""
 from __future__ import annotations
 
+import html as html_lib
 import json
 import math
+import re
 import tomllib
 from pathlib import Path
 
@@ -25,6 +27,23 @@ def shortened(tmp_path: Path, name: str = "ablation_losses.toml", **toy) -> Path
     path = tmp_path / name
     path.write_text(tomli_w.dumps(data))
     return path
+
+
+# a verdict in the report: <span class="verdict WORD">word</span> then the claim's text (whatever the words are)
+VERDICT = re.compile(r'<span class="verdict ([\w-]+)">([^<]+)</span>\s*([^<]*)<')
+
+
+def assert_one_verdict_per_claim(report: str, study: Path) -> None:
+    """The report holds one verdict element per claim of the study, each followed by that claim's text.
+    (The word "reproduced" alone proves nothing: the report's CSS names every verdict class.)"""
+    from flashbench.study import load_study
+
+    claims = [c["text"] for c in load_study(study, scale="toy").claims]
+    assert claims, f"{study.name} states no claims to check"
+    found = VERDICT.findall(report)
+    assert sorted(html_lib.unescape(text).strip() for _, _, text in found) == sorted(claims)
+    for css, word, _ in found:
+        assert word.strip() and css == word.strip().replace(" ", "-"), (css, word)
 
 
 class Recorder:
@@ -74,7 +93,7 @@ def test_lifecycle_hooks_and_single_loads(run_dir):
 def test_tables_shape_and_finite_metrics(run_dir):
     import pandas as pd
 
-    _, out = run_dir
+    study, out = run_dir
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     students = [r for r in rows if r["role"] == "student"]
     teachers = [r for r in rows if r["role"] == "teacher"]
@@ -99,6 +118,7 @@ def test_tables_shape_and_finite_metrics(run_dir):
     assert (out / "tables" / "main.md").exists()
     html = (out / "report.html").read_text()
     assert "Figure 5(a)" in html and "data:image/png;base64" in html
+    assert_one_verdict_per_claim(html, study)
     assert (out / "study.json").exists() and (out / "provenance.json").exists() and (out / "run.log").exists()
 
 
@@ -134,7 +154,13 @@ def test_every_figure5_panel_runs_on_the_toy_world(tmp_path, name):
     assert main(["run", str(study), "--output", str(out)]) == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert rows and all(r["status"] == "ok" and math.isfinite(r["value"]) for r in rows)
-    assert "reproduced" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert_one_verdict_per_claim(report, study)
+    # and the check can fail: without its list of claims the report still says "reproduced" in its CSS
+    without_claims = re.sub(r'<ul class="claims">.*?</ul>', "", report, flags=re.S)
+    assert "reproduced" in without_claims
+    with pytest.raises(AssertionError):
+        assert_one_verdict_per_claim(without_claims, study)
 
 
 class NaNLossPlugin:
