@@ -61,6 +61,7 @@ class TrainConfig:
     guidance_max: float = 13.0
     guidance_fixed: float = 0.0  # > 0: omega fixed at this value instead of sampled (Fig. 5d)
     adv_timesteps: tuple[float, ...] = (0.01, 0.25, 0.5, 0.75)  # t' for re-noising before the discriminator
+    lcm_boundary: bool = False  # the authors' code: the student outputs c_skip z_t + c_out x0 (LCM's boundary condition)
     iterations: int = 20000
     evaluate_only: bool = False  # a baseline: no training, sample the (pretrained) student as it is
     pretrained_lora: str = ""  # with evaluate_only: a published LoRA, "hub/id" or "hub/id::file.safetensors" or a path

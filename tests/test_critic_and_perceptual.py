@@ -78,6 +78,27 @@ def test_other_gan_losses_leave_the_head_alone():
     assert torch.all(head.weight == 0.5)
 
 
+@pytest.mark.parametrize("loss", ["lsgan", "hinge", "wgan"])
+def test_head_option_picks_the_discriminator_the_trainer_trains(toy, loss):
+    from flashbench.method.discriminator import AuthorsHead, DiscriminatorHead
+    from flashbench.method.trainer import FlashTrainer
+
+    component = toy["components"].get("loss", loss)
+    for options, cls in (({}, DiscriminatorHead), ({"head": "code"}, AuthorsHead)):
+        torch.manual_seed(0)
+        trainer = FlashTrainer(toy["teacher"], toy["conditioning"], toy["solver"], toy["timesteps"], CFG, distil=L.MSEDistillation(),
+                               gan=component.build(options, device="cpu"), dmd=None, adapter_name=f"{loss}-head", seed=0)
+        try:
+            assert type(trainer.head) is cls
+            before = [p.detach().clone() for p in trainer.head.parameters()]
+            trainer.train(toy["dataset"], 2, seed=0, progress=False)  # phase 1 of CFG: the generator uses the head too
+            assert any(not torch.equal(a, p) for a, p in zip(before, trainer.head.parameters()))
+        finally:
+            trainer.close()
+    with pytest.raises(ValueError, match="head"):
+        component.make_config({"head": "authors"})
+
+
 @pytest.mark.parametrize("clip", [-0.01, float("nan"), "0.01", True])
 def test_wgan_clip_must_be_a_number_at_least_zero(components, clip):
     with pytest.raises(ValueError, match="clip"):
@@ -156,3 +177,63 @@ def test_lpips_toy_world_trains_through_the_clamp(components, toy):
     assert torch.isfinite(loss) and float(loss) > 0
     inside = student.detach().abs() < 1
     assert float(grad[inside].abs().sum()) > 0 and torch.all(grad[~inside] == 0)  # no gradient through the clamp
+
+
+# --- the LCM boundary condition on the student (the authors' code) -----------------------------------------------
+def test_lcm_boundary_scalings_hand_values():
+    from flashbench.method.schedule import lcm_boundary_scalings
+
+    like = torch.zeros(4, 1, 2, 2, dtype=torch.float64)
+    c_skip, c_out = lcm_boundary_scalings(torch.tensor([0, 31, 249, 999]), like)
+    assert c_skip.shape == c_out.shape == (4, 1, 1, 1)
+    # t = 0: the identity on z_t; t = 31: 0.25 / (310^2 + 0.25); t = 249: 0.25 / (2490^2 + 0.25)
+    expected_skip = [1.0, 0.25 / (310.0**2 + 0.25), 0.25 / (2490.0**2 + 0.25), 0.25 / (9990.0**2 + 0.25)]
+    expected_out = [0.0, 310 / (310.0**2 + 0.25) ** 0.5, 2490 / (2490.0**2 + 0.25) ** 0.5, 9990 / (9990.0**2 + 0.25) ** 0.5]
+    torch.testing.assert_close(c_skip.flatten(), torch.tensor(expected_skip, dtype=torch.float64), rtol=1e-12, atol=0)
+    torch.testing.assert_close(c_out.flatten(), torch.tensor(expected_out, dtype=torch.float64), rtol=1e-12, atol=0)
+    assert float(c_skip[1]) < 3e-6 and float(c_skip[2]) < 5e-8  # negligible on the grid, as the option's doc says
+
+
+def test_lcm_boundary_option_reaches_the_students_prediction(toy, monkeypatch):
+    """With ``lcm_boundary`` the student's z~0 is c_skip z_t + c_out x0: with scalings forced to (1, 0) the
+    student predicts z_t itself, so the distillation loss is |z_t - target|^2, not the plain student's."""
+    import dataclasses
+
+    from flashbench.method import trainer as trainer_module
+
+    seen = []
+
+    def forced(t, like):
+        seen.append(torch.as_tensor(t).clone())
+        return torch.ones((), dtype=like.dtype), torch.zeros((), dtype=like.dtype)
+
+    def distil_loss(lcm, name):
+        cfg = dataclasses.replace(CFG, lcm_boundary=lcm)
+        torch.manual_seed(0)
+        trainer = trainer_module.FlashTrainer(toy["teacher"], toy["conditioning"], toy["solver"], toy["timesteps"], cfg,
+                                              distil=L.MSEDistillation(), gan=None, dmd=None, adapter_name=name, seed=0)
+        captured = {}
+        mse = trainer.distil
+
+        def spy(student_x0, teacher_x0, decode=None):
+            captured["student"] = student_x0.detach().clone()
+            return mse(student_x0, teacher_x0, decode)
+
+        trainer.distil = spy
+        try:
+            batch = toy["dataset"].train_batch(__import__("numpy").random.default_rng(0), 2)
+            trainer.step(batch, 0)
+            return captured["student"]
+        finally:
+            trainer.close()
+
+    plain = distil_loss(False, "lcm-off")
+    real_scalings = trainer_module.lcm_boundary_scalings
+    monkeypatch.setattr(trainer_module, "lcm_boundary_scalings", forced)
+    pinned = distil_loss(True, "lcm-forced")
+    assert len(seen) == 1 and not torch.allclose(pinned, plain)
+    monkeypatch.setattr(trainer_module, "lcm_boundary_scalings", real_scalings)
+    # the real scalings: on the K-grid (t >= 124 here) the boundary condition changes the prediction by < 1e-5
+    with_lcm = distil_loss(True, "lcm-on")
+    torch.testing.assert_close(with_lcm, plain, rtol=0, atol=1e-5)
+    assert TrainConfig().lcm_boundary is False  # the paper's plain x0-parametrisation by default

@@ -399,6 +399,37 @@ def test_lsgan_hand_numbers():
     assert float(gan.discriminator(REAL, FAKE)) == pytest.approx(2.09375)
 
 
+def test_lsgan_sigmoid_scores_are_the_authors():
+    """The authors' LSGAN: mse_loss(sigmoid(D(fake)), 1) for the generator (no 1/2), and
+    1/2 (mse_loss(sigmoid(D(real)), 1) + mse_loss(sigmoid(D(fake)), 0)) for the discriminator."""
+    gan = L.LSGAN(scores="sigmoid")
+    sig = [1 / (1 + math.exp(-x)) for x in FAKE.tolist()]
+    sig_real = [1 / (1 + math.exp(-x)) for x in REAL.tolist()]
+    # sigmoid(0) = 0.5, so the first fake term is (0.5 - 1)^2 = 0.25
+    assert sig[0] == 0.5
+    assert float(gan.generator(FAKE)) == pytest.approx(sum((v - 1) ** 2 for v in sig) / 4, rel=1e-6)
+    expected_d = 0.5 * (sum((v - 1) ** 2 for v in sig_real) / 4 + sum(v * v for v in sig) / 4)
+    assert float(gan.discriminator(REAL, FAKE)) == pytest.approx(expected_d, rel=1e-6)
+    # bounded scores: a very confident head gives the generator (almost) no gradient, the raw LSGAN a large one
+    fake = torch.tensor([-20.0], requires_grad=True)
+    gan.generator(fake).backward()
+    assert abs(float(fake.grad)) < 1e-7
+    raw = torch.tensor([-20.0], requires_grad=True)
+    L.LSGAN().generator(raw).backward()
+    assert float(raw.grad) == pytest.approx(-21.0)
+    with pytest.raises(ValueError, match="scores"):
+        L.LSGAN(scores="logits")
+
+
+def test_lsgan_plugin_options(components):
+    lsgan = components.get("loss", "lsgan")
+    assert lsgan.build({}, device="cpu").scores == "raw"  # Eq. 8 by default
+    assert lsgan.build({"scores": "sigmoid"}, device="cpu").scores == "sigmoid"
+    for bad in ({"scores": "Sigmoid"}, {"head": "authors"}):
+        with pytest.raises(ValueError):
+            lsgan.make_config(bad)
+
+
 def test_hinge_hand_numbers():
     gan = L.Hinge()
     assert float(gan.generator(FAKE)) == pytest.approx(-1.0)  # -mean(fake) = -4/4
@@ -541,6 +572,33 @@ def test_discriminator_head(size):
     assert all(c.stride == (2, 2) for c in convs)
     assert any(isinstance(m, torch.nn.GroupNorm) for m in head.modules())
     assert any(isinstance(m, torch.nn.SiLU) for m in head.modules())
+
+
+def test_authors_discriminator_head():
+    """conv3x3 C->64, SiLU, conv4x4/2 ->128 (no bias), SiLU, GroupNorm(4), conv4x4 ->1 (no bias): on SD1.5's
+    1280-channel 8x8 mid-block map, 1280*64*9 + 64 + 64*128*16 + 2*128 + 128*16 = 870,720 parameters."""
+    from flashbench.method.discriminator import AuthorsHead, build_head
+    from flashbench_plugins.teachers._sd_configs import FLASH_SD15_DISCRIMINATOR_PARAMS
+
+    with torch.device("meta"):
+        sd15 = build_head("code", 1280, 8)
+    assert isinstance(sd15, AuthorsHead)
+    assert sum(p.numel() for p in sd15.parameters()) == 870_720 == FLASH_SD15_DISCRIMINATOR_PARAMS
+    convs = [m for m in sd15.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.kernel_size, c.stride, c.padding, c.bias is not None) for c in convs] == [
+        ((3, 3), (1, 1), (1, 1), True), ((4, 4), (2, 2), (1, 1), False), ((4, 4), (1, 1), (0, 0), False)]
+    norms = [m for m in sd15.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert [(n.num_groups, n.num_channels) for n in norms] == [(4, 128)]
+    torch.manual_seed(0)
+    head = build_head("code", 8, 8)
+    out = head(torch.randn(3, 8, 8, 8))
+    assert out.shape == (3,) and torch.isfinite(out).all()
+    torch.testing.assert_close(head(torch.randn(2, 8, 16, 16)[:1]).shape, torch.Size([1]))  # larger maps: averaged
+    assert isinstance(build_head("paper", 8, 8), DiscriminatorHead)
+    with pytest.raises(ValueError, match="8x8"):
+        build_head("code", 8, 4)
+    with pytest.raises(ValueError, match="head"):
+        build_head("authors", 8, 8)
 
 
 def test_discriminator_head_scores_are_per_sample():

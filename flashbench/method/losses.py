@@ -59,7 +59,17 @@ class PerceptualDistillation(DistillationLoss):
 
 
 class GANLoss(ABC):
-    """Generator and discriminator objectives on the discriminator's raw scores."""
+    """Generator and discriminator objectives on the discriminator's raw scores.
+
+    ``head`` names the discriminator head the trainer builds for this loss (``flashbench.method.discriminator``:
+    "paper", the paper's description, or "code", the authors' released head)."""
+
+    head: str = "paper"
+
+    def make_head(self, in_channels: int, feature_size: int) -> torch.nn.Module:
+        from .discriminator import build_head
+
+        return build_head(self.head, in_channels, feature_size)
 
     @abstractmethod
     def generator(self, fake: torch.Tensor) -> torch.Tensor: ...
@@ -73,17 +83,34 @@ class GANLoss(ABC):
 
 
 class LSGAN(GANLoss):
-    """Eq. (8): L_adv = 1/2 E[(D(fake) - 1)^2]; L_D = 1/2 E[(D(real) - 1)^2 + D(fake)^2]."""
+    """Eq. (8): L_adv = 1/2 E[(D(fake) - 1)^2]; L_D = 1/2 E[(D(real) - 1)^2 + D(fake)^2] on the raw scores.
+
+    ``scores="sigmoid"`` is the authors' code instead: the scores go through a sigmoid first and the
+    generator's loss has no 1/2, L_adv = E[(s(D(fake)) - 1)^2]; L_D = 1/2 E[(s(D(real)) - 1)^2 + s(D(fake))^2].
+    The sigmoid bounds the scores to (0, 1), so the generator's gradient vanishes where the head is sure.
+    """
+
+    def __init__(self, scores: str = "raw", head: str = "paper"):
+        if scores not in ("raw", "sigmoid"):
+            raise ValueError(f"scores must be 'raw' (Eq. 8) or 'sigmoid' (the authors' code), got {scores!r}")
+        self.scores, self.head = scores, head
 
     def generator(self, fake):
+        if self.scores == "sigmoid":
+            return (torch.sigmoid(fake) - 1).pow(2).mean()
         return 0.5 * (fake - 1).pow(2).mean()
 
     def discriminator(self, real, fake):
+        if self.scores == "sigmoid":
+            real, fake = torch.sigmoid(real), torch.sigmoid(fake)
         return 0.5 * ((real - 1).pow(2).mean() + fake.pow(2).mean())
 
 
 class Hinge(GANLoss):
     """L_adv = -E[D(fake)]; L_D = E[relu(1 - D(real))] + E[relu(1 + D(fake))]."""
+
+    def __init__(self, head: str = "paper"):
+        self.head = head
 
     def generator(self, fake):
         return -fake.mean()
@@ -101,10 +128,10 @@ class WGAN(GANLoss):
     critic step (``clip`` = 0: no constraint).
     """
 
-    def __init__(self, clip: float = 0.01):
+    def __init__(self, clip: float = 0.01, head: str = "paper"):
         if not clip >= 0:
             raise ValueError(f"clip must be >= 0, got {clip}")
-        self.clip = float(clip)
+        self.clip, self.head = float(clip), head
 
     def before_critic_step(self, head):
         if self.clip > 0:

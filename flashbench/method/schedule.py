@@ -61,6 +61,19 @@ class NoiseSchedule:
         return max(0, int(round(u * self.num_train_timesteps)) - 1)
 
 
+def lcm_boundary_scalings(t, like: torch.Tensor, *, sigma_data: float = 0.5, timestep_scaling: float = 10.0):
+    """(c_skip, c_out) of LCM's boundary condition on the teacher's integer timestep ``t``, shaped to broadcast
+    against ``like``: c_skip = sigma_data^2 / ((10 t)^2 + sigma_data^2), c_out = 10 t / sqrt((10 t)^2 + sigma_data^2).
+
+    The authors' code outputs c_skip z_t + c_out x0 from the student (the paper does not mention it). On the
+    integer grid c_skip is 1 only at t = 0 and below 3e-6 from t = 31 on (4e-8 at t = 249), so on the K-grid,
+    where t >= T/K - 1, it is all but the plain x0-parametrisation.
+    """
+    scaled = timestep_scaling * torch.as_tensor(t, device=like.device).to(torch.float64)
+    denom = scaled**2 + sigma_data**2
+    return _expand(sigma_data**2 / denom, like), _expand(scaled / denom.sqrt(), like)
+
+
 def _expand(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     v = v.to(like.dtype)
     if v.ndim == 0:

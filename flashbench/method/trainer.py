@@ -28,9 +28,9 @@ from ..config import TrainConfig
 from .. import checkpoint as ckpt
 from . import acceleration as acc
 from .data import Batch
-from .discriminator import DiscriminatorHead
 from .guidance import cond_index, guided_eps
 from .losses import DistillationLoss, DMDLoss, GANLoss
+from .schedule import lcm_boundary_scalings
 from .solvers import Solver
 from .teacher import Teacher
 from .timesteps import TimestepDistribution
@@ -120,7 +120,7 @@ class FlashTrainer:
         if gan is not None:
             ch, size = teacher.discriminator_input()
             torch.manual_seed(seed)
-            self.head = DiscriminatorHead(ch, size).to(self.device)
+            self.head = gan.make_head(ch, size).to(self.device)  # the paper's head, or the authors' (the loss's option)
             self.head = self.accelerator.prepare_model(self.head) if self.accelerator.num_processes > 1 else self.head
             self.head_opt = self.accelerator.prepare_optimizer(torch.optim.Adam(self.head.parameters(), lr=cfg.disc_learning_rate))
         self.adv_t = [teacher.schedule.continuous_timestep(u) for u in cfg.adv_timesteps]
@@ -221,6 +221,9 @@ class FlashTrainer:
         with self.accelerator.autocast():
             eps_s = teacher.eps(z_t, t_i, cond, student=True, module=self.student_module)
         x0_s = sched.x0_from_eps(z_t, eps_s.float().to(z_t.dtype), t_i)
+        if cfg.lcm_boundary:  # the authors' code: c_skip z_t + c_out x0 (LCM); ~x0 on the K-grid, see lcm_boundary_scalings
+            c_skip, c_out = lcm_boundary_scalings(t_i, x0_s)
+            x0_s = c_skip * z_t + c_out * x0_s
         total = torch.zeros((), device=self.device)
         if self.distil is not None:
             l_distil = self.distil(x0_s, target, teacher.decode)

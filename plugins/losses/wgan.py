@@ -5,7 +5,8 @@ the same noise at t' drawn from the study's ``adv_timesteps`` ({0.01, 0.25, 0.5,
 critic is kept Lipschitz by weight clipping (Arjovsky et al., which the paper cites): every parameter of the
 head is clipped to [-clip, clip] before each critic step, as in the authors' code.
 
-Config: ``clip`` (default 0.01, the authors' value; 0 trains an unconstrained critic).
+Config: ``clip`` (default 0.01, the authors' value; 0 trains an unconstrained critic); ``head`` ("paper" |
+"code", default "paper": the paper's head; "code": the authors' released head).
 """
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ import math
 from dataclasses import dataclass
 
 from flashbench import hookimpl
+from flashbench_plugins.losses._head import check_head
 
 
 @dataclass(frozen=True)
 class WGANConfig:
     clip: float = 0.01
+    head: str = "paper"
 
     def __post_init__(self):
+        check_head(self.head)
         if isinstance(self.clip, bool) or not isinstance(self.clip, (int, float)) or not math.isfinite(self.clip) or self.clip < 0:
             raise ValueError(f"clip must be a finite number >= 0 (0: no clipping), got {self.clip!r}")
 
@@ -27,7 +31,7 @@ class WGANConfig:
 def build(config: WGANConfig, **context):
     from flashbench.method.losses import WGAN
 
-    return WGAN(clip=config.clip)
+    return WGAN(clip=config.clip, head=config.head)
 
 
 @hookimpl
