@@ -81,7 +81,7 @@ PRETTY = {
 }
 # The paper's metric -> this run's metrics that stand for it, first found wins (the toy world's
 # Fréchet distance "fd" stands in for FID).
-METRIC_ALIASES = {"fid": ("fid", "fd"), "clip": ("clip_score",), "clip_score": ("clip_score",)}
+METRIC_ALIASES = {"fid": ("fid", "fd"), "kid": ("kid",), "clip": ("clip_score",), "clip_score": ("clip_score",)}
 KNOWN_DIRECTIONS = {"fid": False, "fd": False, "kid": False, "clip": True, "clip_score": True, "lpips": False, "lpips_to_teacher": False}
 GUIDANCE_AXIS = "guidance_fixed"
 CI_LOW, CI_HIGH = "_ci_low", "_ci_high"  # column suffixes of a metric's 95% interval
@@ -504,7 +504,9 @@ def evaluate_claims(study: dict, df, store: ResultStore | None = None) -> list[C
     load = store.load_replicates if store is not None else (lambda _: None)
     out = []
     for claim in (study.get("paper") or {}).get("claims") or []:
-        metric, variant, than = str(claim.get("metric", "")), str(claim.get("variant", "")), str(claim.get("than", ""))
+        variant, than = str(claim.get("variant", "")), str(claim.get("than", ""))
+        # the paper's metric, or what stands for it in this run (FID -> the toy world's fd)
+        metric = _measured_metric(str(claim.get("metric", "")), directions) or str(claim.get("metric", ""))
         nfe = int(claim["nfe"]) if claim.get("nfe") is not None else primary
         than_nfe = int(claim["than_nfe"]) if claim.get("than_nfe") is not None else nfe
         better = claim.get("better")

@@ -72,7 +72,7 @@ VARIANT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
 
 SECTIONS = ("study", "paper", "base", "scale", "variants", "matrix")
 STUDY_KEYS = ("name", "title", "reproduces", "panel", "version", "default_scale", "seeds", "primary_nfe")
-CLAIM_KEYS = ("text", "metric", "better", "variant", "than", "nfe")
+CLAIM_KEYS = ("text", "metric", "better", "variant", "than", "nfe", "than_nfe")
 # Evaluation fields that name components: the registry kind each is looked up in.
 EVAL_COMPONENT_FIELDS = {"evaluators": "evaluator", "prompts": "dataset"}
 
@@ -661,13 +661,9 @@ def _parse_header(table, p: _Problems) -> dict:
             if value is not _BAD:
                 header[k] = value
         elif k == "seeds":
-            value = _parse_value("tuple[int, ...]", (_non_empty, _at_most(MAX_SEEDS, "seeds"), _each(_seed)), v, kp, p)
+            value = _parse_seeds(v, kp, p)
             if value is not _BAD:
-                dupes = sorted({s for s in value if value.count(s) > 1})
-                if dupes:
-                    p.add(kp, f"duplicate seeds: {', '.join(map(str, dupes))}")
-                else:
-                    header["seeds"] = value
+                header["seeds"] = value
     if "name" not in table:
         p.add("study.name", 'required: a short id such as name = "ablation_losses" ([a-z0-9_-]+)')
     if not header["title"] and header["name"]:
@@ -760,6 +756,17 @@ def _parse_matrix(table, p: _Problems, where: str = "matrix") -> list[_Axis]:
     return axes
 
 
+def _parse_seeds(v, kp: str, p: _Problems):
+    value = _parse_value("tuple[int, ...]", (_non_empty, _at_most(MAX_SEEDS, "seeds"), _each(_seed)), v, kp, p)
+    if value is _BAD:
+        return _BAD
+    dupes = sorted({s for s in value if value.count(s) > 1})
+    if dupes:
+        p.add(kp, f"duplicate seeds: {', '.join(map(str, dupes))}")
+        return _BAD
+    return value
+
+
 def _parse_claims(paper: dict, names, p: _Problems) -> None:
     claims = paper.get("claims")
     if claims is None:
@@ -773,7 +780,7 @@ def _parse_claims(paper: dict, names, p: _Problems) -> None:
             kp = f"{key}.{k}"
             if k not in CLAIM_KEYS:
                 p.add(kp, _unknown("key", k, CLAIM_KEYS))
-            elif k == "nfe":
+            elif k in ("nfe", "than_nfe"):
                 _parse_value("int", (_positive,), v, kp, p)
             elif k == "better":
                 _parse_value("str", (_one_of(("lower", "higher")),), v, kp, p)
@@ -950,6 +957,7 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
     scales: dict[str, _Layer] = {"paper": _Layer({}, {})}
     scale_axes: dict[str, list[_Axis]] = {}  # [scale.<s>.matrix] replaces [matrix] at that scale
     scale_variants: dict[str, list[tuple[str, _Layer]]] = {}  # [[scale.<s>.variants]] are added at that scale
+    scale_seeds: dict[str, tuple] = {}  # [scale.<s>] seeds = [...] replaces [study] seeds at that scale
     raw_scales = data.get("scale", {})
     if not isinstance(raw_scales, dict) or not all(isinstance(t, dict) for t in raw_scales.values()):
         p.add("scale", "must hold one table per scale: [scale.toy], [scale.paper], ...")
@@ -958,7 +966,11 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
         if not NAME_RE.match(sname) or len(sname) > MAX_NAME_CHARS:
             p.add(f"scale.{sname}", f"scale names must match [a-z0-9_-]+ (at most {MAX_NAME_CHARS} characters), got {_short(sname)}")
             continue
-        scales[sname] = _parse_layer(table, f"scale.{sname}", p, _SCALE, extra=("matrix", "variants"))
+        scales[sname] = _parse_layer(table, f"scale.{sname}", p, _SCALE, extra=("matrix", "variants", "seeds"))
+        if "seeds" in table:  # e.g. three seeds at toy scale, where training noise is large and runs are cheap
+            value = _parse_seeds(table["seeds"], f"scale.{sname}.seeds", p)
+            if value is not _BAD:
+                scale_seeds[sname] = value
         if "variants" in table:
             scale_variants[sname] = _parse_variants(table["variants"], p, f"scale.{sname}.variants")
         if "matrix" in table:
@@ -980,6 +992,8 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
 
     if chosen in scale_axes:
         axes = scale_axes[chosen]
+    if chosen in scale_seeds:
+        header["seeds"] = scale_seeds[chosen]
     if chosen in scale_variants:
         clash = {n for n, _ in explicit} & {n for n, _ in scale_variants[chosen]}
         for name in sorted(clash):
@@ -1031,6 +1045,8 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
         evaluated = sorted({n for v in variants for n in v.eval.nfe})
         if primary_nfe not in evaluated:  # the panel's table would be empty
             p.add("study.primary_nfe", f"{primary_nfe} is not among the NFEs any variant evaluates ({', '.join(map(str, evaluated))})")
+    if names is not None:  # a claim may name a baseline that exists at another scale only (not measured here)
+        names = names + [n for sv in scale_variants.values() for n, _ in sv if n not in names]
     _parse_claims(paper, names, p)
 
     if p.items:

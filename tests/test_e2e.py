@@ -9,6 +9,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tomli_w
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 def shortened(tmp_path: Path, name: str = "ablation_losses.toml", **toy) -> Path:
     data = tomllib.loads((ROOT / "studies" / name).read_text())
-    data["scale"]["toy"].update({"iterations": 8, "phase_length": 2, "batch_size": 4, "log_every": 4, **toy})
+    data["scale"]["toy"].update({"iterations": 8, "phase_length": 2, "batch_size": 4, "log_every": 4, "seeds": [0], **toy})
     data["scale"]["toy"]["eval"].update({"num_samples": 48, "batch_size": 48, "teacher_steps": [6], "grid_size": 4})
     path = tmp_path / name
     path.write_text(tomli_w.dumps(data))
@@ -82,7 +83,7 @@ def test_lifecycle_hooks_and_single_loads(run_dir):
     _, out = run_dir
     names = [c[0] for c in RECORDER.calls]
     assert names == ["before_study"] + ["after_variant"] * 4 + ["after_study"]
-    assert all(c[2] == 9 for c in RECORDER.calls[1:5])  # 3 NFEs x 3 metrics per variant
+    assert all(c[2] == 12 for c in RECORDER.calls[1:5])  # 3 NFEs x 4 metrics per variant
     assert RECORDER.calls[-1] == ("after_study", "report.html")
     log = (out / "run.log").read_text()
     # the teacher, the dataset and each evaluator are loaded once per study, not once per variant
@@ -97,11 +98,19 @@ def test_tables_shape_and_finite_metrics(run_dir):
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     students = [r for r in rows if r["role"] == "student"]
     teachers = [r for r in rows if r["role"] == "teacher"]
-    metrics = {"fd", "clip_score", "lpips_to_teacher"}
-    # 4 variants x 3 NFEs x 3 metrics; teacher at 6 (many), 4, 2 and 1 steps x 3 metrics
-    assert len(students) == 4 * 3 * 3
+    metrics = {"fd", "kid", "clip_score", "lpips_to_teacher"}
+    # 4 variants x 3 NFEs x 4 metrics; teacher with CFG at 6 (many), 4, 2 and 1 steps, and through the
+    # student's sampler at 1, 2 and 4 NFE, x 4 metrics
+    assert len(students) == 4 * 3 * 4
     assert {r["metric"] for r in students} == metrics
-    assert sorted({r["steps"] for r in teachers}) == [1, 2, 4, 6]
+    assert sorted({r["steps"] for r in teachers if r["variant"] == "teacher"}) == [1, 2, 4, 6]
+    assert sorted({r["nfe"] for r in teachers if r["variant"] == "teacher-fewstep"}) == [1, 2, 4]
+    assert len(teachers) == 7 * 4
+    # every row carries its 95% interval around its value, and its bootstrap replicates on disk
+    for r in rows:
+        assert r["ci_low"] <= r["value"] <= r["ci_high"] and r["ci_level"] == 0.95, r
+        reps = np.load(out / r["bootstrap_file"])
+        assert reps.shape == (1000,) and np.isfinite(reps).all()
     assert all(r["status"] == "ok" and math.isfinite(r["value"]) for r in rows)
     assert all(r["n"] == 48 for r in rows)
     assert {r["variant"] for r in students} == {"distil", "distil+dmd", "distil+adv", "distil+adv+dmd"}
@@ -112,7 +121,8 @@ def test_tables_shape_and_finite_metrics(run_dir):
     dmd_rows = [r for r in students if "dmd" in r["variant"]]
     assert all(r["student_nfe_per_step"] > 1 for r in dmd_rows)  # DMD adds a student evaluation
     main_table = pd.read_csv(out / "tables" / "main.csv")
-    assert len(main_table) == 4 * 3 + 4
+    assert len(main_table) == 4 * 3 + 7
+    assert {"fd_ci_low", "fd_ci_high", "kid_ci_low", "clip_score_ci_high"} <= set(main_table.columns)
     panel = pd.read_csv(out / "tables" / "panel.csv")
     assert len(panel) == 4
     assert (out / "tables" / "main.md").exists()
@@ -148,7 +158,7 @@ def test_report_rerenders_from_stored_results(run_dir):
 def test_every_figure5_panel_runs_on_the_toy_world(tmp_path, name):
     study = shortened(tmp_path, name, iterations=4, phase_length=1)
     data = tomllib.loads(study.read_text())
-    data["scale"]["toy"]["eval"].update({"num_samples": 16, "batch_size": 16, "teacher_steps": [2], "nfe": [1, 4]})
+    data["scale"]["toy"]["eval"].update({"num_samples": 16, "batch_size": 16, "teacher_steps": [2], "nfe": [2, 4]})
     study.write_text(tomli_w.dumps(data))
     out = tmp_path / "run"
     assert main(["run", str(study), "--output", str(out)]) == 0
