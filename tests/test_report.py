@@ -501,3 +501,107 @@ def test_summary_markdown_over_runs(run_dir, table_run, capsys):
     assert lines[2].startswith("| Figure 5 (b) | 1 reproduced, 1 contradicted, 1 not measured of 3 | lsgan | 2 | ")  # no teacher ran at the primary NFE 2
     assert "| Table 1 | – | flash | 2 | 45.00 | 0.905 | – | – |" in lines  # no claims; its teacher ran at 50 and 4 NFE
     assert not (run_dir / "index.html").exists()  # --summary writes nothing
+
+
+# --- intervals and three-way verdicts from stored replicates --------------------------------------
+
+
+def _one_seed_run(tmp_path, *, with_replicates: bool = True):
+    """One seed, per-sample scores known: 'a' is 'b' shifted by +0.02 on the same 300 samples (paired),
+    'c' equals 'b' plus independent noise; the teacher with CFG and the teacher through the student's
+    sampler at 2 NFE. Rows carry intervals and replicates exactly as the runner writes them."""
+    from flashbench import stats
+
+    rng = np.random.default_rng(0)
+    n = 300
+    shared = rng.normal(0.9, 0.05, n)
+    scores = {"a": shared + 0.02, "b": shared.copy(), "c": shared + rng.normal(0, 0.05, n),
+              "teacher": shared - 0.05, "teacher-fewstep": shared + 0.01}
+    store = ResultStore(tmp_path)
+    claims = [
+        {"text": "a beats b", "metric": "clip_score", "better": "higher", "variant": "a", "than": "b"},
+        {"text": "b beats a", "metric": "clip_score", "better": "higher", "variant": "b", "than": "a"},
+        {"text": "c beats b", "metric": "clip_score", "better": "higher", "variant": "c", "than": "b"},
+        {"text": "a beats the teacher", "metric": "clip_score", "better": "higher", "variant": "a", "than": "teacher"},
+    ]
+    store.write_study({"name": "ci", "title": "Intervals", "primary_nfe": 2, "paper": {"claims": claims},
+                       "variants": [{"name": v, "key": f"{v}-s0", "seed": 0, "axes": {}} for v in "abc"]})
+    for name, s in scores.items():
+        role = "teacher" if name.startswith("teacher") else "student"
+        key = "teacher-s0" if role == "teacher" else f"{name}-s0"
+        value = float(s.mean())
+        row = {"variant": name, "variant_key": key, "seed": 0, "role": role, "nfe": 2, "steps": 1 if name == "teacher" else 2,
+               "metric": "clip_score", "value": value, "n": n, "higher_is_better": True}
+        if with_replicates:
+            reps = stats.replicates(lambda c: c @ s / n, n, 1000, stats.SEED_OFFSET)
+            lo, hi = stats.centred_interval(value, reps)
+            row.update(ci_low=lo, ci_high=hi, ci_level=0.95, ci_method="test",
+                       bootstrap_file=store.save_replicates(key, f"clip-{name}", reps))
+        store.add_rows([row])
+        if role == "student" or name == "teacher-fewstep":
+            store.mark_done(key, {})
+    return store, scores
+
+
+def test_one_seed_claims_use_the_paired_bootstrap_of_the_stored_replicates(tmp_path):
+    from flashbench.report import evaluate_claims
+
+    store, scores = _one_seed_run(tmp_path)
+    claims = evaluate_claims(store.read_study(), store.dataframe(), store)
+    assert [c.verdict for c in claims[:3]] == ["reproduced", "contradicted", "inconclusive"]
+    a = claims[0]
+    assert a.difference.value == pytest.approx(0.02) and a.difference.seeds == 1
+    # paired on the same samples: the shared spread cancels and the interval is tight around +0.02
+    assert a.difference.low == pytest.approx(0.02, abs=1e-9) and a.difference.high == pytest.approx(0.02, abs=1e-9)
+    assert "One seed" in a.sentence and "sampling noise" in a.sentence
+    # without the store (no replicates) the same data cannot decide
+    blind = evaluate_claims(store.read_study(), store.dataframe())
+    assert [c.verdict for c in blind[:3]] == ["inconclusive"] * 3 and "cannot decide" in blind[0].sentence
+
+
+def test_a_claim_against_the_teacher_takes_the_stronger_teacher_baseline(tmp_path):
+    from flashbench.report import evaluate_claims
+
+    store, scores = _one_seed_run(tmp_path)
+    claim = evaluate_claims(store.read_study(), store.dataframe(), store)[3]
+    # the few-step teacher (0.91) is stronger than the CFG teacher at 2 NFE (0.85): the claim is judged against it
+    assert claim.than == "teacher-fewstep" and claim.other == pytest.approx(scores["teacher-fewstep"].mean())
+    assert claim.difference.value == pytest.approx(0.01) and claim.verdict == "reproduced"
+    assert "stronger teacher baseline" in claim.sentence
+
+
+def test_report_of_rows_without_intervals_says_so(tmp_path):
+    store, _ = _one_seed_run(tmp_path, with_replicates=False)
+    text = render_report(tmp_path).read_text()
+    assert "carry no interval" in text and '<span class="verdict inconclusive">' in text
+    main = pd.read_csv(tmp_path / "tables" / "main.csv")
+    assert main["clip_score_ci_low"].isna().all()
+
+
+def test_intervals_are_shown_in_every_table_format_and_the_index_counts_verdicts(tmp_path):
+    from flashbench.report import publish_reports, read_report_meta
+
+    store, scores = _one_seed_run(tmp_path / "run")
+    render_report(tmp_path / "run")
+    main = pd.read_csv(tmp_path / "run" / "tables" / "main.csv")
+    row = main[main["variant"] == "a"].iloc[0]
+    assert row["clip_score_ci_low"] < row["clip_score"] < row["clip_score_ci_high"]
+    shown = f"{row['clip_score']:.3f} [{row['clip_score_ci_low']:.3f}, {row['clip_score_ci_high']:.3f}]"
+    assert shown in (tmp_path / "run" / "tables" / "main.md").read_text()
+    assert shown in (tmp_path / "run" / "tables" / "main.tex").read_text()
+    assert shown in (tmp_path / "run" / "report.html").read_text()
+    publish_reports([tmp_path / "run"], tmp_path / "pub")
+    meta = read_report_meta(tmp_path / "pub" / "run.html")
+    assert (meta["claims_reproduced"], meta["claims_contradicted"], meta["claims_inconclusive"]) == ("2", "1", "1")
+    assert meta["seeds"] == "1"  # how many seeds ran, not the seed's number
+    assert "2 / 1 / 1 of 4" in (tmp_path / "pub" / "index.html").read_text()
+
+
+def test_frechet_distance_at_small_n_is_flagged_as_biased(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write_study({"name": "fd", "title": "FD", "primary_nfe": 2, "variants": [{"name": "a", "key": "a-s0", "seed": 0, "axes": {}}]})
+    store.add_rows([{"variant": "a", "variant_key": "a-s0", "seed": 0, "role": "student", "nfe": 2, "steps": 2,
+                     "metric": "fd", "value": 40.0, "n": 600, "higher_is_better": False}])
+    store.mark_done("a-s0", {})
+    text = render_report(tmp_path).read_text()
+    assert "biased upwards" in text and "600 samples" in text
