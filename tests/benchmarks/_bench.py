@@ -133,6 +133,10 @@ RATIOS = (
           "evaluation/fid-features", "evaluation/fid-bare-extractor", ideal=1.0),
     Ratio("toy-fd-features", "toy-fd evaluator feature extraction / the bare classifier forward",
           "evaluation/toy-fd-features", "evaluation/toy-fd-bare-extractor", ideal=1.0),
+    Ratio("bootstrap-study", "a toy study (ablation_losses) with 95% intervals / without: training steps + evaluation sets, from this run's pieces",
+          "bootstrap/eval-set-with", "bootstrap/eval-set-without", field="study_seconds", goal="<=", target=1.05, ideal=1.0),
+    Ratio("bootstrap-eval-set", "one evaluation set (600 samples, 4 metrics) sampled and evaluated with intervals / without",
+          "bootstrap/eval-set-with", "bootstrap/eval-set-without", ideal=1.0),
     Ratio("fid-reference-cache", "fid reference statistics: first prepare (computed) / second (a new evaluator, cached on disk)",
           "evaluation/fid-reference-computed", "evaluation/fid-reference-cached", goal=">=", target=50.0),
 )
