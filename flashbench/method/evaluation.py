@@ -61,17 +61,17 @@ class MeanEvaluator(Evaluator):
     def add(self, per_sample: torch.Tensor) -> None:
         self._scores.append(per_sample.detach().double().cpu().reshape(-1).numpy())
 
-    def scores(self) -> np.ndarray:
+    def sample_scores(self) -> np.ndarray:
         """Every per-sample score since ``reset``, in order."""
         if not getattr(self, "_scores", None):
             raise ValueError(f"{self.metric}: no samples were given")
         return np.concatenate(self._scores)
 
     def compute(self) -> float:
-        return float(self.scores().mean())
+        return float(self.sample_scores().mean())
 
     def replicates(self, counts: np.ndarray) -> np.ndarray:
-        s = self.scores()
+        s = self.sample_scores()
         return np.asarray(counts, dtype=np.float64) @ s / len(s)
 
 
