@@ -1319,6 +1319,29 @@ def _uncertainty_notes(ok, study: dict, seeds: list[int]) -> list[str]:
     return notes
 
 
+def _departures(study: dict) -> list[str]:
+    """The study's stated departures from the paper's protocol at the run's scale (``[paper.departures]``,
+    one list per scale), and the circular measurements the run itself holds: a variant distilled with the
+    toy LPIPS loss, measured by toy-lpips / toy-fd on the same network."""
+    scale = str(study.get("scale") or "")
+    stated = ((study.get("paper") or {}).get("departures") or {})
+    out = [str(x) for x in stated.get(scale, [])] if isinstance(stated, dict) and isinstance(stated.get(scale), list) else []
+    circular = []
+    for v in study.get("variants", []):
+        train, ev = (v.get("train") or {}), (v.get("eval") or {})
+        loss = train.get("distil_loss") or {}
+        loss = loss if isinstance(loss, dict) else {"name": loss}  # a component without options is stored by name
+        evaluators = {e.get("name") if isinstance(e, dict) else e for e in ev.get("evaluators", [])}
+        net = loss.get("net", (loss.get("options") or {}).get("net", "auto"))
+        if loss.get("name") == "lpips" and "toy-lpips" in evaluators and net in ("auto", "toy-digits") \
+                and v.get("name") not in circular:
+            circular.append(str(v.get("name")))
+    if circular:
+        out.append(f"circular: {', '.join(circular)} distil with the toy LPIPS loss, whose network also computes toy-lpips and "
+                   "toy-fd; their lpips_to_teacher (and fd) measure the quantity they were trained on")
+    return out
+
+
 def pd_numeric(series):
     import pandas as pd
 
@@ -1342,6 +1365,9 @@ def _markdown_report(context: dict, tables: dict[str, tuple[Any, dict]]) -> str:
         lines += ["", f"Claims: {context['claims_summary_text']}.", ""]
     for note in context.get("uncertainty_notes", []):
         lines += [f"> {note}", ""]
+    if context.get("departures"):
+        lines += [f"**Departures from the paper's protocol (scale {context['scale']}):**"]
+        lines += [f"- {d}" for d in context["departures"]] + [""]
     for name, heading in (("paper", "The paper's numbers beside this run's"), ("main", "Results"), ("panel", "Panel")):
         if name in tables:
             table, directions = tables[name]
@@ -1403,6 +1429,7 @@ def render_report(run_dir: Path | str) -> Path:
         "claims_summary": counts,
         "claims_summary_text": _summary_text(counts, len(claims)),
         "uncertainty_notes": _uncertainty_notes(ok, study, seeds_ran),
+        "departures": _departures(study),
         "paper_table": _html_table(*tables["paper"]) if "paper" in tables else None,
         "main": _html_table(main, directions),
         "panel": _html_table(panel, directions),

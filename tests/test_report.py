@@ -605,3 +605,21 @@ def test_frechet_distance_at_small_n_is_flagged_as_biased(tmp_path):
     store.mark_done("a-s0", {})
     text = render_report(tmp_path).read_text()
     assert "biased upwards" in text and "600 samples" in text
+
+
+def test_departures_of_the_run_scale_and_circular_measurements_are_shown(tmp_path):
+    store = ResultStore(tmp_path)
+    toy_eval = {"evaluators": ["toy-fd", "toy-lpips"], "nfe": [2]}
+    store.write_study({
+        "name": "distil", "title": "Distillation loss", "scale": "toy", "primary_nfe": 2,
+        "paper": {"departures": {"toy": ["400 iterations (paper 20,000)"], "paper": ["only at paper scale"]}},
+        "variants": [{"name": "distil_loss=mse", "key": "mse-s0", "seed": 0, "axes": {}, "train": {"distil_loss": "mse"}, "eval": toy_eval},
+                     {"name": "distil_loss=lpips", "key": "lpips-s0", "seed": 0, "axes": {}, "train": {"distil_loss": "lpips"}, "eval": toy_eval},
+                     {"name": "vgg", "key": "vgg-s0", "seed": 0, "axes": {},
+                      "train": {"distil_loss": {"name": "lpips", "net": "vgg"}}, "eval": toy_eval}],
+    })
+    text = render_report(tmp_path).read_text()
+    box = re.search(r'<div class="box departures">.*?</div>', text, flags=re.S).group(0)
+    assert "400 iterations (paper 20,000)" in box and "only at paper scale" not in box  # the run's scale only
+    assert "circular: distil_loss=lpips distil" in box and "vgg" not in box
+    assert "400 iterations" in (tmp_path / "report.md").read_text()
