@@ -1249,11 +1249,24 @@ def _provenance_view(provenance: dict, study: dict, df) -> dict:
     seeds = study.get("seeds")
     if seeds is None and not df.empty:
         seeds = _unique_in_order(df["seed"].tolist())
+    # The global batch: processes x the per-process batch_size, beside the one the recipe states.
+    processes, global_batch = provenance.get("processes"), provenance.get("global_batch")
+    if isinstance(processes, int) and processes > 0 and isinstance(global_batch, list) and global_batch \
+            and all(isinstance(g, int) for g in global_batch):
+        per_process = ", ".join(str(g // processes) for g in global_batch)
+        batch = f"{', '.join(map(str, global_batch))} ({processes} process{'es' * (processes != 1)} x {per_process})"
+    else:  # a run from before the global batch was recorded, or one where no variant trained
+        batch = "not recorded" if global_batch is None else DASH
+    trains = [v.get("train") for v in study.get("variants") or () if isinstance(v, dict)]
+    stated = sorted({t.get("global_batch") for t in trains if isinstance(t, dict) and isinstance(t.get("global_batch"), int)} - {0})
+    if stated:
+        batch += f"; the recipe states {', '.join(map(str, stated))}"
     return {
         "items": [
             ("git commit", str(provenance.get("git_hash", "unknown"))),
             ("scale", str(provenance.get("scale", study.get("scale", "unknown")))),
             ("seeds", ", ".join(str(s) for s in (seeds or [])) or DASH),
+            ("global batch", batch),
             ("samples per evaluation (n)", ", ".join(_fmt_int(n) for n in sorted(n_values)) or DASH),
             ("python", str(provenance.get("python", "unknown"))),
             ("platform", str(provenance.get("platform", "unknown"))),
@@ -1342,6 +1355,45 @@ def _departures(study: dict) -> list[str]:
     return out
 
 
+# Where the paper and the authors' code differ (docs/studies.md): training field -> component -> option ->
+# (default when the study leaves it out, {value: what it means}). The defaults mirror the plugins' configs.
+PAPER_OR_CODE = {
+    "timesteps": {"flash": {"spread": ("paper", {"paper": "the paper's Eq. 7 spread, exp(-d^2)", "code": "the authors' code's spread, exp(-2 d^2)"})},
+                  "gaussian": {"std": (0, {0: "the authors' width 1/sqrt(2K) (the paper gives none)"})}},
+    "adv_loss": {"lsgan": {"scores": ("raw", {"raw": "LSGAN on raw scores with the 1/2 (Eq. 8)", "sigmoid": "LSGAN on sigmoid scores (the authors' code)"}),
+                           "head": ("paper", {"paper": "the paper's discriminator head", "code": "the authors' small discriminator head"})},
+                 "hinge": {"head": ("paper", {"paper": "the paper's discriminator head", "code": "the authors' small discriminator head"})},
+                 "wgan": {"clip": (0.01, {0.01: "WGAN critic clipped to +-0.01 (Arjovsky et al., the authors' code)", 0: "WGAN without a Lipschitz constraint"}),
+                          "head": ("paper", {"paper": "the paper's discriminator head", "code": "the authors' small discriminator head"})}},
+    "distil_loss": {"lpips": {"crop": (64, {64: "LPIPS distillation on the centre 64x64-latent crop (the authors' code)", 0: "LPIPS distillation on the full image"})}},
+}
+
+
+def _method_choices(study: dict) -> list[str]:
+    """Which side ran wherever the paper and the authors' code differ, with the variants it applies to when
+    not all of them (e.g. "pi: the paper's Eq. 7 spread, exp(-d^2)")."""
+    seen: dict[str, list[str]] = {}
+    variants = [v for v in study.get("variants", []) if isinstance(v, dict)]
+    for v in variants:
+        train = v.get("train") or {}
+        lines = []
+        for field, components in PAPER_OR_CODE.items():
+            spec = train.get(field)
+            spec = spec if isinstance(spec, dict) else {"name": spec}
+            for option, (default, meanings) in components.get(spec.get("name"), {}).items():
+                value = spec.get(option, default)
+                label = meanings.get(value, f"{spec.get('name')} {option} = {value}")
+                lines.append(f"{field} {spec.get('name')}: {label}")
+        if train.get("lcm_boundary"):
+            lines.append("the authors' LCM boundary condition on the student (lcm_boundary = true)")
+        for line in lines:
+            names = seen.setdefault(line, [])
+            if v.get("name") not in names:
+                names.append(str(v.get("name")))
+    all_names = _unique_in_order(str(v.get("name")) for v in variants)
+    return [line if len(names) == len(all_names) else f"{line} ({', '.join(names)})" for line, names in seen.items()]
+
+
 def pd_numeric(series):
     import pandas as pd
 
@@ -1365,6 +1417,9 @@ def _markdown_report(context: dict, tables: dict[str, tuple[Any, dict]]) -> str:
         lines += ["", f"Claims: {context['claims_summary_text']}.", ""]
     for note in context.get("uncertainty_notes", []):
         lines += [f"> {note}", ""]
+    if context.get("method_choices"):
+        lines += ["**Where the paper and the authors' code differ, this run used:**"]
+        lines += [f"- {c}" for c in context["method_choices"]] + [""]
     if context.get("departures"):
         lines += [f"**Departures from the paper's protocol (scale {context['scale']}):**"]
         lines += [f"- {d}" for d in context["departures"]] + [""]
@@ -1430,6 +1485,7 @@ def render_report(run_dir: Path | str) -> Path:
         "claims_summary_text": _summary_text(counts, len(claims)),
         "uncertainty_notes": _uncertainty_notes(ok, study, seeds_ran),
         "departures": _departures(study),
+        "method_choices": _method_choices(study),
         "paper_table": _html_table(*tables["paper"]) if "paper" in tables else None,
         "main": _html_table(main, directions),
         "panel": _html_table(panel, directions),

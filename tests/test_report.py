@@ -623,3 +623,15 @@ def test_departures_of_the_run_scale_and_circular_measurements_are_shown(tmp_pat
     assert "400 iterations (paper 20,000)" in box and "only at paper scale" not in box  # the run's scale only
     assert "circular: distil_loss=lpips distil" in box and "vgg" not in box
     assert "400 iterations" in (tmp_path / "report.md").read_text()
+
+
+def test_the_report_says_which_side_ran_where_paper_and_code_differ(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write_study({"name": "pi", "title": "pi", "primary_nfe": 2, "variants": [
+        {"name": "paper", "key": "p-s0", "seed": 0, "axes": {}, "train": {"timesteps": "flash", "adv_loss": "lsgan"}},
+        {"name": "code", "key": "c-s0", "seed": 0, "axes": {},
+         "train": {"timesteps": {"name": "flash", "spread": "code"}, "adv_loss": {"name": "wgan", "clip": 0}}},
+    ]})
+    box = re.search(r'<div class="box choices">.*?</div>', render_report(tmp_path).read_text(), flags=re.S).group(0)
+    assert "the paper&#39;s Eq. 7 spread, exp(-d^2) (paper)" in box and "the authors&#39; code&#39;s spread, exp(-2 d^2) (code)" in box
+    assert "WGAN without a Lipschitz constraint (code)" in box and "LSGAN on raw scores with the 1/2 (Eq. 8) (paper)" in box
