@@ -133,9 +133,11 @@ class TeacherContract:
         return None
 
     def timesteps(self, teacher: Teacher, n: int) -> torch.Tensor:
-        """(n,) integer timesteps of the teacher's grid, spread from full noise to low noise."""
-        top = teacher.schedule.num_train_timesteps - 1
-        return torch.linspace(top, top // 10, n).round().long().to(teacher.device)
+        """(n,) timesteps of the teacher's training grid (its noise process's), spread from full noise to low noise."""
+        process = teacher.noise_process
+        top = process.num_train_timesteps - 1
+        index = torch.linspace(top, top // 10, n).round().long()
+        return process.training_timestep(index).to(teacher.device)
 
     def pipeline_denoiser(self, pipe) -> nn.Module:
         """The denoiser of the family's pipeline (where ``load_lora_weights`` puts the adapter)."""
@@ -293,15 +295,16 @@ class TeacherContract:
         x, t, cond = inputs
         channels, size = teacher.discriminator_input()
         head = DiscriminatorHead(channels, size).to(teacher.device)
-        sched = teacher.schedule
+        process = teacher.noise_process
         noise = torch.randn(x.shape, generator=torch.Generator("cpu").manual_seed(2)).to(x.device, x.dtype)
         with self.lora(teacher) as (_, params):
-            # as in a training step: the student's x0, re-noised, through the frozen encoder into the head
-            eps = teacher.eps(x, t, cond, student=True)
-            x0 = sched.x0_from_eps(x, eps, t)
-            t_adv = torch.full_like(t, sched.continuous_timestep(0.5))
-            feats = teacher.encoder_features(sched.add_noise(x0, noise, t_adv), t_adv, cond)
-            loss = eps.float().square().mean() + head(feats).square().mean()
+            # as in a training step: the student's x0 (through the noise process), re-noised, through the frozen
+            # encoder into the head
+            out = teacher.output(x, t, cond, student=True)
+            x0 = process.to_x0(x, out, t)
+            t_adv = torch.full_like(t, process.continuous_timestep(0.5))
+            feats = teacher.encoder_features(process.add_noise(x0, noise, t_adv), t_adv, cond)
+            loss = out.float().square().mean() + head(feats).square().mean()
             loss.backward()
             missing = [i for i, p in enumerate(params) if p.grad is None]
             assert not missing, f"{len(missing)} of {len(params)} LoRA parameters got no gradient"

@@ -110,14 +110,17 @@ class TestSuperResContract(TeacherContract):
             assert not null["low_res"].any(), "no-text null: the low-res image zeroed"
             self.assert_same(cond["encoder_hidden_states"], empty, "no-text model: prompts are ignored")
 
-    def test_v_prediction_is_converted_to_epsilon(self, teacher):
+    def test_v_prediction_is_read_by_the_vp_v_process(self, teacher):
         # diffusers' own definition of v (DDPMScheduler.get_velocity): v = alpha eps - sigma x0
         g = torch.Generator().manual_seed(3)
         x0, eps = torch.randn(2, 4, LOW, LOW, generator=g), torch.randn(2, 4, LOW, LOW, generator=g)
         t = torch.tensor([999, 249])
         v = teacher.scheduler.get_velocity(x0, eps, t)
         xt = teacher.scheduler.add_noise(x0, eps, t)
-        torch.testing.assert_close(teacher._to_eps(v, xt, t), eps, rtol=1e-4, atol=1e-4)
+        process = teacher.noise_process
+        assert process.name == "vp-v" and process.prediction == "v_prediction"
+        torch.testing.assert_close(process.to_eps(xt, v, t), eps, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(process.to_x0(xt, v, t), x0, rtol=1e-4, atol=1e-4)
 
     @torch.no_grad()
     def test_encoder_features_are_the_unets_own_mid_block_output(self, teacher, inputs):

@@ -1,4 +1,8 @@
-"""Classifier-free guidance with one batched forward for the conditional and null inputs."""
+"""Classifier-free guidance with one batched forward for the conditional and null inputs.
+
+The combination is applied to the network's raw output, whatever its parametrisation (eps, v or flow
+velocity): every conversion to x0 is affine in the output with coefficients of (x_t, t) only, and both halves
+share x_t and t, so guiding the output is guiding x0 (``noise.py``)."""
 from __future__ import annotations
 
 from typing import Callable, Mapping
@@ -32,8 +36,12 @@ def guided_eps(
     uncond: Cond,
     omega: torch.Tensor | float,
 ) -> torch.Tensor:
-    """One network call on the doubled batch [cond; uncond], combined with :func:`cfg_combine`."""
+    """One network call on the doubled batch [cond; uncond], combined with :func:`cfg_combine` (``eps_fn`` may
+    return any parametrisation: see the module docstring)."""
     t = torch.as_tensor(t, device=x.device).expand(x.shape[0]) if torch.as_tensor(t).ndim == 0 else t
     eps = eps_fn(torch.cat([x, x]), torch.cat([t, t]), cond_cat(cond, uncond))
     eps_c, eps_u = eps.chunk(2)
     return cfg_combine(eps_c, eps_u, omega)
+
+
+guided_output = guided_eps  # the name for a network whose output is not epsilon

@@ -3,7 +3,9 @@
 The student samples on the trailing grid (4 steps: 999, 749, 499, 249), passed explicitly rather than
 recomputed by a scheduler, and without CFG (one network evaluation per step). Between steps its x0
 prediction is re-noised with fresh noise at the next timestep (multistep consistency sampling), which is
-how the student was trained: from z_t = alpha z0 + sigma eps with fresh eps. The student's LoRA is merged
+how the student was trained: from z_t = alpha z0 + sigma eps with fresh eps. Everything goes through the
+teacher's noise process: on rectified flow the student predicts x0 = x - sigma u and is re-noised to the next
+sigma with fresh noise, as the authors' flash flow-matching scheduler (SD3) does. The student's LoRA is merged
 into the base weights for the run (``Teacher.merged_student``): the same network, without the adapter
 branches' extra matmuls in every layer (the teacher's weights come back bit for bit afterwards).
 """
@@ -13,10 +15,9 @@ import contextlib
 
 import torch
 
-from .guidance import Cond, guided_eps
-from .schedule import CLEAN
+from .guidance import Cond, guided_output
 from .solvers import Solver
-from .teacher import Teacher
+from .teacher import Teacher, network, process_of
 
 
 @torch.no_grad()
@@ -28,19 +29,20 @@ def student_sample(
     ``merge_lora=False`` runs the adapter branches beside the base layers instead of merging them;
     ``student=False`` runs the *teacher* through the student's sampler (same timesteps and re-noising,
     no CFG): the fair few-step baseline, which isolates what distillation buys from the sampler."""
-    sched = teacher.schedule
-    ts = sched.sampling_timesteps(steps)
+    process, net = process_of(teacher), network(teacher)
+    ts = process.sampling_timesteps(steps)
     x = noise
     x0 = noise
     with teacher.merged_student() if merge_lora and student else contextlib.nullcontext():
         for k, t in enumerate(ts):
-            tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-            eps = teacher.eps(x, tt, cond, student=student)
-            x0 = sched.x0_from_eps(x, eps, t)
+            out = net(x, process.timesteps(t, x.shape[0], x.device), cond, student=student)
+            x0 = process.to_x0(x, out, t)
             if k + 1 < len(ts):
                 if fresh_noise:
                     eps = torch.randn(x.shape, generator=generator, device="cpu").to(x.device, x.dtype)
-                x = sched.add_noise(x0, eps, ts[k + 1])
+                else:
+                    eps = process.to_eps(x, out, t)
+                x = process.add_noise(x0, eps, ts[k + 1])
     return teacher.decode(x0)
 
 
@@ -49,13 +51,13 @@ def teacher_sample(
     teacher: Teacher, solver: Solver, cond: Cond, uncond: Cond, noise: torch.Tensor, steps: int, omega: float
 ) -> torch.Tensor:
     """The teacher's own ``steps``-step sample with CFG (2 network evaluations a step)."""
-    sched = teacher.schedule
-    ts = sched.sampling_timesteps(steps) + [CLEAN]
+    process, net = process_of(teacher), network(teacher)
+    ts = process.sampling_timesteps(steps) + [process.clean]
     x, x0_prev, t_prev = noise, None, None
-    eps_fn = lambda xx, tt, cc: teacher.eps(xx, tt, cc, student=False)  # noqa: E731
+    out_fn = lambda xx, tt, cc: net(xx, tt, cc, student=False)  # noqa: E731
     for t, t_next in zip(ts[:-1], ts[1:]):
-        tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        x0 = sched.x0_from_eps(x, guided_eps(eps_fn, x, tt, cond, uncond, omega), t)
-        x = solver.step(sched, x, x0, t, t_next, x0_prev=x0_prev, t_prev=t_prev)
+        tt = process.timesteps(t, x.shape[0], x.device)
+        x0 = process.to_x0(x, guided_output(out_fn, x, tt, cond, uncond, omega), t)
+        x = solver.step(process, x, x0, t, t_next, x0_prev=x0_prev, t_prev=t_prev)
         x0_prev, t_prev = x0, t
     return teacher.decode(x)

@@ -14,6 +14,8 @@ CLEAN = -1  # timestep value standing for t = 0 (no noise)
 
 
 class NoiseSchedule:
+    clean = CLEAN  # as NoiseProcess.clean: the solvers accept a bare schedule or a noise process
+
     def __init__(self, alphas_cumprod: torch.Tensor):
         ac = alphas_cumprod.detach().to(torch.float64).cpu()
         self.num_train_timesteps = len(ac)

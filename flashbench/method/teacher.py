@@ -1,8 +1,10 @@
 """What the method needs from a teacher backbone. A teacher plugin adapts one diffusers model family.
 
-The student is the teacher's own denoiser with LoRA adapters: ``eps(..., student=True)`` runs with the
+The student is the teacher's own denoiser with LoRA adapters: ``output(..., student=True)`` runs with the
 adapters on, ``student=False`` with them disabled, so one copy of the base weights serves both. The
-method never learns which family it is distilling. Switching the adapters and merging them for sampling
+method never learns which family it is distilling: ``output`` is the network's raw output and the teacher's
+:attr:`Teacher.noise_process` turns it into x0 (``noise.py``); a teacher that only sets ``schedule`` is a
+VP-epsilon teacher, as every teacher was before noise processes existed. Switching the adapters and merging them for sampling
 work on any peft-adapted ``denoiser`` (``adapters.py``); a family with another kind of adapter overrides
 :meth:`Teacher.adapters_disabled` and :meth:`Teacher.merged_student`.
 """
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from . import adapters
+from .noise import NoiseProcess, VPEpsilon
 from .schedule import NoiseSchedule
 
 Cond = Mapping[str, torch.Tensor]
@@ -25,6 +28,7 @@ Cond = Mapping[str, torch.Tensor]
 class Teacher(ABC):
     #: the module holding the base weights and the LoRA adapters (what accelerate prepares)
     denoiser: nn.Module
+    #: a VP teacher's alphas_cumprod; the default :attr:`noise_process` is VP-epsilon over it
     schedule: NoiseSchedule
     latent_shape: tuple[int, int, int]
     device: torch.device
@@ -41,17 +45,42 @@ class Teacher(ABC):
         """The null conditioning of CFG; SD-like families encode the empty prompt."""
         return self.encode_prompts([""] * len(prompts), extras)
 
+    # --- the noise process ---
+    @property
+    def noise_process(self) -> NoiseProcess:
+        """Timestep grids, noising and the network's parametrisation; VP-epsilon over :attr:`schedule` unless
+        the teacher sets another (``self.noise_process = RectifiedFlow(shift=3.0)``, ``VPV(schedule)``)."""
+        process = self.__dict__.get("_noise_process")
+        if process is None:
+            process = self.__dict__["_noise_process"] = VPEpsilon(self.schedule)
+        return process
+
+    @noise_process.setter
+    def noise_process(self, process: NoiseProcess) -> None:
+        self.__dict__["_noise_process"] = process
+
     # --- the denoiser ---
     @abstractmethod
     def _forward(self, module: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
-        """epsilon prediction of ``module`` (the denoiser, maybe DDP-wrapped) with the active adapters."""
+        """The raw output of ``module`` (the denoiser, maybe DDP-wrapped) with the active adapters, in the
+        parametrisation of :attr:`noise_process` (epsilon, v or flow velocity); ``t`` in its timesteps."""
 
-    def eps(self, x: torch.Tensor, t: torch.Tensor, cond: Cond, *, student: bool, module: nn.Module | None = None) -> torch.Tensor:
+    def output(self, x: torch.Tensor, t: torch.Tensor, cond: Cond, *, student: bool, module: nn.Module | None = None) -> torch.Tensor:
+        """The network's raw output: the student's (adapters on, through ``module`` when given) or the teacher's."""
         module = self.denoiser if module is None else module  # not `or`: a compiled module refuses len()
         if student:
             return self._forward(module, x, t, cond)
         with self.adapters_disabled():
             return self._forward(self.denoiser, x, t, cond)
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor, cond: Cond, *, student: bool, module: nn.Module | None = None) -> torch.Tensor:
+        """epsilon of the network at (x, t): :meth:`output` itself for an epsilon model, else converted by the
+        noise process (in float32, returned in the output's dtype)."""
+        out = self.output(x, t, cond, student=student, module=module)
+        process = self.noise_process
+        if process.prediction == "epsilon":
+            return out
+        return process.to_eps(x.float(), out.float(), t).to(out.dtype)
 
     @abstractmethod
     def encoder_features(self, x: torch.Tensor, t: torch.Tensor, cond: Cond) -> torch.Tensor:
@@ -110,3 +139,15 @@ class Teacher(ABC):
 
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.denoiser.parameters() if p.requires_grad)
+
+
+def process_of(teacher) -> NoiseProcess:
+    """The noise process of ``teacher``; a duck-typed teacher with only a ``schedule`` is VP-epsilon."""
+    process = getattr(teacher, "noise_process", None)
+    return process if process is not None else VPEpsilon(teacher.schedule)
+
+
+def network(teacher):
+    """``fn(x, t, cond, *, student, module=None)``: the raw network output of ``teacher``; a duck-typed teacher
+    with only ``eps`` is an epsilon model, whose eps is its output."""
+    return getattr(teacher, "output", None) or teacher.eps

@@ -28,11 +28,11 @@ from ..config import TrainConfig
 from .. import checkpoint as ckpt
 from . import acceleration as acc
 from .data import Batch
-from .guidance import cond_index, guided_eps
+from .guidance import cond_index, guided_output
 from .losses import DistillationLoss, DMDLoss, GANLoss
 from .schedule import lcm_boundary_scalings
 from .solvers import Solver
-from .teacher import Teacher
+from .teacher import Teacher, network, process_of
 from .timesteps import TimestepDistribution
 
 logger = logging.getLogger("flashbench")
@@ -93,6 +93,10 @@ class FlashTrainer:
         from accelerate import Accelerator
 
         self.teacher, self.conditioning, self.solver, self.timesteps, self.cfg = teacher, conditioning, solver, timesteps, cfg
+        supports = getattr(solver, "supports", None)
+        if supports is not None and not supports(self.process):
+            raise ValueError(f"solver {getattr(solver, 'name', type(solver).__name__)!r} cannot integrate the teacher's "
+                             f"{self.process.describe()} process")
         self.distil, self.gan, self.dmd = distil, gan, dmd
         trackers = list(cfg.trackers) if tracking_dir is not None else []
         if accelerator is None:
@@ -123,7 +127,7 @@ class FlashTrainer:
             self.head = gan.make_head(ch, size).to(self.device)  # the paper's head, or the authors' (the loss's option)
             self.head = self.accelerator.prepare_model(self.head) if self.accelerator.num_processes > 1 else self.head
             self.head_opt = self.accelerator.prepare_optimizer(torch.optim.Adam(self.head.parameters(), lr=cfg.disc_learning_rate))
-        self.adv_t = [teacher.schedule.continuous_timestep(u) for u in cfg.adv_timesteps]
+        self.adv_t = [self.process.continuous_timestep(u) for u in cfg.adv_timesteps]
 
     # -- helpers -----------------------------------------------------------------------------------
     def _mine(self, x):
@@ -159,13 +163,18 @@ class FlashTrainer:
                 yield self.local_batch(dataset.train_batch(rng, self.cfg.batch_size * self.world))
         return sliced()
 
-    def _teacher_eps(self, x, t, c):
-        return self.teacher.eps(x, t, c, student=False)
+    @property
+    def process(self):
+        """The teacher's noise process: grids, noising, x0 from the network's output (``noise.py``)."""
+        return process_of(self.teacher)
+
+    def _teacher_output(self, x, t, c):
+        return network(self.teacher)(x, t, c, student=False)
 
     @torch.no_grad()
     def teacher_target(self, z_t, start, cond, uncond, omega) -> tuple[torch.Tensor, float]:
         """Solve the PF-ODE with CFG from each sample's grid index down to 0; returns (z~0, NFE per sample)."""
-        sched, k = self.teacher.schedule, self.cfg.num_timesteps
+        process, k = self.process, self.cfg.num_timesteps
         x = z_t.clone()
         x0_prev = torch.zeros_like(x)
         has_prev = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
@@ -173,14 +182,15 @@ class FlashTrainer:
         for j in range(int(start.max()), 0, -1):
             active = (start >= j).to(x.device)
             idx = active.nonzero().squeeze(1)
-            t, t_next = int(sched.grid_timestep(j, k)), int(sched.grid_timestep(j - 1, k))
-            t_prev = int(sched.grid_timestep(j + 1, k)) if j < k else None
+            # Python numbers: ints on a VP grid, floats (sigma T) on a flow grid
+            t, t_next = process.grid_timestep(j, k).item(), process.grid_timestep(j - 1, k).item()
+            t_prev = process.grid_timestep(j + 1, k).item() if j < k else None
             xa = x[idx]
-            tt = torch.full((len(idx),), t, device=x.device, dtype=torch.long)
+            tt = process.timesteps(t, len(idx), x.device)
             with self.accelerator.autocast():
-                eps = guided_eps(self._teacher_eps, xa, tt, cond_index(cond, idx), cond_index(uncond, idx), omega[idx])
-            x0 = sched.x0_from_eps(xa, eps.to(xa.dtype), t)
-            x[idx] = self.solver.step(sched, xa, x0, t, t_next, x0_prev=x0_prev[idx], t_prev=t_prev, has_prev=has_prev[idx])
+                out = guided_output(self._teacher_output, xa, tt, cond_index(cond, idx), cond_index(uncond, idx), omega[idx])
+            x0 = process.to_x0(xa, out.to(xa.dtype), t)
+            x[idx] = self.solver.step(process, xa, x0, t, t_next, x0_prev=x0_prev[idx], t_prev=t_prev, has_prev=has_prev[idx])
             x0_prev[idx] = x0
             has_prev[idx] = True
             evaluations += 2 * len(idx)
@@ -199,7 +209,7 @@ class FlashTrainer:
 
     # -- one step ------------------------------------------------------------------------------------
     def step(self, batch, iteration: int) -> StepStats:
-        cfg, sched, teacher = self.cfg, self.teacher.schedule, self.teacher
+        cfg, process, teacher, net = self.cfg, self.process, self.teacher, network(self.teacher)
         phase = self.timesteps.phase(iteration)
         lam_adv, lam_dmd = cfg.lambda_adv[phase], cfg.lambda_dmd[phase]
         with torch.no_grad():
@@ -209,9 +219,9 @@ class FlashTrainer:
         lo, hi = (cfg.guidance_fixed, cfg.guidance_fixed) if cfg.guidance_fixed > 0 else (cfg.guidance_min, cfg.guidance_max)
         omega = self._uniform(b, lo, hi).to(self.device)
         start = self._mine(self.timesteps.sample(self.generator, b * self.world, iteration))
-        t_i = sched.grid_timestep(start, cfg.num_timesteps).to(self.device)
+        t_i = process.grid_timestep(start, cfg.num_timesteps).to(self.device)
         eps = self._randn(z0)
-        z_t = sched.add_noise(z0, eps, t_i)
+        z_t = process.add_noise(z0, eps, t_i)
         top = (start == cfg.num_timesteps).to(self.device).reshape(-1, *([1] * (z0.ndim - 1)))
         z_t = torch.where(top, eps, z_t)  # the top of the grid is pure noise, as at inference
 
@@ -219,8 +229,8 @@ class FlashTrainer:
         student_nfe = 1.0
         losses: dict[str, float] = {}
         with self.accelerator.autocast():
-            eps_s = teacher.eps(z_t, t_i, cond, student=True, module=self.student_module)
-        x0_s = sched.x0_from_eps(z_t, eps_s.float().to(z_t.dtype), t_i)
+            out_s = net(z_t, t_i, cond, student=True, module=self.student_module)
+        x0_s = process.to_x0(z_t, out_s.float().to(z_t.dtype), t_i)  # the x0-parametrisation of the student
         if cfg.lcm_boundary:  # the authors' code: c_skip z_t + c_out x0 (LCM); ~x0 on the K-grid, see lcm_boundary_scalings
             c_skip, c_out = lcm_boundary_scalings(t_i, x0_s)
             x0_s = c_skip * z_t + c_out * x0_s
@@ -234,8 +244,8 @@ class FlashTrainer:
         if self.gan is not None:
             t_adv = torch.tensor(self.adv_t)[self._randint(len(self.adv_t), b)].to(self.device)
             eps_adv = self._randn(z0)
-            fake_noisy = sched.add_noise(x0_s, eps_adv, t_adv)
-            real_noisy = sched.add_noise(z0, eps_adv, t_adv)  # the same noise for real and fake (Sec. 4.3)
+            fake_noisy = process.add_noise(x0_s, eps_adv, t_adv)
+            real_noisy = process.add_noise(z0, eps_adv, t_adv)  # the same noise for real and fake (Sec. 4.3)
             with self.accelerator.autocast():
                 feats_fake = teacher.encoder_features(fake_noisy if lam_adv > 0 else fake_noisy.detach(), t_adv, cond)
             if lam_adv > 0:
@@ -244,14 +254,14 @@ class FlashTrainer:
                 losses["adv"] = l_adv.item()
 
         if self.dmd is not None and lam_dmd > 0:
-            t_dmd = self._randint(sched.num_train_timesteps, b).to(self.device)
+            t_dmd = process.training_timestep(self._randint(process.num_train_timesteps, b)).to(self.device)
             with torch.no_grad():
-                zz = sched.add_noise(x0_s.detach(), self._randn(z0), t_dmd)
+                zz = process.add_noise(x0_s.detach(), self._randn(z0), t_dmd)
                 with self.accelerator.autocast():
-                    eps_real = guided_eps(self._teacher_eps, zz, t_dmd, cond, uncond, omega)
-                    eps_fake = teacher.eps(zz, t_dmd, cond, student=True)
-                x0_real = sched.x0_from_eps(zz, eps_real.float().to(zz.dtype), t_dmd)
-                x0_fake = sched.x0_from_eps(zz, eps_fake.float().to(zz.dtype), t_dmd)
+                    out_real = guided_output(self._teacher_output, zz, t_dmd, cond, uncond, omega)
+                    out_fake = net(zz, t_dmd, cond, student=True)
+                x0_real = process.to_x0(zz, out_real.float().to(zz.dtype), t_dmd)
+                x0_fake = process.to_x0(zz, out_fake.float().to(zz.dtype), t_dmd)
             l_dmd = self.dmd(x0_s, x0_real, x0_fake)
             total = total + lam_dmd * l_dmd
             losses["dmd"] = l_dmd.item()

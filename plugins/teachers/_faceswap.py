@@ -14,9 +14,9 @@ option:
 Null conditioning (CFG): the empty prompt and the source-face latents set to zero; the target's context
 (masked target, mask) stays, as an inpainting model keeps its masked image in the unconditional branch.
 
-Prediction type: the scheduler's ``prediction_type`` (SD2 models are often ``v_prediction``) is converted to
-epsilon by the SD family's ``_forward``, since the method works on epsilon: with z_t = a x0 + s eps
-(a = sqrt(acp), s = sqrt(1 - acp)) and v = a eps - s x0, eps = a v + s z_t.
+Prediction type: the scheduler's ``prediction_type`` (SD2 models are often ``v_prediction``) picks the SD
+family's noise process (``vp-epsilon`` or ``vp-v``), which turns the UNet's raw output into x0: with
+z_t = a x0 + s eps (a = sqrt(acp), s = sqrt(1 - acp)) and v = a eps - s x0, x0 = a z_t - s v.
 """
 from __future__ import annotations
 
@@ -110,8 +110,8 @@ def null_conditioning(cond: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 class FaceSwapTeacher(SDFamilyTeacher):
     """The SD family's teacher with the face's channels: ``concat_keys`` (the family's channel-concat mechanism)
-    are the encoded ``inputs``; the family's ``_forward`` concatenates them and converts v-prediction to
-    epsilon, and its ``encoder_features`` runs the UNet's encoder on the same concatenated input."""
+    are the encoded ``inputs``; the family's ``_forward`` concatenates them (its noise process reads
+    v-prediction), and its ``encoder_features`` runs the UNet's encoder on the same concatenated input."""
 
     def __init__(self, source: str, *, inputs=("source_face",), device="cpu", dtype=torch.float32,
                  lora_targets=FACESWAP_LORA_TARGETS, default_lora_rank: int = 64):

@@ -9,7 +9,8 @@ Beyond text-to-image (``sd15``), the family covers channel-concat UNets: :class:
 the cond-dict entries named in ``concat_keys`` to the noisy latents along the channels and passes a
 ``class_labels`` entry to the UNet (:class:`SDInpaintTeacher`: mask + masked-image latents;
 :class:`SDUpscaleTeacher`: the noise-augmented low-res image and its noise level). v-prediction UNets (the x4
-upscaler) are converted to epsilon in ``_forward``: the method works on epsilon (Eq. 2-10).
+upscaler, SD2.1-768) return their raw output and declare the ``vp-v`` noise process, which gives x0 = alpha x_t -
+sigma v to the method (``flashbench.method.noise``).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 from flashbench.errors import MissingWeightsError
+from flashbench.method.noise import vp_process
 from flashbench.method.schedule import NoiseSchedule
 from flashbench.method.teacher import Teacher
 
@@ -117,6 +119,7 @@ class SDFamilyTeacher(Teacher):
         self.prediction_type = self.scheduler.config.get("prediction_type", "epsilon")
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"{self.source}: prediction_type {self.prediction_type!r} is not supported (epsilon or v_prediction)")
+        self.noise_process = vp_process(self.schedule, self.prediction_type)
         self.lora_targets = tuple(lora_targets)
         self.default_lora_rank = default_lora_rank
         self.pipeline_cls = pipeline_cls
@@ -151,17 +154,10 @@ class SDFamilyTeacher(Teacher):
         x = x.to(self.dtype)
         return torch.cat([x, *(v.to(x.dtype) for v in extra)], dim=1) if extra else x
 
-    def _to_eps(self, out, x, t):
-        """epsilon from the UNet's output: v = alpha eps - sigma x0 gives eps = alpha v + sigma x_t."""
-        if self.prediction_type == "epsilon":
-            return out
-        o = out.float()
-        return (self.schedule.alpha(t, o) * o + self.schedule.sigma(t, o) * x.float()).to(out.dtype)
-
     def _forward(self, module, x, t, cond):
+        """The UNet's raw output (epsilon or v, as ``noise_process.prediction`` says)."""
         t = _as_timesteps(t, x)
-        out = module(self._unet_input(x, cond), t, encoder_hidden_states=cond["encoder_hidden_states"], class_labels=cond.get("class_labels")).sample
-        return self._to_eps(out, x, t)
+        return module(self._unet_input(x, cond), t, encoder_hidden_states=cond["encoder_hidden_states"], class_labels=cond.get("class_labels")).sample
 
     def encoder_features(self, x, t, cond):
         """The UNet's down blocks and mid block (the encoder), run with the adapters disabled."""

@@ -17,8 +17,8 @@ face crop comes from each sample's box or a face-detector plugin (see
 :mod:`flashbench_plugins.datasets._degradations`). CFG's null conditioning: the empty prompt and the
 source-face latents zeroed.
 
-The scheduler's ``prediction_type`` may be ``epsilon`` or ``v_prediction`` (common for SD2); ``_forward``
-converts v to epsilon (eps = sqrt(acp) v + sqrt(1 - acp) z_t).
+The scheduler's ``prediction_type`` may be ``epsilon`` or ``v_prediction`` (common for SD2); the teacher's
+noise process is then ``vp-v`` (x0 = sqrt(acp) z_t - sqrt(1 - acp) v).
 
 Recipe (Appendix A.4): 512 px, K = 16, phases of 5000 iterations, 15k iterations, batch 8 x 2 GPUs,
 omega ~ U[2, 7], MSE + LSGAN, lambda_adv [0, .1, .2, .3], lambda_DMD [0, .3, .5, .7]. The paper gives no

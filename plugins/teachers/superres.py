@@ -4,7 +4,7 @@ x4 upscaler.
 ``stabilityai/stable-diffusion-x4-upscaler``: a ``UNet2DConditionModel`` with 7 input channels (4 noisy
 latents + the 3 RGB channels of the low-res image, at the latents' size), ``class_labels`` = the noise level
 of the low-res image's noise augmentation (``low_res_scheduler``, DDPM, levels 0-350), OpenCLIP-H text
-prompts, v-prediction (converted to epsilon for the method), a VAE that decodes the latents to 4x their size
+prompts, v-prediction (the ``vp-v`` noise process), a VAE that decodes the latents to 4x their size
 (scaling 0.08333). Any channel-concat SR UNet in that layout loads from a local folder the same way.
 
 Inputs: the batch images are the high-resolution targets (encoded to latents of size H/4); ``extras``
