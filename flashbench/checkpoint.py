@@ -26,8 +26,10 @@ from .results import atomic_write_with
 
 FORMAT = 1
 # Fields that do not change what the training loop computes; ``iterations`` is left out so a finished
-# variant's last checkpoint can be continued to more iterations.
-NEUTRAL_FIELDS = ("log_every", "checkpoint_every", "trackers", "iterations", "evaluate_only", "pretrained_lora", "compile_student")
+# variant's last checkpoint can be continued to more iterations; ``global_batch`` only states the recipe's
+# (the running one, processes x batch_size, is what the loop computes with).
+NEUTRAL_FIELDS = ("log_every", "checkpoint_every", "trackers", "iterations", "evaluate_only", "pretrained_lora", "compile_student",
+                  "global_batch")
 
 log = logging.getLogger("flashbench")
 

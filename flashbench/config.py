@@ -66,6 +66,7 @@ class TrainConfig:
     evaluate_only: bool = False  # a baseline: no training, sample the (pretrained) student as it is
     pretrained_lora: str = ""  # with evaluate_only: a published LoRA, "hub/id" or "hub/id::file.safetensors" or a path
     batch_size: int = 4  # per process
+    global_batch: int = 0  # the recipe's processes x batch_size (Appendix A); 0: not stated. A run warns when its own differs
     learning_rate: float = 1e-5  # student LoRA, Adam
     disc_learning_rate: float = 1e-5  # discriminator head, Adam
     lora_rank: int = 0  # 0: the teacher plugin's default

@@ -2,13 +2,14 @@
 
 Component hooks receive a ``register`` callable bound to one registry kind::
 
-    register(name, factory, *, config=None, description="", tags=())
+    register(name, factory, *, config=None, description="", tags=(), metric="")
 
 ``factory(config, **context)`` builds the component when a study needs it (heavy imports belong
 there, never at module import); ``config`` is a frozen dataclass whose fields are the options a study
 may set for this component (unknown options are errors); ``tags`` qualify a component (a loss is
-tagged ``distillation``, ``adversarial`` or ``distribution_matching``). Built-in plugins are registered
-through these same hooks, before the entry points of group ``flashbench``.
+tagged ``distillation``, ``adversarial`` or ``distribution_matching``); ``metric`` (evaluators only) names
+the metric of the evaluator's result rows, so that validation checks a study's claims without building it.
+Built-in plugins are registered through these same hooks, before the entry points of group ``flashbench``.
 
 Lifecycle hooks are called by the runner and receive plain data (no torch objects).
 """
@@ -63,7 +64,8 @@ def register_solvers(register):
 
 @hookspec
 def register_evaluators(register):
-    """Register evaluators. ``factory(config, *, device)`` returns a :class:`flashbench.method.evaluation.Evaluator`."""
+    """Register evaluators. ``factory(config, *, device)`` returns a :class:`flashbench.method.evaluation.Evaluator`;
+    ``register(..., metric="fid")`` declares its ``metric`` (undeclared: a claim on any metric is accepted)."""
 
 
 @hookspec

@@ -92,9 +92,12 @@ def collect_components(pm: pluggy.PluginManager | None = None) -> Components:
             plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
             dist = dists.get(impl.plugin, PROJECT_NAME if plugin_name in BUILTIN_PLUGINS else "(unknown)")
 
-            def register(name, factory, *, config=None, description="", tags=(), _kind=kind, _p=plugin_name, _d=dist):
+            def register(name, factory, *, config=None, description="", tags=(), metric="", _kind=kind, _p=plugin_name, _d=dist):
+                if not isinstance(metric, str) or (metric and _kind != "evaluator"):
+                    raise ValueError(f"{_kind} {name!r} (plugin {_p}): metric= names an evaluator's result rows, as a string")
                 registries[_kind].add(
-                    Component(_kind, name, factory, config, description or (factory.__doc__ or "").strip().split("\n")[0], tuple(tags), _p, _d)
+                    Component(_kind, name, factory, config, description or (factory.__doc__ or "").strip().split("\n")[0], tuple(tags), _p, _d,
+                              metric)
                 )
 
             impl.function(register=register)

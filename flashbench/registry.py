@@ -31,6 +31,7 @@ class Component:
     tags: tuple[str, ...] = ()
     plugin: str = ""
     distribution: str = ""
+    metric: str = ""  # evaluators: the metric name of their result rows, declared at registration ("": not declared)
 
     def option_names(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self.config)] if self.config else []
@@ -47,6 +48,38 @@ class Component:
             if key not in known:
                 raise KeyError(key)
         return self.config(**options)
+
+    def config_problems(self, options: dict[str, Any] | None = None) -> list[str]:
+        """Every value the config refuses in ``options`` (known option names), not only the first its
+        ``__post_init__`` raises: when the whole set fails, each option is tried alone (on the defaults and
+        the required options), and the whole set's error stands only when every option passes alone (a rule
+        between two options). [] when the config accepts them."""
+        if self.config is None:
+            return []
+        options = dict(options or {})
+        try:
+            self.config(**options)
+            return []
+        except (TypeError, ValueError) as e:
+            whole = str(e)
+        fields = dataclasses.fields(self.config)
+        required = {f.name: options.get(f.name) for f in fields
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}  # type: ignore[misc]
+        if len(options) < 2 or not set(required) <= set(options):
+            return [whole]
+        try:
+            self.config(**required)
+        except (TypeError, ValueError) as e:
+            return [str(e)]
+        alone = []
+        for name, value in options.items():
+            if name in required:
+                continue
+            try:
+                self.config(**{**required, name: value})
+            except (TypeError, ValueError) as e:
+                alone.append(str(e))
+        return list(dict.fromkeys(alone)) or [whole]
 
     def build(self, options: dict[str, Any] | None = None, **context):
         return self.factory(self.make_config(options), **context)

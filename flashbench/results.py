@@ -37,6 +37,8 @@ seconds_per_step       ... mean wall time of one training step
 teacher_nfe_per_step   ... teacher network evaluations per training step
 student_nfe_per_step   ... student network evaluations per training step
 train_seconds          ... total training wall time
+processes              ... data-parallel processes that trained it (accelerate's ``num_processes``)
+global_batch           ... samples per optimiser step: processes x the per-process ``batch_size``
 ci_low, ci_high        the value's 95% interval (null without one: an evaluator that gives no
                        bootstrap, ``bootstrap_resamples = 0``, or a row written before intervals)
 ci_level, ci_method    0.95, and how the interval was computed (see ``flashbench.stats``)
@@ -74,7 +76,7 @@ import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .errors import UserError
 
@@ -97,7 +99,7 @@ CORE_COLUMNS = (
 )
 COST_COLUMNS = (
     "trainable_params", "iterations", "seconds_per_step", "teacher_nfe_per_step",
-    "student_nfe_per_step", "train_seconds",
+    "student_nfe_per_step", "train_seconds", "processes", "global_batch",
 )
 AXIS_PREFIX = "axis."
 
@@ -493,12 +495,19 @@ def _gpus() -> list[dict] | None:
         return None
 
 
-def collect_provenance(scale: str) -> dict:
-    """Run-level provenance: code version, library versions, hardware, time. Never imports torch."""
+def collect_provenance(scale: str, *, processes: int = 1, batch_sizes: Sequence[int] = ()) -> dict:
+    """Run-level provenance: code version, library versions, hardware, time. Never imports torch.
+
+    ``processes``: the data-parallel processes training each variant (accelerate's ``num_processes``);
+    ``batch_sizes``: the per-process ``batch_size`` of the variants that train. ``global_batch`` is each
+    distinct processes x batch_size, ascending (the paper's recipes state theirs, e.g. SD1.5: 4 x 2 GPUs = 8).
+    """
     torch = sys.modules.get("torch")
     cuda = getattr(getattr(torch, "version", None), "cuda", None) if torch is not None else None
     return {
         "scale": scale,
+        "processes": processes,
+        "global_batch": sorted({processes * b for b in batch_sizes}),
         "git_hash": git_hash(),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),

@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import importlib.util
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -225,7 +226,7 @@ class StudyRunner:
 
         from .checkpoint import _plain
 
-        neutral = ("log_every", "checkpoint_every", "trackers")
+        neutral = ("log_every", "checkpoint_every", "trackers", "global_batch")  # what the rows do not depend on
         train = {f.name: _plain(getattr(variant.train, f.name)) for f in dataclasses.fields(variant.train) if f.name not in neutral}
         if teacher_only:
             train = {k: train[k] for k in ("teacher", "conditioning", "dataset", "solver")}
@@ -314,7 +315,8 @@ class StudyRunner:
             teacher.save_lora(trainer.adapter_name, vdir / "lora")
             cost = dict(trainable_params=summary.trainable_params, iterations=summary.iterations, seconds_per_step=summary.seconds_per_step,
                         teacher_nfe_per_step=summary.teacher_nfe_per_step, student_nfe_per_step=summary.student_nfe_per_step,
-                        train_seconds=summary.seconds)
+                        train_seconds=summary.seconds, processes=self.state.num_processes,
+                        global_batch=self.state.num_processes * train.batch_size)
             return self.student_rows(variant, teacher, cond_plugin, vdir, cost)
         finally:
             trainer.close()
@@ -421,7 +423,8 @@ class StudyRunner:
         """Run pending work; yields (variant, rows) after each variant is stored."""
         from .results import collect_provenance
 
-        provenance = collect_provenance(self.study.scale)
+        trained = [v.train.batch_size for v in self.study.variants if not v.train.evaluate_only]
+        provenance = collect_provenance(self.study.scale, processes=self.state.num_processes, batch_sizes=trained)
         self.git_hash = provenance.get("git_hash") or provenance.get("git_commit") or "unknown"
         if self.is_main:
             self.store.write_study(self.study.to_data())
@@ -491,6 +494,35 @@ def _setup_logging(run_dir: Path, rank: int = 0) -> logging.Handler:
     return handler
 
 
+def global_batch_warning(study, processes: int) -> str | None:
+    """One line when the global batch a run trains with (``processes`` x ``batch_size``) differs from the
+    ``global_batch`` its recipe states (Appendix A: SD1.5 4 x 2 GPUs = 8; SDXL and Pixart 2 x 4 = 8), else
+    None. ``batch_size`` is per process: the same study under another process count trains another recipe."""
+    differing: dict[str, tuple[int, int]] = {}  # variant name -> (batch_size, stated global_batch)
+    for v in study.variants:
+        t = v.train
+        if not t.evaluate_only and t.global_batch and processes * t.batch_size != t.global_batch:
+            differing.setdefault(v.name, (t.batch_size, t.global_batch))
+    if not differing:
+        return None
+    batch, stated = next(iter(differing.values()))
+    run = f"global batch {processes * batch} ({processes} process{'es' * (processes != 1)} x {batch})"
+    fixes = []
+    if stated % batch == 0:
+        n = stated // batch
+        fixes.append("run one process (without accelerate launch)" if n == 1 else
+                     f"launch {n} processes (accelerate launch --num_processes {n})")
+    if stated % processes == 0:
+        fixes.append(f"set batch_size = {stated // processes}")
+    fix = " or ".join(fixes) or "choose processes and batch_size whose product is the recipe's"
+    which = ""
+    if len(differing) < len(study.variant_names) or len(set(differing.values())) > 1:
+        names = list(differing)
+        which = f" (variant{'s' * (len(names) != 1)} {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}: {len(names)} of {len(study.variant_names)})"
+    return (f"warning: {study.path}: {run} differs from the recipe's global_batch = {stated}{which}; "
+            f"to train the recipe, {fix}")
+
+
 def run_study(study, *, output_dir, components=None, device: str | None = None, progress: bool = True,
               shard: tuple[int, int] = (0, 1)) -> Path | None:
     """Run every pending variant of ``study`` (of shard ``i`` of ``n``) into ``output_dir``; returns the
@@ -513,6 +545,10 @@ def run_study(study, *, output_dir, components=None, device: str | None = None, 
         device = str(state.device)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     handler = _setup_logging(run_dir, rank=state.process_index)
+    warning = global_batch_warning(study, state.num_processes) if state.is_main_process else None
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+        log.warning("%s", warning)
     try:
         store = ResultStore(run_dir)
         runner = StudyRunner(study, store, components, device=device, progress=progress, shard=shard)

@@ -29,8 +29,10 @@ Each problem prints as one line (control characters in keys, names and paths esc
 is bounded before anything recurses or runs: files over MAX_FILE_BYTES, nesting deeper than MAX_DEPTH,
 more than MAX_VARIANTS variants or MAX_SEEDS seeds, NaN/inf and NUL characters in any value are refused.
 Types, ranges and cross-field rules are checked in every section, whatever the scale; component names,
-tags and options are checked for the resolved scale only, since a study's paper scale may name
-components (``sd15``) that are not installed on a machine that only runs the toy scale.
+tags and options are checked for the resolved scale (``flashbench validate`` resolves every scale: built-in
+components are registered whatever weights a machine has). A claim's ``metric`` must be produced by an
+evaluator of the study at some scale, by the name the evaluator declared at registration (or stand for
+one: the paper's ``fid`` for the toy ``fd``); an evaluator that declares none makes any metric acceptable.
 
 Nothing here imports torch.
 """
@@ -539,6 +541,7 @@ TRAIN_CHECKS: dict[str, tuple[Check, ...]] = {
     "phase_length": (_positive,),
     "iterations": (_positive,),
     "batch_size": (_positive,),
+    "global_batch": (_non_negative,),
     "log_every": (_positive,),
     "checkpoint_every": (_non_negative,),
     "trackers": (_each(_one_of(TRACKERS)),),
@@ -767,7 +770,41 @@ def _parse_seeds(v, kp: str, p: _Problems):
     return value
 
 
-def _parse_claims(paper: dict, names, p: _Problems) -> None:
+def _produced_metrics(evaluator_sets: list, components) -> set[str] | None:
+    """The metric names the given evaluator settings produce (``_Set`` values; None: a layer that does not
+    set them, i.e. the default evaluators), from what each evaluator declared at registration; None when
+    one is not registered or declares none (its metric is unknown: any claim may be on it)."""
+    produced: set[str] = set()
+    for s in evaluator_sets:
+        specs = EvalConfig().evaluators if s is None else s.value
+        if specs is _BAD:  # already reported where it was written
+            continue
+        for spec in specs:
+            if spec.name not in components["evaluator"]:
+                return None
+            metric = components["evaluator"].get(spec.name).metric
+            if not metric:
+                return None
+            produced.add(metric)
+    return produced
+
+
+def _claim_metric_problem(metric: str, produced: set[str] | None) -> str | None:
+    """Why a claim cannot be judged on ``metric``: no evaluator of the study produces it, nor (for a paper's
+    metric name, e.g. "fid") the metric that stands for it in this run (the report's METRIC_ALIASES)."""
+    if produced is None:
+        return None
+    from .report import METRIC_ALIASES
+
+    if any(m in produced for m in (metric, *METRIC_ALIASES.get(metric, ()))):
+        return None
+    accepted = sorted(produced | {paper for paper, ours in METRIC_ALIASES.items() if produced & set(ours)})
+    return (f"no evaluator of this study produces {_short(metric)} at any scale;{closest(metric, accepted)} "
+            f"metrics: {', '.join(accepted) or '(none)'}")
+
+
+def _parse_claims(paper: dict, names, p: _Problems, produced: set[str] | None = None) -> None:
+    """``produced``: the metrics the study's evaluators produce (None: unknown, any metric is accepted)."""
     claims = paper.get("claims")
     if claims is None:
         return
@@ -784,6 +821,10 @@ def _parse_claims(paper: dict, names, p: _Problems) -> None:
                 _parse_value("int", (_positive,), v, kp, p)
             elif k == "better":
                 _parse_value("str", (_one_of(("lower", "higher")),), v, kp, p)
+            elif k == "metric":
+                problem = _claim_metric_problem(v, produced) if _as_str(v, kp, p) is not _BAD else None
+                if problem:
+                    p.add(kp, problem)
             elif _as_str(v, kp, p) is not _BAD and k in ("variant", "than") and names is not None:
                 # Teacher baselines are result rows of their own, named "teacher...".
                 if v not in names and not v.startswith("teacher"):
@@ -856,7 +897,7 @@ class _ComponentChecker:
             p.add(key, f"{kind} {spec.name!r} is not tagged {tag!r} (its tags: {', '.join(component.tags) or 'none'}); "
                        f"{field} takes one of: {', '.join(fitting) or '(none installed)'}{', none' if field in OPTIONAL_COMPONENT_FIELDS else ''}")
             return _BAD
-        options, ok = {}, True
+        options, ok, mistyped = {}, True, []
         allowed = component.option_names()
         types = {f.name: _annotation(f.type) for f in dataclasses.fields(component.config)} if component.config else {}
         for name, raw in spec.options.items():
@@ -870,15 +911,17 @@ class _ComponentChecker:
                 continue
             value = _parse_value(types[name], (), raw, okey, p) if types[name] in CONVERTERS else _as_passthrough(raw, okey, p)
             if value is _BAD:
-                ok = False
+                ok, mistyped = False, mistyped + [name]
+                continue
             options[name] = value
-        if not ok:
-            return _BAD
-        try:
-            component.make_config(options)
-        except (KeyError, TypeError, ValueError) as e:
-            message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        # The values the config itself refuses, every one of them, beside the unknown and mistyped above
+        # (unless a mistyped one is required: its absence would only add a derived problem).
+        required = [f.name for f in dataclasses.fields(component.config) if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING] if component.config else []  # type: ignore[misc]
+        for message in [] if set(mistyped) & set(required) else component.config_problems(options):
             p.add(key, f"invalid options for {kind} {spec.name!r}: {message}; options: {', '.join(allowed) or '(none)'}")
+            ok = False
+        if not ok:
             return _BAD
         return ComponentSpec(spec.name, options)
 
@@ -983,6 +1026,13 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
         paper = {}
     _as_passthrough(paper, "paper", p)  # free-form, but stored as strict JSON beside the results
 
+    # What the claims may name: the metrics of every evaluator the study runs, at any of its scales.
+    written = [base, *scales.values(), *(layer for _, layer in explicit), *(layer for sv in scale_variants.values() for _, layer in sv)]
+    evaluator_sets = [scales[s].eval.get("evaluators") or base.eval.get("evaluators") for s in scales]
+    evaluator_sets += [layer.eval["evaluators"] for layer in written[1 + len(scales):] if "evaluators" in layer.eval]
+    evaluator_sets += [value for axis in [*axes, *(a for sa in scale_axes.values() for a in sa)]
+                       if axis.section == "eval" and axis.field == "evaluators" for value in axis.values]
+
     scale_names = tuple(scales)
     if header["default_scale"] is not None and header["default_scale"] not in scales:
         p.add("study.default_scale", _unknown("scale", header["default_scale"], scale_names).replace("allowed:", "available:"))
@@ -1047,7 +1097,14 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
             p.add("study.primary_nfe", f"{primary_nfe} is not among the NFEs any variant evaluates ({', '.join(map(str, evaluated))})")
     if names is not None:  # a claim may name a baseline that exists at another scale only (not measured here)
         names = names + [n for sv in scale_variants.values() for n, _ in sv if n not in names]
-    _parse_claims(paper, names, p)
+    produced = None
+    if isinstance(paper.get("claims"), list) and paper["claims"]:
+        if components is None:
+            from .plugins import collect_components
+
+            components = collect_components()
+        produced = _produced_metrics(evaluator_sets, components)
+    _parse_claims(paper, names, p, produced)
 
     if p.items:
         return None, p.items

@@ -53,12 +53,32 @@ class HostilePlugin:
         register("weighted", lambda config, **context: config, config=WeightedConfig, description="nested weights")
 
 
+class PaperScalePlugin:
+    """Stand-ins for the built-ins the paper scale names (registered on every machine, weights or not):
+    ``flashbench validate`` resolves every scale, so the valid study's paper scale must resolve too."""
+
+    @hookimpl
+    def register_teachers(self, register):
+        register("sd15", lambda config, **context: config, description="stand-in for the SD1.5 teacher")
+
+    @hookimpl
+    def register_datasets(self, register):
+        for name in ("image-captions", "coco2017-val"):
+            register(name, lambda config, **context: config, description=f"stand-in for {name}")
+
+    @hookimpl
+    def register_evaluators(self, register):
+        for name in ("fid", "clip_score"):
+            register(name, lambda config, **context: config, description=f"stand-in for {name}")
+
+
 @pytest.fixture(scope="module")
 def components():
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     pm.register(FakePlugin(), name="fake-plugin")
     pm.register(HostilePlugin(), name="hostile-plugin")
+    pm.register(PaperScalePlugin(), name="paper-scale-plugin")
     return collect_components(pm)
 
 

@@ -33,7 +33,8 @@ eval = { prompts = "toy-prompts", evaluators = ["toy-fd"] }
 
 
 def test_validate_ok(capsys, fake_components):
-    assert main(["validate", str(LOSSES)], components=fake_components) == 0
+    # (the fake world has no sd15: its paper scale cannot resolve, so check the toy scale alone)
+    assert main(["validate", str(LOSSES), "--scale", "toy"], components=fake_components) == 0
     out, err = capsys.readouterr()
     assert out.splitlines()[0] == "OK: 4 variants (scale toy)"
     assert err == ""
@@ -43,7 +44,7 @@ def test_validate_ok(capsys, fake_components):
 
 
 def test_validate_json_is_the_resolved_study(capsys, fake_components):
-    assert main(["validate", str(LOSSES), "--json"], components=fake_components) == 0
+    assert main(["validate", str(LOSSES), "--json", "--scale", "toy"], components=fake_components) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["scale"] == "toy" and len(data["variants"]) == 8
 
@@ -67,6 +68,10 @@ def test_validate_paper_scale_of_a_toy_only_machine(capsys, fake_components):
     assert main(["validate", str(LOSSES), "--all-scales"], components=fake_components) == 2
     err = capsys.readouterr().err
     assert err.count("unknown teacher 'sd15'") == 1
+    # every scale by default: the paper scale's unknown teacher is found without --scale paper
+    assert main(["validate", str(LOSSES)], components=fake_components) == 2
+    err = capsys.readouterr().err
+    assert err.count("unknown teacher 'sd15'") == 1 and err.count("\n") == len(err.splitlines())
 
 
 def test_validate_missing_file(capsys, tmp_path, fake_components):

@@ -118,7 +118,7 @@ def test_register_signature_is_the_real_one():
         default = "" if p.default is p.empty else "=" + ('""' if p.default == "" else repr(p.default))
         parts.append(p.name + default)
     documented = f"register({', '.join(parts)})"
-    assert documented == 'register(name, factory, *, config=None, description="", tags=())'
+    assert documented == 'register(name, factory, *, config=None, description="", tags=(), metric="")'
     assert documented in _plugins_doc()
 
 

@@ -118,6 +118,10 @@ def test_tables_shape_and_finite_metrics(run_dir):
     for r in students:
         assert r["git_hash"] and r["seconds_per_step"] > 0 and r["trainable_params"] > 0
         assert r["teacher_nfe_per_step"] >= 2 and r["student_nfe_per_step"] >= 1
+        assert r["processes"] == 1 and r["global_batch"] == 4  # one process x the shortened toy batch
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["processes"] == 1 and provenance["global_batch"] == [4]
+    assert "4 (1 process x 4); the recipe states 16" in (out / "report.html").read_text()  # the toy recipe's 1 x 16
     dmd_rows = [r for r in students if "dmd" in r["variant"]]
     assert all(r["student_nfe_per_step"] > 1 for r in dmd_rows)  # DMD adds a student evaluation
     main_table = pd.read_csv(out / "tables" / "main.csv")

@@ -202,5 +202,5 @@ def build(config: ClipScoreConfig, *, device="cpu"):
 
 @hookimpl
 def register_evaluators(register):
-    register("clip_score", build, config=ClipScoreConfig,
+    register("clip_score", build, metric="clip_score", config=ClipScoreConfig,
              description="CLIP score: mean image-prompt cosine similarity under open_clip (default ViT-bigG-14 laion2b), not x100")

@@ -37,4 +37,4 @@ def build(config: KIDConfig, *, device="cpu"):
 
 @hookimpl
 def register_evaluators(register):
-    register("kid", build, config=KIDConfig, description="KID (unbiased polynomial-kernel MMD) on clean-fid's Inception features")
+    register("kid", build, metric="kid", config=KIDConfig, description="KID (unbiased polynomial-kernel MMD) on clean-fid's Inception features")

@@ -36,4 +36,4 @@ def build(config, *, device="cpu"):
 
 @hookimpl
 def register_evaluators(register):
-    register("toy-clip-score", build, description="mean cosine similarity under a tiny CLIP trained on the toy prompts")
+    register("toy-clip-score", build, metric="clip_score", description="mean cosine similarity under a tiny CLIP trained on the toy prompts")

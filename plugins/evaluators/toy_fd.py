@@ -49,4 +49,4 @@ def build(config: ToyFDConfig, *, device="cpu"):
 
 @hookimpl
 def register_evaluators(register):
-    register("toy-fd", build, config=ToyFDConfig, description="Fréchet distance (clean-fid) on toy digit-classifier features")
+    register("toy-fd", build, metric="fd", config=ToyFDConfig, description="Fréchet distance (clean-fid) on toy digit-classifier features")

@@ -52,4 +52,4 @@ def build(config: ToyKIDConfig, *, device="cpu"):
 
 @hookimpl
 def register_evaluators(register):
-    register("toy-kid", build, config=ToyKIDConfig, description="KID construction on the toy digit-classifier features")
+    register("toy-kid", build, metric="kid", config=ToyKIDConfig, description="KID construction on the toy digit-classifier features")

@@ -32,4 +32,4 @@ def build(config, *, device="cpu"):
 
 @hookimpl
 def register_evaluators(register):
-    register("toy-lpips", build, description="toy perceptual distance to the teacher's many-step sample")
+    register("toy-lpips", build, metric="lpips_to_teacher", description="toy perceptual distance to the teacher's many-step sample")
