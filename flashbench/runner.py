@@ -25,6 +25,8 @@ from .stats import LEVEL, SEED_OFFSET
 log = logging.getLogger("flashbench")
 
 TEACHER = "teacher"  # the teacher with its own sampler and CFG
+# Training fields a variant's rows do not depend on (logging, checkpoint cadence, the stated recipe's global batch)
+ROW_NEUTRAL_FIELDS = ("log_every", "checkpoint_every", "trackers", "global_batch")
 TEACHER_FEWSTEP = "teacher-fewstep"  # the teacher through the student's few-step sampler, no CFG
 
 
@@ -226,12 +228,24 @@ class StudyRunner:
 
         from .checkpoint import _plain
 
-        neutral = ("log_every", "checkpoint_every", "trackers", "global_batch")  # what the rows do not depend on
+        neutral = ROW_NEUTRAL_FIELDS
         train = {f.name: _plain(getattr(variant.train, f.name)) for f in dataclasses.fields(variant.train) if f.name not in neutral}
         if teacher_only:
             train = {k: train[k] for k in ("teacher", "conditioning", "dataset", "solver")}
         ev = {f.name: _plain(getattr(variant.eval, f.name)) for f in dataclasses.fields(variant.eval)}
         return hashlib.sha256(json.dumps({"train": train, "eval": ev}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @staticmethod
+    def training_recipe(variant) -> str:
+        """A fingerprint of what a variant's *student* depends on: its training fields (the neutral ones
+        aside) and its seed. Variants that share it differ only in evaluation: one student serves them all."""
+        import hashlib
+        import json
+
+        from .checkpoint import _plain
+
+        train = {f.name: _plain(getattr(variant.train, f.name)) for f in dataclasses.fields(variant.train) if f.name not in ROW_NEUTRAL_FIELDS}
+        return hashlib.sha256(json.dumps({"train": train, "seed": variant.seed}, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def is_done(self, key: str, recipe: str) -> bool:
         """Done with this recipe. A variant done with another one (the study file was edited since) runs
@@ -280,14 +294,17 @@ class StudyRunner:
         self.store.mark_done(key, {"status": "ok", "rows": len(rows), "recipe": recipe})
 
     # --- one variant -------------------------------------------------------------------------------
-    def run_variant(self, variant, index: int) -> list[dict]:
+    def run_variant(self, variant, index: int, *, siblings=()) -> list[tuple]:
+        """Train ``variant`` and evaluate its student; then evaluate the same student for each of
+        ``siblings`` (variants of the same training recipe and seed that differ only in evaluation: they
+        would train an identical student). Returns ``[(variant, rows), ...]``, the variant first."""
         import torch
 
         from .method.trainer import FlashTrainer, NonFiniteLoss
 
         train, seed = variant.train, variant.seed
         if train.evaluate_only:
-            return self.run_baseline(variant, index)
+            return [(variant, self.run_baseline(variant, index))]
         teacher = self.resources.teacher(train.teacher)
         dataset = self.resources.dataset(train.dataset)
         cond_plugin = self.resources.conditioning(train.conditioning)
@@ -309,15 +326,22 @@ class StudyRunner:
                                         log=lambda r: log.info("%s %s", variant.name, r), checkpoint=vdir / "checkpoint.safetensors")
             except NonFiniteLoss as exc:  # the last good checkpoint stays on disk
                 log.error("%s failed: %s", variant.name, exc)
-                return [self._row("student", variant.key, variant.name, seed, variant.axes, None, None, exc.term, None, None, 0, status="failed", reason=str(exc), step=exc.step)]
+                return [(v, [self._row("student", v.key, v.name, seed, v.axes, None, None, exc.term, None, None, 0, status="failed",
+                                       reason=str(exc), step=exc.step)]) for v in (variant, *siblings)]
             if not self.is_main:
-                return []
+                return [(v, []) for v in (variant, *siblings)]
             teacher.save_lora(trainer.adapter_name, vdir / "lora")
             cost = dict(trainable_params=summary.trainable_params, iterations=summary.iterations, seconds_per_step=summary.seconds_per_step,
                         teacher_nfe_per_step=summary.teacher_nfe_per_step, student_nfe_per_step=summary.student_nfe_per_step,
                         train_seconds=summary.seconds, processes=self.state.num_processes,
                         global_batch=self.state.num_processes * train.batch_size)
-            return self.student_rows(variant, teacher, cond_plugin, vdir, cost)
+            out = [(variant, self.student_rows(variant, teacher, cond_plugin, vdir, cost))]
+            for sibling in siblings:  # the same student, evaluated as the sibling asks
+                sdir = self.store.variant_dir(sibling.key)
+                teacher.save_lora(trainer.adapter_name, sdir / "lora")
+                log.info("%s: the student of %s (same training recipe and seed), evaluated as %s asks", sibling.name, variant.name, sibling.name)
+                out.append((sibling, self.student_rows(sibling, teacher, cond_plugin, sdir, {**cost, "trained_with": variant.key})))
+            return out
         finally:
             trainer.close()
 
@@ -442,23 +466,29 @@ class StudyRunner:
         for seed in self.study.seeds:
             first = next(v for v in self.study.variants if v.seed == seed)
             self.run_teacher_baselines(first)
+        position = {v.key: i for i, v in enumerate(self.study.variants)}
         for index, variant in enumerate(self.study.variants):
             if variant not in mine or self.is_done(variant.key, self.recipe(variant)):
                 continue
             log.info("variant %d/%d: %s (seed %d)", index + 1, len(self.study.variants), variant.name, variant.seed)
-            rows = self.run_variant(variant, index)
-            if self.is_main:
-                self.store.add_rows(rows)
-                status = rows[0]["status"] if rows else "ok"
-                self.store.mark_done(variant.key, {"status": status, "rows": len(rows), "recipe": self.recipe(variant)})
-            self.state.wait_for_everyone()  # the others wait while the main process evaluates
-            if not self.is_main:
-                continue
-            if self.progress:
-                ok = [r for r in rows if r["status"] == "ok"]
-                summary = ", ".join(f"{r['metric']}@{r['nfe']}={r['value']:.4g}" for r in ok) or rows[0].get("reason", "failed")
-                print(f"[{index + 1}/{len(self.study.variants)}] {variant.name} (seed {variant.seed}): {summary}", flush=True)
-            yield variant, rows
+            siblings = [] if variant.train.evaluate_only else [
+                v for v in self.study.variants[index + 1:]
+                if v in mine and not v.train.evaluate_only and v.seed == variant.seed
+                and self.training_recipe(v) == self.training_recipe(variant) and not self.is_done(v.key, self.recipe(v))]
+            for done_variant, rows in self.run_variant(variant, index, siblings=siblings):
+                if self.is_main:
+                    self.store.add_rows(rows)
+                    status = rows[0]["status"] if rows else "ok"
+                    self.store.mark_done(done_variant.key, {"status": status, "rows": len(rows), "recipe": self.recipe(done_variant)})
+                self.state.wait_for_everyone()  # the others wait while the main process evaluates
+                if not self.is_main:
+                    continue
+                if self.progress:
+                    ok = [r for r in rows if r["status"] == "ok"]
+                    summary = ", ".join(f"{r['metric']}@{r['nfe']}={r['value']:.4g}" for r in ok) or rows[0].get("reason", "failed")
+                    print(f"[{position[done_variant.key] + 1}/{len(self.study.variants)}] {done_variant.name} (seed {done_variant.seed}): {summary}",
+                          flush=True)
+                yield done_variant, rows
 
 
 def _save_chunk(folder: Path, index: int, images) -> None:

@@ -395,3 +395,29 @@ def test_an_edited_variant_runs_again_and_continues_its_training(run_dir, tmp_pa
     assert sorted({r["variant"] for r in rows}) == ["distil", "distil+adv", "distil+adv+dmd", "distil+dmd"]
     assert len(rows) == 4 * 9
     assert {r["iterations"] for r in rows if r["variant"] == "distil"} == {10}
+
+
+def test_variants_that_differ_only_in_evaluation_share_one_trained_student(tmp_path):
+    """A 2 x 2 matrix over a training key and an evaluation key trains two students, not four."""
+    study = shortened(tmp_path, iterations=2, phase_length=1)
+    data = tomllib.loads(study.read_text())
+    del data["variants"], data["paper"]["claims"]
+    data["scale"]["toy"]["matrix"] = {"timesteps": ["flash", "uniform"], "eval.num_samples": [8, 16]}
+    data["scale"]["toy"]["eval"].update({"nfe": [2], "batch_size": 16, "teacher_steps": [2], "evaluators": ["toy-fd"]})
+    data["study"]["primary_nfe"] = 2
+    study.write_text(tomli_w.dumps(data))
+    out = tmp_path / "run"
+    assert main(["run", str(study), "--output", str(out)]) == 0
+    log = (out / "run.log").read_text()
+    assert log.count(": student {") == 2  # one trainer per training recipe
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    students = [r for r in rows if r["role"] == "student"]
+    assert {r["variant"] for r in students} == {f"timesteps={t},eval.num_samples={n}" for t in ("flash", "uniform") for n in (8, 16)}
+    shared = [r for r in students if r.get("trained_with")]
+    assert {r["variant"] for r in shared} == {"timesteps=flash,eval.num_samples=16", "timesteps=uniform,eval.num_samples=16"}
+    assert {r["n"] for r in shared} == {16}
+    lora = {r["variant_key"]: (out / "variants" / r["variant_key"] / "lora" / "pytorch_lora_weights.safetensors").read_bytes() for r in students}
+    by_recipe = {}
+    for r in students:
+        by_recipe.setdefault(r["axis.timesteps"], set()).add(lora[r["variant_key"]])
+    assert all(len(files) == 1 for files in by_recipe.values()) and len({next(iter(f)) for f in by_recipe.values()}) == 2
