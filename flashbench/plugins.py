@@ -41,6 +41,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "flashbench_plugins.timesteps.sharp",
     "flashbench_plugins.solvers.ddim",
     "flashbench_plugins.solvers.dpm_solver",
+    "flashbench_plugins.solvers.flow_euler",
     "flashbench_plugins.evaluators.toy_fd",
     "flashbench_plugins.evaluators.toy_clip_score",
     "flashbench_plugins.evaluators.toy_lpips",
