@@ -503,7 +503,10 @@ def evaluate_claims(study: dict, df, store: ResultStore | None = None) -> list[C
     directions = metric_directions(df)
     load = store.load_replicates if store is not None else (lambda _: None)
     out = []
+    scale = str(study.get("scale") or "")
     for claim in (study.get("paper") or {}).get("claims") or []:
+        if scale and isinstance(claim.get("scales"), list) and scale not in claim["scales"]:
+            continue  # stated for another scale (e.g. in terms of the paper's guidance values)
         variant, than = str(claim.get("variant", "")), str(claim.get("than", ""))
         # the paper's metric, or what stands for it in this run (FID -> the toy world's fd)
         metric = _measured_metric(str(claim.get("metric", "")), directions) or str(claim.get("metric", ""))

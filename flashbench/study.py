@@ -74,7 +74,7 @@ VARIANT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
 
 SECTIONS = ("study", "paper", "base", "scale", "variants", "matrix")
 STUDY_KEYS = ("name", "title", "reproduces", "panel", "version", "default_scale", "seeds", "primary_nfe")
-CLAIM_KEYS = ("text", "metric", "better", "variant", "than", "nfe", "than_nfe")
+CLAIM_KEYS = ("text", "metric", "better", "variant", "than", "nfe", "than_nfe", "scales")
 # Evaluation fields that name components: the registry kind each is looked up in.
 EVAL_COMPONENT_FIELDS = {"evaluators": "evaluator", "prompts": "dataset"}
 
@@ -158,7 +158,8 @@ class Study:
 
     @property
     def claims(self) -> tuple[dict, ...]:
-        return tuple(self.paper.get("claims", ()))
+        """The claims judged at this study's scale."""
+        return tuple(c for c in self.paper.get("claims", ()) if claim_applies(c, self.scale))
 
     def to_data(self) -> dict:
         """The fully resolved study as JSON-serialisable data (written beside the results)."""
@@ -803,8 +804,17 @@ def _claim_metric_problem(metric: str, produced: set[str] | None) -> str | None:
             f"metrics: {', '.join(accepted) or '(none)'}")
 
 
-def _parse_claims(paper: dict, names, p: _Problems, produced: set[str] | None = None) -> None:
-    """``produced``: the metrics the study's evaluators produce (None: unknown, any metric is accepted)."""
+def claim_applies(claim: dict, scale: str) -> bool:
+    """A claim with ``scales = [...]`` is judged at those scales only (e.g. the same statement in terms of
+    the paper's guidance values at paper scale and of the toy teacher's range at toy scale)."""
+    scales = claim.get("scales")
+    return not isinstance(scales, list) or scale in scales
+
+
+def _parse_claims(paper: dict, names, p: _Problems, produced: set[str] | None = None, scale: str | None = None,
+                  scale_names: tuple = ()) -> None:
+    """``produced``: the metrics the study's evaluators produce (None: unknown, any metric is accepted);
+    variant names are checked for the claims that apply at ``scale``."""
     claims = paper.get("claims")
     if claims is None:
         return
@@ -825,7 +835,15 @@ def _parse_claims(paper: dict, names, p: _Problems, produced: set[str] | None = 
                 problem = _claim_metric_problem(v, produced) if _as_str(v, kp, p) is not _BAD else None
                 if problem:
                     p.add(kp, problem)
-            elif _as_str(v, kp, p) is not _BAD and k in ("variant", "than") and names is not None:
+            elif k == "scales":
+                if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+                    p.add(kp, f"must be a non-empty array of scale names, got {_desc(v)}")
+                else:
+                    for x in v:
+                        if scale_names and x not in scale_names:
+                            p.add(kp, _unknown("scale", x, scale_names))
+            elif _as_str(v, kp, p) is not _BAD and k in ("variant", "than") and names is not None \
+                    and (scale is None or claim_applies(claim, scale)):
                 # Teacher baselines are result rows of their own, named "teacher...".
                 if v not in names and not v.startswith("teacher"):
                     p.add(kp, f"no variant named {v!r};{closest(v, names)} variants: {', '.join(names)}")
@@ -1104,7 +1122,7 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
 
             components = collect_components()
         produced = _produced_metrics(evaluator_sets, components)
-    _parse_claims(paper, names, p, produced)
+    _parse_claims(paper, names, p, produced, chosen, scale_names)
 
     if p.items:
         return None, p.items

@@ -370,3 +370,15 @@ def test_limits_are_located(write_study, fake_components):
     assert problem.key.startswith("paper.x[0]") and "nested more than" in problem.message
     ok = "[" * (MAX_DEPTH - 2) + "]" * (MAX_DEPTH - 2)
     assert problems_of(write_study, fake_components, study_text(tail=f"[paper]\nx = {ok}")) == []
+
+
+def test_a_claim_is_judged_only_at_the_scales_it_names():
+    from flashbench.study import load_study
+
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    toy = load_study(root / "studies" / "ablation_guidance.toml", scale="toy")
+    paper = load_study(root / "studies" / "ablation_guidance.toml", scale="paper")
+    assert all("toy" in c["text"] for c in toy.claims) and len(toy.claims) == 4
+    assert not any("toy" in c["text"] for c in paper.claims) and len(paper.claims) == 5
+    # a paper-scale claim naming guidance values the toy matrix lacks is not checked at toy scale
+    assert {c["variant"] for c in paper.claims} - {v.name for v in toy.variants}
