@@ -356,6 +356,10 @@ def _cmd_validate(args, components: _Lazy) -> int:
         data: Any = [s.to_data() for s in studies] if args.all_scales else studies[0].to_data()
         print(json.dumps(data, indent=2))
         return 0
+    for study in studies:
+        for axis in idle_axes(study):
+            print(f"warning: {args.file}: axis {axis!r} changes neither the training nor the evaluation of any variant "
+                  f"at scale {study.scale}; its variants would give identical rows", file=sys.stderr)
     for i, study in enumerate(studies):
         if i:
             print()
@@ -365,6 +369,25 @@ def _cmd_validate(args, components: _Lazy) -> int:
         print(f"{study.name}: {study.title}; seeds {seeds}; {len(study.variants)} runs; primary NFE {study.primary_nfe}")
         print(_table(*_variant_rows(study)))
     return 0
+
+
+def idle_axes(study) -> list[str]:
+    """Axes whose values change no variant's recipe (training and evaluation): variants that differ only in
+    such an axis would train and evaluate the same thing."""
+    from .runner import StudyRunner
+
+    idle = []
+    for axis in sorted({a for v in study.variants for a in v.axes if a != "variant"}):
+        groups: dict = {}  # variants alike but for this axis -> (its values, their recipes)
+        for v in study.variants:
+            rest = (v.seed, tuple(sorted((k, repr(x)) for k, x in v.axes.items() if k != axis)))
+            values, recipes = groups.setdefault(rest, (set(), set()))
+            values.add(repr(v.axes.get(axis)))
+            recipes.add(StudyRunner.recipe(v))
+        varied = [recipes for values, recipes in groups.values() if len(values) > 1]
+        if varied and all(len(recipes) == 1 for recipes in varied):
+            idle.append(axis)
+    return idle
 
 
 def _cmd_plugins(args, components: _Lazy) -> int:

@@ -226,3 +226,23 @@ def test_plugins_and_validate_do_not_import_torch(command, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_validate_warns_about_an_axis_that_changes_nothing(tmp_path, capsys):
+    """log_every changes neither what a variant trains nor how it is evaluated: one warning line names it."""
+    import tomllib
+
+    import tomli_w
+
+    from flashbench.cli import main
+
+    root = Path(__file__).resolve().parent.parent
+    data = tomllib.loads((root / "studies" / "ablation_losses.toml").read_text())
+    del data["variants"], data["paper"]["claims"]
+    data["scale"]["toy"]["matrix"] = {"log_every": [10, 20], "timesteps": ["flash", "uniform"]}
+    path = tmp_path / "idle.toml"
+    path.write_text(tomli_w.dumps(data))
+    assert main(["validate", str(path), "--scale", "toy"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    warnings = [line for line in err if line.startswith("warning:")]
+    assert len(warnings) == 1 and "'log_every'" in warnings[0] and str(path) in warnings[0]
