@@ -31,10 +31,13 @@ FEATURE_DIM = 6
 
 @pytest.fixture(scope="module")
 def components():
-    """Registries of a fresh plugin manager holding only these three plugins."""
+    """Registries of a fresh plugin manager holding only these plugins."""
+    from flashbench_plugins.evaluators import kid as kid_plugin
+    from flashbench_plugins.evaluators import toy_kid as toy_kid_plugin
+
     pm = pluggy.PluginManager("flashbench")
     pm.add_hookspecs(flashbench.hookspecs)
-    for module in (fid_plugin, clip_plugin, lpips_plugin):
+    for module in (fid_plugin, clip_plugin, lpips_plugin, kid_plugin, toy_kid_plugin):
         pm.register(module)
     return flashbench.plugins.collect_components(pm)
 
@@ -537,3 +540,38 @@ def test_frechet_survives_singular_covariances():
     assert frechet_psd(mu, sigma, mu + shift, sigma) == pytest.approx(float(shift @ shift), rel=1e-6)
     value = frechet(mu, sigma, *feature_statistics(rng.normal(size=(20, 64))))
     assert np.isfinite(value) and value > 0
+
+
+# --- kid / toy-kid ------------------------------------------------------------------------------------------
+
+
+def test_kid_is_clean_fid_kid_on_the_same_features_and_caches_its_reference_rows(components, tmp_path, tiny):
+    from cleanfid.fid import kernel_distance
+
+    data, gen = RefData(), images(24, 7, scale=0.6)
+    kid = components.get("evaluator", "kid").build({"extractor": "test-tiny", "cache_dir": str(tmp_path / "stats"), "batch_size": 7})
+    assert (kid.metric, kid.higher_is_better) == ("kid", False)
+    kid.prepare(data, 24)
+    value = kid.evaluate(gen, [""] * 24)
+    expected = kernel_distance(direct_features(tiny, gen), direct_features(tiny, data.reference_images(24)))
+    assert value == pytest.approx(float(expected), rel=1e-9, abs=1e-12)
+    # the reference rows are cached beside fid's statistics (another key): a second study reads them
+    calls = tiny.calls
+    again = components.get("evaluator", "kid").build({"extractor": "test-tiny", "cache_dir": str(tmp_path / "stats"), "batch_size": 7})
+    again.prepare(RefData(), 24)
+    assert tiny.calls == calls and again.evaluate(gen, [""] * 24) == pytest.approx(value, rel=1e-12)
+    assert json.loads(next((tmp_path / "stats").glob("*.json")).read_text())["key"]["statistic"] == "features"
+    # its bootstrap resamples the generated rows with the reference fixed
+    counts = np.ones((1, 24), dtype=np.int32)
+    assert kid.replicates(counts)[0] == pytest.approx(value, rel=1e-9)
+
+
+def test_toy_kid_is_the_kid_of_the_toy_features(components):
+    from flashbench import stats
+
+    toy = components.get("evaluator", "toy-kid").build({})
+    ref = images(40, 1000)
+    toy.reference_features = toy.features(ref)
+    gen = images(30, 3, scale=0.7)
+    value = toy.evaluate(gen, [""] * 30)
+    assert value == pytest.approx(stats.kid(toy.features(gen), toy.reference_features), rel=1e-9)

@@ -63,23 +63,30 @@ class StatsCache:
         stem = f"{_slug(key.get('dataset', 'stats'))}-{key_hash(key)}"
         return self.root / f"{stem}.npz", self.root / f"{stem}.json"
 
-    def load(self, key: dict) -> tuple[np.ndarray, np.ndarray] | None:
-        """The cached (mu, sigma) for ``key``, or None when there is no complete, matching entry."""
+    def _read(self, key: dict, what: str) -> dict | None:
+        """The arrays of the complete entry for ``key``, or None (no entry, another key, unreadable)."""
         npz, sidecar = self.paths(key)
         if not sidecar.is_file() or not npz.is_file():
             return None
         try:
             meta = json.loads(sidecar.read_text(encoding="utf-8"))
             if meta.get("key") != json.loads(json.dumps(key, default=str)):
-                log.warning("reference statistics %s were made for another key; recomputing", sidecar)
+                log.warning("reference %s %s were made for another key; recomputing", what, sidecar)
                 return None
             with np.load(npz) as data:
-                mu, sigma = np.array(data["mu"], dtype=np.float64), np.array(data["sigma"], dtype=np.float64)
+                return {name: np.array(data[name], dtype=np.float64) for name in data.files}
         except (OSError, ValueError, KeyError) as exc:
-            log.warning("reference statistics %s are unreadable (%s); recomputing", npz, exc)
+            log.warning("reference %s %s are unreadable (%s); recomputing", what, npz, exc)
             return None
+
+    def load(self, key: dict) -> tuple[np.ndarray, np.ndarray] | None:
+        """The cached (mu, sigma) for ``key``, or None when there is no complete, matching entry."""
+        data = self._read(key, "statistics")
+        if data is None or "mu" not in data or "sigma" not in data:
+            return None
+        mu, sigma = data["mu"], data["sigma"]
         if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-            log.warning("reference statistics %s have inconsistent shapes; recomputing", npz)
+            log.warning("reference statistics %s have inconsistent shapes; recomputing", self.paths(key)[0])
             return None
         return mu, sigma
 
@@ -104,19 +111,9 @@ class StatsCache:
 
     def load_features(self, key: dict) -> np.ndarray | None:
         """Cached reference feature rows (KID) for ``key``, or None."""
-        npz, sidecar = self.paths(key)
-        if not sidecar.is_file() or not npz.is_file():
-            return None
-        try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
-            if meta.get("key") != json.loads(json.dumps(key, default=str)):
-                return None
-            with np.load(npz) as data:
-                feats = np.array(data["features"], dtype=np.float64)
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("reference features %s are unreadable (%s); recomputing", npz, exc)
-            return None
-        return feats if feats.ndim == 2 else None
+        data = self._read(key, "features")
+        feats = None if data is None else data.get("features")
+        return feats if feats is not None and feats.ndim == 2 else None
 
     def save_features(self, key: dict, features: np.ndarray, provenance: dict) -> Path:
         """Store reference feature rows with the key and its provenance; returns the .npz path."""

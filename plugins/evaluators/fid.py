@@ -295,14 +295,15 @@ def build_evaluator(config: FIDConfig, *, device="cpu", kernel: bool = False):
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         }
 
-    class FID(FrechetEvaluator):
-        metric = "fid"
+    class _Inception:
+        """What FID and KID share: the extractor, the cache, the reference's key and provenance."""
+
         higher_is_better = False
 
         def __init__(self):
             self.config = config
             self.cache = cache
-            self.reference = None
+            self.reference = self.reference_features = None
             self.reference_key: dict | None = None
             self.reference_provenance: dict | None = None
             self.extractor_calls = 0
@@ -310,6 +311,9 @@ def build_evaluator(config: FIDConfig, *, device="cpu", kernel: bool = False):
 
         def features(self, images):
             return features(self, images)
+
+    class FID(_Inception, FrechetEvaluator):
+        metric = "fid"
 
         # streamed generated side: running moments for the value, the feature rows (float32) for the
         # bootstrap -- never the images
@@ -349,21 +353,8 @@ def build_evaluator(config: FIDConfig, *, device="cpu", kernel: bool = False):
             self.reference, self.reference_key = stats, key
             self.reference_provenance = cache.provenance(key)
 
-    class KID(KernelEvaluator):
+    class KID(_Inception, KernelEvaluator):
         metric = "kid"
-        higher_is_better = False
-
-        def __init__(self):
-            self.config = config
-            self.cache = cache
-            self.reference_features = None
-            self.reference_key: dict | None = None
-            self.reference_provenance: dict | None = None
-            self.extractor_calls = 0
-            self.reset()
-
-        def features(self, images):
-            return features(self, images)
 
         def prepare(self, dataset, num_samples, seed=0):
             key = reference_key(dataset, num_samples, seed)
