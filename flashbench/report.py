@@ -1574,6 +1574,8 @@ def render_index(directory: Path | str) -> Path:
             label = f"{reproduced} / {contradicted} / {inconclusive} of {total}"
         else:  # a report rendered before three-way verdicts: its counts cannot be split
             label = f"{reproduced} of {total} (sign only, re-render)"
+        if "seed_list" not in meta and meta.get("seeds"):  # rendered before the count: "seeds" held the list
+            meta["seeds"] = str(len([x for x in meta["seeds"].split(",") if x.strip()]))
         entries.append({
             **meta,
             "href": path.relative_to(directory).as_posix(),

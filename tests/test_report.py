@@ -635,3 +635,17 @@ def test_the_report_says_which_side_ran_where_paper_and_code_differ(tmp_path):
     box = re.search(r'<div class="box choices">.*?</div>', render_report(tmp_path).read_text(), flags=re.S).group(0)
     assert "the paper&#39;s Eq. 7 spread, exp(-d^2) (paper)" in box and "the authors&#39; code&#39;s spread, exp(-2 d^2) (code)" in box
     assert "WGAN without a Lipschitz constraint (code)" in box and "LSGAN on raw scores with the 1/2 (Eq. 8) (paper)" in box
+
+
+def test_index_counts_seeds_and_flags_reports_rendered_before_three_way_verdicts(tmp_path):
+    from flashbench.report import render_index
+
+    old = ('<html><head><meta name="flashbench:study" content="old"><meta name="flashbench:reproduces" content="Figure 5a">'
+           '<meta name="flashbench:title" content="Old"><meta name="flashbench:scale" content="toy">'
+           '<meta name="flashbench:compute" content="0.1 h"><meta name="flashbench:generated" content="2026-11-30">'
+           '<meta name="flashbench:seeds" content="0, 1"><meta name="flashbench:claims_reproduced" content="1">'
+           '<meta name="flashbench:claims_total" content="3"></head><body></body></html>')
+    (tmp_path / "old.html").write_text(old)
+    index = render_index(tmp_path).read_text()
+    row = re.search(r"<tr>.*?old\.html.*?</tr>", index, flags=re.S).group(0)
+    assert "1 of 3 (sign only, re-render)" in row and "<td>2</td>" in row
