@@ -640,11 +640,10 @@ def test_the_report_says_which_side_ran_where_paper_and_code_differ(tmp_path):
 def test_index_counts_seeds_and_flags_reports_rendered_before_three_way_verdicts(tmp_path):
     from flashbench.report import render_index
 
-    old = ('<html><head><meta name="flashbench:study" content="old"><meta name="flashbench:reproduces" content="Figure 5a">'
-           '<meta name="flashbench:title" content="Old"><meta name="flashbench:scale" content="toy">'
-           '<meta name="flashbench:compute" content="0.1 h"><meta name="flashbench:generated" content="2026-11-30">'
-           '<meta name="flashbench:seeds" content="0, 1"><meta name="flashbench:claims_reproduced" content="1">'
-           '<meta name="flashbench:claims_total" content="3"></head><body></body></html>')
+    meta = {"study": "old", "title": "Old", "reproduces": "Figure 5a", "scale": "toy", "claims_reproduced": "1",
+            "claims_total": "3", "variants_done": "4", "variants_total": "4", "seeds": "0, 1", "compute": "0.1 h",
+            "generated": "2026-11-22T08:58:12+00:00", "git_hash": "abc", "direction": "d", "claims_json": "[]"}
+    old = "<html><head>" + "".join(f'<meta name="flashbench:{k}" content="{v}">' for k, v in meta.items()) + "</head></html>"
     (tmp_path / "old.html").write_text(old)
     index = render_index(tmp_path).read_text()
     row = re.search(r"<tr>.*?old\.html.*?</tr>", index, flags=re.S).group(0)
