@@ -548,6 +548,47 @@ def evaluate_claims(study: dict, df, store: ResultStore | None = None) -> list[C
     return out
 
 
+def measured_effects(study: dict, df, store: ResultStore | None = None) -> list[dict]:
+    """``[[paper.effects]]`` (``variant``, ``than``, optional ``metrics`` and ``nfe``): what a choice changes,
+    with no direction to judge (e.g. where the paper and the authors' code differ). Per metric, the paired
+    difference ``variant - than`` and its 95% interval, as for a claim, and whether the interval excludes 0."""
+    ok = _ok_rows(df)
+    primary = _primary_nfe(study, ok)
+    directions = metric_directions(df)
+    load = store.load_replicates if store is not None else (lambda _: None)
+    out = []
+    for effect in (study.get("paper") or {}).get("effects") or []:
+        if not isinstance(effect, dict):
+            continue
+        variant, than = str(effect.get("variant", "")), str(effect.get("than", ""))
+        nfe = int(effect["nfe"]) if effect.get("nfe") is not None else primary
+        wanted = effect.get("metrics") or list(directions)
+        for name in wanted:
+            metric = _measured_metric(str(name), directions) or str(name)
+            a, b = _claim_side(ok, variant, metric, nfe, load), _claim_side(ok, than, metric, nfe, load)
+            common = sorted(set(a) & set(b))
+            diff = paired_difference({s_: (a[s_][0], b[s_][0], a[s_][1], b[s_][1]) for s_ in common}) if common else None
+            resolved = diff is not None and diff.has_interval and (diff.low > 0 or diff.high < 0)
+            out.append({"text": str(effect.get("text", f"{variant} vs {than}")), "variant": variant, "than": than, "metric": metric,
+                        "nfe": nfe, "higher_is_better": directions.get(metric), "difference": diff,
+                        "verdict": "not measured" if diff is None else "resolved" if resolved else "within noise"})
+    return out
+
+
+def _effects_table(effects: list[dict]):
+    import pandas as pd
+
+    rows = []
+    for e in effects:
+        d = e["difference"]
+        digits = _decimals(d.value) if d is not None and d.value else 3
+        rows.append({"effect": e["text"], "metric": e["metric"], "nfe": e["nfe"],
+                     "difference": DASH if d is None else _fmt(d.value, digits),
+                     "95% interval": DASH if d is None or not d.has_interval else f"[{_fmt(d.low, digits)}, {_fmt(d.high, digits)}]",
+                     "seeds": 0 if d is None else d.seeds, "the data": e["verdict"]})
+    return pd.DataFrame(rows, columns=["effect", "metric", "nfe", "difference", "95% interval", "seeds", "the data"])
+
+
 # --------------------------------------------------------------------------------------------
 # Formatting
 # --------------------------------------------------------------------------------------------
@@ -1389,6 +1430,10 @@ def _method_choices(study: dict) -> list[str]:
                 lines.append(f"{field} {spec.get('name')}: {label}")
         if train.get("lcm_boundary"):
             lines.append("the authors' LCM boundary condition on the student (lcm_boundary = true)")
+        if train.get("draws") == "per_batch":
+            lines.append("one start index and one omega per batch, DMD its own omega (the authors' code; draws = per_batch)")
+        if train.get("phase_counting") == "optimizer_calls":
+            lines.append("the authors' phase counter, two optimizer calls per batch (phase_counting = optimizer_calls)")
         for line in lines:
             names = seen.setdefault(line, [])
             if v.get("name") not in names:
@@ -1426,7 +1471,8 @@ def _markdown_report(context: dict, tables: dict[str, tuple[Any, dict]]) -> str:
     if context.get("departures"):
         lines += [f"**Departures from the paper's protocol (scale {context['scale']}):**"]
         lines += [f"- {d}" for d in context["departures"]] + [""]
-    for name, heading in (("paper", "The paper's numbers beside this run's"), ("main", "Results"), ("panel", "Panel")):
+    for name, heading in (("paper", "The paper's numbers beside this run's"), ("effects", "Measured effects (variant - baseline, paired, 95% interval)"),
+                          ("main", "Results"), ("panel", "Panel")):
         if name in tables:
             table, directions = tables[name]
             lines += [f"## {heading}", "", _markdown(table, directions).rstrip(), ""]
@@ -1466,6 +1512,16 @@ def render_report(run_dir: Path | str) -> Path:
             exports[key].append({"label": label, "file": f"{name}-{key}.{ext}", "uri": _data_uri(text, mime)})
 
     claims = evaluate_claims(study, df, store)
+    effects = measured_effects(study, df, store)
+    if effects:
+        tables["effects"] = (_effects_table(effects), {})
+        texts = {"csv": tables["effects"][0].to_csv(index=False), "md": _markdown(tables["effects"][0], {}),
+                 "tex": _latex(tables["effects"][0], {})}
+        exports["effects"] = []
+        for ext, text in texts.items():
+            atomic_write_text(tables_dir / f"effects.{ext}", text)
+            exports["effects"].append({"label": ext.upper(), "file": f"{name}-effects.{ext}",
+                                       "uri": _data_uri(text, {"csv": "text/csv", "md": "text/markdown", "tex": "application/x-tex"}[ext])})
     failed, unfinished = _failures(study, df, store)
     paper = study.get("paper") or {}
     several_seeds = any(c.endswith("_std") for c in main.columns)
@@ -1484,6 +1540,7 @@ def render_report(run_dir: Path | str) -> Path:
         "primary_nfe": nfe,
         "direction": str(paper.get("direction") or ""),
         "claims": claims,
+        "effects": _html_table(tables["effects"][0], {}) if effects else None,
         "claims_summary": counts,
         "claims_summary_text": _summary_text(counts, len(claims)),
         "uncertainty_notes": _uncertainty_notes(ok, study, seeds_ran),

@@ -73,6 +73,8 @@ NAME_RE = re.compile(r"[a-z0-9_-]+\Z")
 VARIANT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
 
 SECTIONS = ("study", "paper", "base", "scale", "variants", "matrix")
+DRAWS = ("per_sample", "per_batch")  # where the paper and the authors' code draw i and omega
+PHASE_COUNTING = ("batches", "optimizer_calls")
 STUDY_KEYS = ("name", "title", "reproduces", "panel", "version", "default_scale", "seeds", "primary_nfe")
 CLAIM_KEYS = ("text", "metric", "better", "variant", "than", "nfe", "than_nfe", "scales")
 # Evaluation fields that name components: the registry kind each is looked up in.
@@ -556,6 +558,8 @@ TRAIN_CHECKS: dict[str, tuple[Check, ...]] = {
     "guidance_max": (_non_negative,),
     "guidance_fixed": (_non_negative,),
     "adv_timesteps": (_non_empty, _each(_unit_interval)),
+    "draws": (_one_of(DRAWS),),
+    "phase_counting": (_one_of(PHASE_COUNTING),),
 }
 EVAL_CHECKS: dict[str, tuple[Check, ...]] = {
     "nfe": (_non_empty, _each(_positive)),

@@ -237,3 +237,69 @@ def test_lcm_boundary_option_reaches_the_students_prediction(toy, monkeypatch):
     with_lcm = distil_loss(True, "lcm-on")
     torch.testing.assert_close(with_lcm, plain, rtol=0, atol=1e-5)
     assert TrainConfig().lcm_boundary is False  # the paper's plain x0-parametrisation by default
+
+
+# --- draws per batch, and the authors' phase counter ------------------------------------------------------
+
+
+def _spy_step(toy, cfg, name, *, gan=None, dmd=None, iteration=0, timesteps=None):
+    """One training step; what the teacher target and the DMD term were asked for (start indices, omegas)."""
+    import dataclasses
+
+    import numpy as np
+
+    from flashbench.method import trainer as trainer_module
+
+    torch.manual_seed(0)
+    trainer = trainer_module.FlashTrainer(toy["teacher"], toy["conditioning"], toy["solver"], timesteps or toy["timesteps"], cfg,
+                                          distil=L.MSEDistillation(), gan=gan, dmd=dmd, adapter_name=name, seed=0)
+    seen = {}
+    target = trainer.teacher_target
+
+    def spy_target(z_t, start, cond, uncond, omega):
+        seen["start"], seen["omega"] = start.clone(), omega.clone()
+        return target(z_t, start, cond, uncond, omega)
+
+    trainer.teacher_target = spy_target
+    guided = trainer_module.guided_output
+
+    def spy_guided(fn, x, t, cond, uncond, omega):
+        seen["omega_dmd"] = omega.clone()
+        return guided(fn, x, t, cond, uncond, omega)
+
+    trainer_module.guided_output = spy_guided
+    try:
+        batch = toy["dataset"].train_batch(np.random.default_rng(0), 8)
+        stats = trainer.step(batch, iteration)
+        return seen, stats, trainer
+    finally:
+        trainer_module.guided_output = guided
+        trainer.close()
+
+
+def test_draws_per_sample_by_default_and_per_batch_as_the_authors(toy):
+    import dataclasses
+
+    dmd = toy["components"].get("loss", "dmd").build({}, device="cpu")
+    cfg = dataclasses.replace(CFG, lambda_dmd=(0.5, 0.5, 0.5, 0.5))
+    paper, _, _ = _spy_step(toy, cfg, "draws-paper", dmd=dmd)
+    assert len(set(paper["omega"].tolist())) == 8 and torch.equal(paper["omega_dmd"], paper["omega"])
+    code, _, _ = _spy_step(toy, dataclasses.replace(cfg, draws="per_batch"), "draws-code", dmd=dmd)
+    assert len(set(code["omega"].tolist())) == 1 and len(set(code["start"].tolist())) == 1  # one of each per batch
+    assert len(set(code["omega_dmd"].tolist())) == 1 and not torch.equal(code["omega_dmd"], code["omega"])  # DMD's own
+    lo, hi = cfg.guidance_min, cfg.guidance_max
+    assert lo <= float(code["omega"][0]) <= hi and lo <= float(code["omega_dmd"][0]) <= hi
+
+
+def test_the_authors_phase_counter_switches_phases_twice_as_fast_with_a_discriminator(toy):
+    import dataclasses
+
+    gan = toy["components"].get("loss", "lsgan").build({}, device="cpu")
+    cfg = dataclasses.replace(CFG, phase_length=10)
+    ts = toy["components"].get("timesteps", "flash").build({}, num_timesteps=8, phase_length=10, num_phases=4)
+    _, by_batch, _ = _spy_step(toy, cfg, "phase-batches", gan=gan, iteration=15, timesteps=ts)
+    calls = dataclasses.replace(cfg, phase_counting="optimizer_calls")
+    _, by_calls, _ = _spy_step(toy, calls, "phase-calls", gan=gan, iteration=15, timesteps=ts)
+    assert (by_batch.phase, by_calls.phase) == (1, 3)  # iteration 15 of phases of 10: 15 batches, 30 optimizer calls
+    _, no_gan, _ = _spy_step(toy, calls, "phase-nogan", iteration=15, timesteps=ts)
+    assert no_gan.phase == 1  # without a discriminator there is one optimizer call per batch

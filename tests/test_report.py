@@ -648,3 +648,18 @@ def test_index_counts_seeds_and_flags_reports_rendered_before_three_way_verdicts
     index = render_index(tmp_path).read_text()
     row = re.search(r"<tr>.*?old\.html.*?</tr>", index, flags=re.S).group(0)
     assert "1 of 3 (sign only, re-render)" in row and "<td>2</td>" in row
+
+
+def test_measured_effects_are_paired_differences_without_a_verdict(tmp_path):
+    store, scores = _one_seed_run(tmp_path)
+    study = store.read_study()
+    study["paper"]["effects"] = [{"text": "a instead of b", "variant": "a", "than": "b", "metrics": ["clip_score"]},
+                                 {"text": "c instead of b", "variant": "c", "than": "b"},
+                                 {"text": "x instead of b", "variant": "x", "than": "b"}]
+    store.write_study(study)
+    render_report(tmp_path)
+    effects = pd.read_csv(tmp_path / "tables" / "effects.csv")
+    assert list(effects["the data"]) == ["resolved", "within noise", "not measured"]
+    assert effects.loc[0, "difference"] == "0.020"
+    text = (tmp_path / "report.html").read_text()
+    assert "Measured effects" in text and "a instead of b" in text

@@ -208,17 +208,30 @@ class FlashTrainer:
             raise NonFiniteLoss(iteration, *bad)
 
     # -- one step ------------------------------------------------------------------------------------
+    def counted(self, iteration: int) -> int:
+        """The iteration the phases (and pi's mode weights) read. ``phase_counting = "optimizer_calls"``: the
+        authors' counter advances on the student's and on the discriminator's update, so with a discriminator
+        the phases switch after phase_length / 2 batches."""
+        if self.cfg.phase_counting == "optimizer_calls" and self.gan is not None:
+            return 2 * iteration
+        return iteration
+
     def step(self, batch, iteration: int) -> StepStats:
         cfg, process, teacher, net = self.cfg, self.process, self.teacher, network(self.teacher)
-        phase = self.timesteps.phase(iteration)
+        counted = self.counted(iteration)
+        phase = self.timesteps.phase(counted)
         lam_adv, lam_dmd = cfg.lambda_adv[phase], cfg.lambda_dmd[phase]
         with torch.no_grad():
             z0 = teacher.encode(batch.images.to(self.device))
             cond, uncond = self.conditioning.prepare(teacher, batch.prompts, batch.extras)
         b = z0.shape[0]
         lo, hi = (cfg.guidance_fixed, cfg.guidance_fixed) if cfg.guidance_fixed > 0 else (cfg.guidance_min, cfg.guidance_max)
-        omega = self._uniform(b, lo, hi).to(self.device)
-        start = self._mine(self.timesteps.sample(self.generator, b * self.world, iteration))
+        if cfg.draws == "per_batch":  # the authors' code: one omega and one start index for the whole batch
+            omega = self._uniform(1, lo, hi).repeat(b).to(self.device)  # one per process: its batch, as theirs
+            start = self._mine(self.timesteps.sample(self.generator, self.world, counted)).repeat(b)
+        else:
+            omega = self._uniform(b, lo, hi).to(self.device)
+            start = self._mine(self.timesteps.sample(self.generator, b * self.world, counted))
         t_i = process.grid_timestep(start, cfg.num_timesteps).to(self.device)
         eps = self._randn(z0)
         z_t = process.add_noise(z0, eps, t_i)
@@ -257,8 +270,11 @@ class FlashTrainer:
             t_dmd = process.training_timestep(self._randint(process.num_train_timesteps, b)).to(self.device)
             with torch.no_grad():
                 zz = process.add_noise(x0_s.detach(), self._randn(z0), t_dmd)
+                omega_dmd = omega
+                if cfg.draws == "per_batch":  # the authors' DMD draws its own guidance scale
+                    omega_dmd = self._uniform(1, lo, hi).repeat(b).to(self.device)
                 with self.accelerator.autocast():
-                    out_real = guided_output(self._teacher_output, zz, t_dmd, cond, uncond, omega)
+                    out_real = guided_output(self._teacher_output, zz, t_dmd, cond, uncond, omega_dmd)
                     out_fake = net(zz, t_dmd, cond, student=True)
                 x0_real = process.to_x0(zz, out_real.float().to(zz.dtype), t_dmd)
                 x0_fake = process.to_x0(zz, out_fake.float().to(zz.dtype), t_dmd)
@@ -294,7 +310,7 @@ class FlashTrainer:
             ckpt.save(path, modules={"lora": self.lora_params, "head": list(self.head.parameters()) if self.head else []},
                       optimizers={"opt": self.opt, "head_opt": getattr(self, "head_opt", None)},
                       generator=self.generator, data_rng=data_rng,
-                      meta={"step": step, "phase": self.timesteps.phase(max(0, step - 1)), "fingerprint": ckpt.fingerprint(self.cfg), **counters})
+                      meta={"step": step, "phase": self.timesteps.phase(self.counted(max(0, step - 1))), "fingerprint": ckpt.fingerprint(self.cfg), **counters})
         self.accelerator.wait_for_everyone()
 
     def load_checkpoint(self, path: Path, data_rng: np.random.Generator) -> dict | None:
