@@ -41,7 +41,7 @@ def toy_reports(tmp_path_factory) -> Path:
     data = tomllib.loads((ROOT / "studies" / "ablation_guidance.toml").read_text())
     toy = data["scale"]["toy"]
     toy.update({"iterations": 4, "phase_length": 1, "batch_size": 4, "log_every": 2, "seeds": [0]})
-    toy["matrix"] = {"guidance_fixed": [0, 1, 5]}  # the sampled range and two fixed scales: a curve and a mark
+    toy["matrix"] = {"guidance_fixed": [0, 1, 2, 3, 5]}  # the sampled range and the fixed scales its toy claims name: a curve and a mark
     toy["eval"].update({"num_samples": 16, "batch_size": 16, "teacher_steps": [6], "nfe": [2, 4], "grid_size": 4})
     study = tmp / "ablation_guidance.toml"
     study.write_text(tomli_w.dumps(data))

@@ -88,8 +88,10 @@ def test_a_study_under_accelerate_launch_equals_one_process(tmp_path):
 
     def rows(run):
         lines = [json.loads(line) for line in (tmp_path / run / "results.jsonl").read_text().splitlines()]
-        out = {(r["variant_key"], r["nfe"], r["metric"]): r["value"] for r in lines}
-        assert len(out) == len(lines) == 14  # nothing written twice by the second process
+        out = {(r["variant_key"], r["variant"], r["nfe"], r["metric"]): r["value"] for r in lines}
+        # 2 variants x 2 NFEs x 2 metrics, the teacher with CFG at 3 step counts and through the student's
+        # sampler at the 2 NFEs x 2 metrics: nothing written twice by the second process
+        assert len(out) == len(lines) == 18
         return out
 
     ddp, one = rows("ddp"), rows("one")

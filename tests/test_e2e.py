@@ -23,7 +23,9 @@ pytestmark = pytest.mark.slow
 
 def shortened(tmp_path: Path, name: str = "ablation_losses.toml", **toy) -> Path:
     data = tomllib.loads((ROOT / "studies" / name).read_text())
-    data["scale"]["toy"].update({"iterations": 8, "phase_length": 2, "batch_size": 4, "log_every": 4, "seeds": [0], **toy})
+    toy = {"iterations": 8, "phase_length": 2, "batch_size": 4, "log_every": 4, "seeds": [0], **toy}
+    toy.setdefault("global_batch", toy["batch_size"])  # the shortened recipe's own: no global-batch warning
+    data["scale"]["toy"].update(toy)
     data["scale"]["toy"]["eval"].update({"num_samples": 48, "batch_size": 48, "teacher_steps": [6], "grid_size": 4})
     path = tmp_path / name
     path.write_text(tomli_w.dumps(data))
@@ -121,7 +123,7 @@ def test_tables_shape_and_finite_metrics(run_dir):
         assert r["processes"] == 1 and r["global_batch"] == 4  # one process x the shortened toy batch
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["processes"] == 1 and provenance["global_batch"] == [4]
-    assert "4 (1 process x 4); the recipe states 16" in (out / "report.html").read_text()  # the toy recipe's 1 x 16
+    assert "4 (1 process x 4); the recipe states 4" in (out / "report.html").read_text()  # the shortened recipe's 1 x 4
     dmd_rows = [r for r in students if "dmd" in r["variant"]]
     assert all(r["student_nfe_per_step"] > 1 for r in dmd_rows)  # DMD adds a student evaluation
     main_table = pd.read_csv(out / "tables" / "main.csv")
@@ -194,7 +196,7 @@ def test_nan_loss_fails_the_variant_and_the_study_goes_on(tmp_path):
     study = shortened(tmp_path, iterations=4, phase_length=1)
     data = tomllib.loads(study.read_text())
     data["variants"][0]["distil_loss"] = "nan-mse"  # "distil" blows up; the three others must still run
-    data["scale"]["toy"]["eval"].update({"num_samples": 16, "batch_size": 16, "teacher_steps": [2], "nfe": [4]})
+    data["scale"]["toy"]["eval"].update({"num_samples": 16, "batch_size": 16, "teacher_steps": [2], "nfe": [2]})
     study.write_text(tomli_w.dumps(data))
     out = tmp_path / "run"
     components = collect_components(get_plugin_manager(extra_plugins=[NaNLossPlugin()]))
@@ -331,7 +333,7 @@ def test_two_shards_at_once_share_one_result_store(tmp_path):
 
     study = shortened(tmp_path, iterations=4, phase_length=1)
     data = tomllib.loads(study.read_text())
-    data["scale"]["toy"]["eval"].update({"num_samples": 16, "batch_size": 16, "teacher_steps": [2], "nfe": [4]})
+    data["scale"]["toy"]["eval"].update({"num_samples": 16, "batch_size": 16, "teacher_steps": [2], "nfe": [2]})
     study.write_text(tomli_w.dumps(data))
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -347,7 +349,7 @@ def test_two_shards_at_once_share_one_result_store(tmp_path):
     for r in rows:
         per_variant.setdefault(r["variant"], []).append(r["metric"])
     assert set(per_variant) == {"distil", "distil+dmd", "distil+adv", "distil+adv+dmd"}
-    assert all(sorted(m) == ["clip_score", "fd", "lpips_to_teacher"] for m in per_variant.values())  # each once
+    assert all(sorted(m) == ["clip_score", "fd", "kid", "lpips_to_teacher"] for m in per_variant.values())  # each once
     assert "distil+adv+dmd" in outputs[1] and "distil+adv+dmd" not in outputs[0]  # shard 1 ran variants 1 and 3
 
 
@@ -393,7 +395,7 @@ def test_an_edited_variant_runs_again_and_continues_its_training(run_dir, tmp_pa
     assert [log.count(f"variant {i}/4") for i in (1, 2, 3, 4)] == [2, 1, 1, 1]  # only "distil" ran again
     rows = [r for r in ResultStore(copy).rows() if r["role"] == "student"]
     assert sorted({r["variant"] for r in rows}) == ["distil", "distil+adv", "distil+adv+dmd", "distil+dmd"]
-    assert len(rows) == 4 * 9
+    assert len(rows) == 4 * 12  # 4 variants x 3 NFEs x 4 metrics
     assert {r["iterations"] for r in rows if r["variant"] == "distil"} == {10}
 
 

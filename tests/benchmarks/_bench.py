@@ -238,7 +238,7 @@ PARTS = {
 
 class StepProbe:
     """Times the parts of ``FlashTrainer.step`` and records its network calls, by wrapping (instance attributes,
-    removed on exit) ``teacher.eps``, ``teacher.encoder_features``, ``teacher.adapters_disabled``,
+    removed on exit) ``teacher.output`` (the raw network pass the trainer makes), ``teacher.encoder_features``, ``teacher.adapters_disabled``,
     ``trainer.teacher_target``, ``accelerator.backward``, the optimisers' ``step`` and the head's forward."""
 
     def __init__(self, trainer):
@@ -260,7 +260,7 @@ class StepProbe:
 
     def __enter__(self):
         tr, teacher = self.trainer, self.trainer.teacher
-        eps, enc, disabled, target = teacher.eps, teacher.encoder_features, teacher.adapters_disabled, tr.teacher_target
+        eps, enc, disabled, target = teacher.output, teacher.encoder_features, teacher.adapters_disabled, tr.teacher_target
         backward = tr.accelerator.backward
 
         def eps_probe(x, t, cond, *, student, module=None):
@@ -312,7 +312,7 @@ class StepProbe:
             finally:
                 self._add("backward", t0)
 
-        self._patch(teacher, "eps", eps_probe)
+        self._patch(teacher, "output", eps_probe)
         self._patch(teacher, "encoder_features", encoder_probe)
         self._patch(teacher, "adapters_disabled", disabled_probe)
         self._patch(tr, "teacher_target", target_probe)

@@ -22,7 +22,8 @@ pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.benchmark(group
 def one_step_study(tmp_path):
     data = tomllib.loads((_bench.ROOT / "studies" / "ablation_losses.toml").read_text())
     data["study"]["primary_nfe"] = 1
-    data["scale"]["toy"].update({"iterations": 1, "phase_length": 1, "batch_size": 2, "num_timesteps": 4, "log_every": 1})
+    data["scale"]["toy"].update({"iterations": 1, "phase_length": 1, "batch_size": 2, "global_batch": 2, "num_timesteps": 4, "log_every": 1,
+                                 "seeds": [0]})
     data["scale"]["toy"]["eval"].update({"nfe": [1], "num_samples": 4, "batch_size": 4, "teacher_steps": [1], "teacher_at_student_nfe": False,
                                          "evaluators": ["toy-fd"], "grid_size": 0})
     path = tmp_path / "ablation_losses.toml"
