@@ -30,6 +30,20 @@ ROW_NEUTRAL_FIELDS = ("log_every", "checkpoint_every", "trackers", "global_batch
 TEACHER_FEWSTEP = "teacher-fewstep"  # the teacher through the student's few-step sampler, no CFG
 
 
+def _train_fields(variant) -> dict:
+    """A variant's training fields as plain data, the row-neutral ones left out."""
+    from .checkpoint import _plain
+
+    return {f.name: _plain(getattr(variant.train, f.name)) for f in dataclasses.fields(variant.train) if f.name not in ROW_NEUTRAL_FIELDS}
+
+
+def _fingerprint(data: dict) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Measurement:
     """One metric on one evaluation set: the value, its bootstrap replicates and 95% interval."""
@@ -223,29 +237,19 @@ class StudyRunner:
     def recipe(variant, *, teacher_only: bool = False) -> str:
         """A fingerprint of what a variant's rows depend on (for the teacher baselines: the teacher side and
         the evaluation), recorded in its done marker."""
-        import hashlib
-        import json
-
         from .checkpoint import _plain
 
-        neutral = ROW_NEUTRAL_FIELDS
-        train = {f.name: _plain(getattr(variant.train, f.name)) for f in dataclasses.fields(variant.train) if f.name not in neutral}
+        train = _train_fields(variant)
         if teacher_only:
             train = {k: train[k] for k in ("teacher", "conditioning", "dataset", "solver")}
         ev = {f.name: _plain(getattr(variant.eval, f.name)) for f in dataclasses.fields(variant.eval)}
-        return hashlib.sha256(json.dumps({"train": train, "eval": ev}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return _fingerprint({"train": train, "eval": ev})
 
     @staticmethod
     def training_recipe(variant) -> str:
         """A fingerprint of what a variant's *student* depends on: its training fields (the neutral ones
         aside) and its seed. Variants that share it differ only in evaluation: one student serves them all."""
-        import hashlib
-        import json
-
-        from .checkpoint import _plain
-
-        train = {f.name: _plain(getattr(variant.train, f.name)) for f in dataclasses.fields(variant.train) if f.name not in ROW_NEUTRAL_FIELDS}
-        return hashlib.sha256(json.dumps({"train": train, "seed": variant.seed}, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return _fingerprint({"train": _train_fields(variant), "seed": variant.seed})
 
     def is_done(self, key: str, recipe: str) -> bool:
         """Done with this recipe. A variant done with another one (the study file was edited since) runs

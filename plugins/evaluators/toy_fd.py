@@ -22,7 +22,7 @@ def build(config: ToyFDConfig, *, device="cpu"):
     import torch
 
     from flashbench.method.evaluation import FrechetEvaluator, feature_statistics
-    from flashbench_plugins.toy.perceptual import load_features
+    from flashbench_plugins.toy.perceptual import features_of, load_features
 
     class ToyFD(FrechetEvaluator):
         metric = "fd"
@@ -33,11 +33,9 @@ def build(config: ToyFDConfig, *, device="cpu"):
             self.reference: tuple | None = None
             self.extractor_calls = 0
 
-        @torch.no_grad()
         def features(self, images):
             self.extractor_calls += 1
-            out = [self.net.features(chunk.to(device).float().clamp(-1, 1)) for chunk in images.split(256)]
-            return torch.cat(out).cpu().double().numpy()
+            return features_of(self.net, images, device)
 
         def prepare(self, dataset, num_samples, seed=0):
             if self.reference is None:

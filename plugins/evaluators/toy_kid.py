@@ -26,7 +26,7 @@ def build(config: ToyKIDConfig, *, device="cpu"):
     import torch
 
     from flashbench.method.evaluation import KernelEvaluator
-    from flashbench_plugins.toy.perceptual import load_features
+    from flashbench_plugins.toy.perceptual import features_of, load_features
 
     class ToyKID(KernelEvaluator):
         metric = "kid"
@@ -37,10 +37,8 @@ def build(config: ToyKIDConfig, *, device="cpu"):
             self.reference_features = None
             self.reset()
 
-        @torch.no_grad()
         def features(self, images):
-            out = [self.net.features(chunk.to(device).float().clamp(-1, 1)) for chunk in images.split(256)]
-            return torch.cat(out).cpu().double().numpy()
+            return features_of(self.net, images, device)
 
         def prepare(self, dataset, num_samples, seed=0):
             if self.reference_features is None:

@@ -28,6 +28,15 @@ def load_features(device: str = "cpu") -> nets.DigitFeatures:
     return net.to(device).eval().requires_grad_(False)
 
 
+def features_of(net, images, device="cpu"):
+    """The classifier's (B, 128) embedding of images in [-1, 1], float64 numpy, in chunks of 256 (toy-fd, toy-kid)."""
+    import torch
+
+    with torch.no_grad():
+        out = [net.features(chunk.to(device).float().clamp(-1, 1)) for chunk in images.split(256)]
+    return torch.cat(out).cpu().double().numpy()
+
+
 @functools.lru_cache(maxsize=4)
 def load_clip(device: str = "cpu"):
     model = nets.build_clip()
