@@ -23,6 +23,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "flashbench_plugins.teachers.adapter_canny",
     "flashbench_plugins.teachers.adapter_depth",
     "flashbench_plugins.teachers.pixart_alpha",
+    "flashbench_plugins.teachers.pixart_sigma",
+    "flashbench_plugins.teachers.sd21_v",
     "flashbench_plugins.teachers.faceswap",
     "flashbench_plugins.conditionings.text",
     "flashbench_plugins.datasets.toy_digits",

@@ -22,6 +22,10 @@ attention mask, SD's VAE, a DDPM-family schedule (PixArt ships a ``DPMSolverMult
   ``base_model.model.``) — diffusers 0.42's ``PixArtAlphaPipeline`` has no ``load_lora_weights``; PixArt's
   own documented way is ``PeftModel.from_pretrained(pipe.transformer, folder)`` (see
   :func:`load_peft_adapter`), which injects the adapter into the pipeline's transformer in place.
+* PixArt-Sigma (:class:`PixartSigmaTeacher`) is this teacher with another stock pipeline
+  (``PixArtSigmaPipeline``, which has no ``load_lora_weights`` either: same peft export), T5 prompts of up
+  to 300 tokens, and no micro-conditioning; everything else (learned sigma, VP epsilon, the discriminator's
+  tokens, the LoRA) is shared.
 """
 from __future__ import annotations
 
@@ -114,6 +118,9 @@ def load_peft_adapter(transformer: nn.Module, folder: str | Path, adapter_name: 
 
 # --- the teacher -------------------------------------------------------------------------------------------------
 class PixartTeacher(Teacher):
+    #: the family's stock diffusers pipeline (:meth:`pipeline`), by its name in ``diffusers``
+    pipeline_class_name = "PixArtAlphaPipeline"
+
     def __init__(
         self,
         source: str,
@@ -301,13 +308,36 @@ class PixartTeacher(Teacher):
         save_file(self.lora_state_dict(name), str(folder / PEFT_WEIGHTS_NAME), metadata={"format": "pt"})
         return folder
 
-    def pipeline(self):
-        """``PixArtAlphaPipeline`` over these components with :func:`few_step_scheduler` (the student's few-step
-        sampling; call it with ``guidance_scale=1`` (no CFG) and, for sizes outside PixArt's aspect-ratio bins,
-        ``use_resolution_binning=False``)."""
-        from diffusers import PixArtAlphaPipeline
+    def pipeline_class(self):
+        import diffusers
 
-        return PixArtAlphaPipeline(
+        return getattr(diffusers, self.pipeline_class_name)
+
+    def pipeline(self):
+        """The stock pipeline (``PixArtAlphaPipeline``; ``PixArtSigmaPipeline`` for Sigma) over these components
+        with :func:`few_step_scheduler` (the student's few-step sampling; call it with ``guidance_scale=1`` (no
+        CFG) and, for sizes outside PixArt's aspect-ratio bins, ``use_resolution_binning=False``)."""
+        return self.pipeline_class()(
             tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae, transformer=self.transformer,
             scheduler=few_step_scheduler(self.scheduler.config),
         )
+
+
+class PixartSigmaTeacher(PixartTeacher):
+    """PixArt-Sigma: the PixArt-alpha teacher over ``PixArtSigmaPipeline``, T5 prompts of up to 300 tokens.
+
+    Sigma's transformer takes no resolution / aspect-ratio embeddings and its pipeline passes none, so a
+    transformer that expects them (a PixArt-alpha 1024-MS checkpoint given as ``path``) is refused here rather
+    than failing inside the stock pipeline after training."""
+
+    pipeline_class_name = "PixArtSigmaPipeline"
+
+    def __init__(self, source: str, *, max_sequence_length: int = 300, **kw):
+        super().__init__(source, max_sequence_length=max_sequence_length, **kw)
+        if self.micro_conditioning:
+            from flashbench.errors import UserError
+
+            raise UserError(
+                f"{self.source}: this transformer expects resolution / aspect-ratio micro-conditioning, which "
+                "PixArt-Sigma models and PixArtSigmaPipeline do not have (a PixArt-alpha 1024-MS checkpoint? use pixart-alpha)"
+            )

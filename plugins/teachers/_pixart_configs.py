@@ -1,4 +1,4 @@
-"""Published configurations of the PixArt-alpha XL-2 transformers (``transformer/config.json`` of the hub
+"""Published configurations of the PixArt-alpha and PixArt-Sigma XL-2 transformers (``transformer/config.json`` of the hub
 folders, keeping the keys :class:`diffusers.PixArtTransformer2DModel` takes), so the real-size model can be
 built on the meta device to count LoRA parameters without downloading anything.
 
@@ -44,3 +44,12 @@ TRANSFORMER_CONFIGS = {
 LORA_TARGETS = (
     "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "proj", "linear", "linear_1", "linear_2",
 )
+
+#: PixArt-Sigma (Chen et al. 2024, the ``pixart-sigma`` teacher): the same XL-2 transformer (28 blocks, width 1152,
+#: learned sigma, VP epsilon on PixArt's linear DDPM betas), trained on SDXL's VAE latents (scaling 0.13025) with T5
+#: captions of up to 300 tokens and *without* resolution / aspect-ratio micro-conditioning: its config sets
+#: ``use_additional_conditions`` to false explicitly (sample_size 128 would otherwise turn it on), and
+#: ``PixArtSigmaPipeline`` passes no resolution or aspect ratio.
+SIGMA_HUB_ID = "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS"
+SIGMA_MAX_SEQUENCE_LENGTH = 300
+SIGMA_TRANSFORMER_CONFIG = {**_XL_2, "sample_size": 128, "interpolation_scale": 2, "use_additional_conditions": False}

@@ -1,9 +1,9 @@
-"""Published configs of the Stable-Diffusion-family models the ``sd15``, ``inpaint`` and ``superres`` teachers
-load, and tiny configs of the same classes for tests.
+"""Published configs of the Stable-Diffusion-family models the ``sd15``, ``inpaint``, ``superres`` and ``sd21-v``
+teachers load, and tiny configs of the same classes for tests.
 
 The real-size dicts are the values of the public ``config.json`` files (``unet/``, ``scheduler/``, ...) of
-stable-diffusion-v1-5/stable-diffusion-v1-5, stable-diffusion-v1-5/stable-diffusion-inpainting and
-stabilityai/stable-diffusion-x4-upscaler. They let the LoRA defaults be checked against the paper's
+stable-diffusion-v1-5/stable-diffusion-v1-5, stable-diffusion-v1-5/stable-diffusion-inpainting,
+stabilityai/stable-diffusion-x4-upscaler and stabilityai/stable-diffusion-2-1. They let the LoRA defaults be checked against the paper's
 trainable-parameter counts without downloading anything: :func:`lora_parameter_count` builds the UNet on
 the ``meta`` device (no memory, no weights) and counts the adapter's parameters.
 
@@ -63,10 +63,34 @@ X4_UPSCALER_UNET = {
     "use_linear_projection": True,
 }
 
+#: stabilityai/stable-diffusion-2-1 (768 px), unet/config.json; 865.9M parameters. SD1.5's layout with OpenCLIP-H's
+#: 1024-wide text states, head *dims* growing with the width (5, 10, 20, 20 heads of 64), linear proj_in/proj_out,
+#: and attention computed in float32 (``upcast_attention``: SD2.1's fix for NaNs of the 768 model in float16).
+SD21_UNET = {
+    **SD15_UNET,
+    "attention_head_dim": [5, 10, 20, 20],
+    "cross_attention_dim": 1024,
+    "dual_cross_attention": False,
+    "sample_size": 96,
+    "upcast_attention": True,
+    "use_linear_projection": True,
+}
+
 #: SD1.5's (and SD-inpainting's) training schedule (scheduler/scheduler_config.json, read as DDIM)
 SD15_SCHEDULER = {
     "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
     "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": "epsilon",
+}
+
+#: SD2.1-768's training schedule (scheduler/scheduler_config.json, DDIM): SD1.5's scaled-linear betas, v-prediction.
+#: Not zero terminal SNR: alphas_cumprod[999] = 0.00466, alpha_T = 0.0683, sigma_T = 0.9977 (log-SNR -5.37).
+#: (The hub file also holds PNDM's ``skip_prk_steps``, which DDIM ignores and this dict leaves out.)
+SD21_SCHEDULER = {**SD15_SCHEDULER, "prediction_type": "v_prediction"}
+#: SD2.1's text encoder: OpenCLIP ViT-H/14's text tower converted to a ``CLIPTextModel`` (text_encoder/config.json),
+#: its last of 24 layers dropped (SD2 conditions on the penultimate layer); its tokenizer pads with "!" (id 0)
+SD21_TEXT_ENCODER = {
+    "hidden_act": "gelu", "hidden_size": 1024, "intermediate_size": 4096, "max_position_embeddings": 77,
+    "num_attention_heads": 16, "num_hidden_layers": 23, "projection_dim": 512, "vocab_size": 49408,
 }
 
 #: the x4 upscaler's denoising schedule: a v-prediction model
@@ -102,6 +126,8 @@ TINY_X4_UNET = {
     **TINY_UNET, "in_channels": 7, "num_class_embeds": 1000, "use_linear_projection": True,
     "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"], "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
 }
+#: SD2.1's UNet options at test size: linear projections, per-block head dims, float32 attention
+TINY_SD21_UNET = {**TINY_UNET, "attention_head_dim": [4, 8], "use_linear_projection": True, "upcast_attention": True}
 #: two blocks: the image is 2x the latents (SD's VAE is 8x, three blocks more)
 TINY_VAE = {
     "in_channels": 3, "out_channels": 3, "block_out_channels": [32, 64], "latent_channels": 4, "sample_size": 16,
