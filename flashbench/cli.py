@@ -47,7 +47,12 @@ interruption: variants already finished are skipped (a variant cut off mid-train
 examples:
   flashbench run studies/ablation_losses.toml                  # the study's default scale
   flashbench run studies/ablation_losses.toml --scale paper    # the paper's recipe (GPUs, hours)
-  flashbench run studies/ablation_losses.toml --output /scratch/fig5a"""
+  flashbench run studies/ablation_losses.toml --output /scratch/fig5a
+  flashbench run studies/ablation_losses.toml --jobs 1         # one process (default: one per core on a CPU)
+
+On a CPU, --jobs N starts N worker processes (one per core by default) that take the teacher baselines and
+the variants one at a time; which worker runs a variant does not change its rows. The run ends with where
+the time went: teacher baselines, training, student sampling, evaluation and bootstrap."""
 
 VALIDATE_EPILOG = """\
 Checks the file's syntax, every key and value in every section, and resolves every variant at every
@@ -129,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", metavar="DIR", help="run directory (default: runs/<study name>-<scale>)")
     p.add_argument("--shard", metavar="I/N", help="run only every N-th variant starting at I (0-based), e.g. "
                    "0/4 ... 3/4 as four jobs of a SLURM array sharing one --output")
+    p.add_argument("--jobs", "-j", metavar="N", default=os.environ.get("FLASHBENCH_JOBS"),
+                   help="worker processes sharing the teacher baselines and variants on this machine (default: "
+                   "$FLASHBENCH_JOBS, else 'auto': one per core on a CPU, one on a GPU)")
+    p.add_argument("--worker", metavar="DIR", type=Path, help=argparse.SUPPRESS)  # a worker of another process's --jobs run
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("validate", help="check a study file and list its variants, without running anything",
@@ -217,6 +226,7 @@ class _Lazy:
 
     def __init__(self, components=None):
         self._components = components
+        self.supplied = components is not None  # given by the caller: worker processes could not rebuild them
 
     def get(self):
         if self._components is None:
@@ -302,7 +312,14 @@ def _check_same_study(output: Path, study, what: str) -> None:
 def _cmd_run(args, components: _Lazy) -> int:
     from .study import load_study
 
+    from .jobs import parse_jobs
+
     shard = _parse_shard(args.shard) if args.shard is not None else None
+    jobs = parse_jobs(args.jobs)
+    if jobs is None and components.supplied:
+        jobs = 1  # components handed in by the caller (tests, an embedding application) live in this process only
+    if shard is not None and jobs is not None and jobs > 1:
+        raise UserError(f"--jobs {jobs} with --shard {args.shard}: a shard runs its variants in one process; give one of the two")
     if args.output is not None and not args.output:
         raise UserError("--output: an empty path; give a directory (default: runs/<study name>-<scale>)")
     file = _study_file(args.file)
@@ -312,13 +329,14 @@ def _cmd_run(args, components: _Lazy) -> int:
     output = Path(args.output) if args.output else Path("runs") / f"{study.name}-{study.scale}"
     _check_output(output, study, given=bool(args.output))
     n = len(study.variant_names)
-    main_process = os.environ.get("RANK", "0") == "0"  # under accelerate launch / torchrun, one process speaks
+    main_process = os.environ.get("RANK", "0") == "0" and args.worker is None  # one process speaks
     if main_process:
         print(f"{study.name} (scale {study.scale}): {n} variant{'s' * (n != 1)} x {len(study.seeds)} "
               f"seed{'s' * (len(study.seeds) != 1)} -> {output}")
     from .runner import run_study  # imports torch: only once the study is known to be valid
 
-    report = run_study(study, output_dir=Path(output), components=comps, **({"shard": shard} if shard else {}))
+    report = run_study(study, output_dir=Path(output), components=comps, jobs=jobs, worker=args.worker,
+                       **({"shard": shard} if shard else {}))
     if report is not None:
         print(f"results and tables: {output}")
         print(f"report: {report}")

@@ -12,6 +12,7 @@ at the end (at most 100 / every_percent + 1 lines per loop), e.g.::
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from typing import Any, Iterable, Iterator, TextIO
@@ -26,7 +27,7 @@ def progress_bar(iterable: Iterable, *, desc: str = "", total: int | None = None
     stream = sys.stderr if stream is None else stream
     if disable:
         return LineProgress(iterable, desc=desc, total=total, stream=None)
-    if is_interactive(stream):
+    if is_interactive(stream) and os.environ.get("FLASHBENCH_PROGRESS") != "lines":  # lines: workers of --jobs N share a terminal
         from tqdm.auto import tqdm
 
         return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, file=stream)

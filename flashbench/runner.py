@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import importlib.util
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,7 +55,8 @@ class Measurement:
     high: float
     method: str
     replicates: object | None  # (B,) numpy array, None when the evaluator gives none
-    seconds: float
+    seconds: float  # the bootstrap's
+    eval_seconds: float = 0.0  # the evaluator's: its updates over the samples, and compute()
 
 
 def measure(evaluator, n: int, resamples: int, seed: int) -> Measurement:
@@ -65,7 +67,9 @@ def measure(evaluator, n: int, resamples: int, seed: int) -> Measurement:
     from .method.evaluation import FrechetEvaluator, KernelEvaluator
     from .stats import centred_interval, replicates
 
+    t0 = time.perf_counter()
     value = float(evaluator.compute())
+    compute_seconds = time.perf_counter() - t0
     hib = bool(evaluator.higher_is_better)
     t0 = time.perf_counter()
     reps = None
@@ -73,11 +77,11 @@ def measure(evaluator, n: int, resamples: int, seed: int) -> Measurement:
         reps = replicates(evaluator.replicates, n, resamples, SEED_OFFSET + seed)
     if reps is None:
         why = "bootstrap disabled (bootstrap_resamples = 0)" if resamples <= 0 else f"{type(evaluator).__name__} gives no bootstrap replicates"
-        return Measurement(value, hib, float("nan"), float("nan"), why, None, 0.0)
+        return Measurement(value, hib, float("nan"), float("nan"), why, None, 0.0, compute_seconds)
     low, high = centred_interval(value, reps)
     method = (f"bootstrap (percentile, re-centred on the value) over the {n} samples, {resamples} resamples (seed {SEED_OFFSET + seed}), "
               f"paired across the rows of seed {seed}" + ("; reference fixed" if isinstance(evaluator, (FrechetEvaluator, KernelEvaluator)) else ""))
-    return Measurement(value, hib, low, high, method, reps, time.perf_counter() - t0)
+    return Measurement(value, hib, low, high, method, reps, time.perf_counter() - t0, compute_seconds)
 
 
 class StudyResources:
@@ -129,7 +133,8 @@ def _image_grid(images, columns: int):
 
 
 class StudyRunner:
-    def __init__(self, study, store, components, *, device="cpu", progress=True, shard: tuple[int, int] = (0, 1)):
+    def __init__(self, study, store, components, *, device="cpu", progress=True, shard: tuple[int, int] = (0, 1),
+                 claims=None, primary: bool = True, check_workers=None):
         import torch
 
         from accelerate import PartialState
@@ -140,6 +145,9 @@ class StudyRunner:
         self.is_main = self.state.is_main_process
         self.progress = progress
         self.shard = shard
+        # --jobs N (flashbench.jobs): tasks are claimed from ``claims`` instead of split by ``shard``; only the
+        # ``primary`` worker writes the study and provenance; ``check_workers`` raises when a worker failed
+        self.claims, self.primary, self.check_workers = claims, primary, check_workers
         self.resources = StudyResources(components, self.device)
         self._eval_inputs: dict = {}
         self._rerun_warned: set[str] = set()
@@ -182,7 +190,7 @@ class StudyRunner:
             e.reset()
         ref_dir = save_reference or self.reference_dir(train, ev, seed)
         needs_ref = any(e.needs_teacher_reference for e in evaluators)
-        grid, seconds = [], 0.0
+        grid, seconds, update_seconds = [], 0.0, {}
         for chunk, i in enumerate(range(0, len(prompts), ev.batch_size)):
             batch_prompts = prompts[i : i + ev.batch_size]
             t0 = time.perf_counter()
@@ -193,7 +201,9 @@ class StudyRunner:
                 _save_chunk(save_reference, chunk, images)
             reference = images if save_reference is not None else (_load_chunk(ref_dir, chunk) if needs_ref else None)
             for e in evaluators:
+                t0 = time.perf_counter()
                 e.update(images, batch_prompts, reference=reference if e.needs_teacher_reference else None)
+                update_seconds[e.metric] = update_seconds.get(e.metric, 0.0) + time.perf_counter() - t0
             if sum(len(g) for g in grid) < ev.grid_size:
                 grid.append(images[: ev.grid_size - sum(len(g) for g in grid)])
         if save_reference is not None:
@@ -202,7 +212,11 @@ class StudyRunner:
             import torch
 
             _image_grid(torch.cat(grid), ev.grid_size).save(grid_path)
-        return {e.metric: measure(e, len(prompts), ev.bootstrap_resamples, seed) for e in evaluators}, len(prompts), seconds
+        values = {}
+        for e in evaluators:
+            m = measure(e, len(prompts), ev.bootstrap_resamples, seed)
+            values[e.metric] = dataclasses.replace(m, eval_seconds=m.eval_seconds + update_seconds.get(e.metric, 0.0))
+        return values, len(prompts), seconds
 
     # --- teacher baselines -------------------------------------------------------------------------
     def teacher_steps(self, ev: EvalConfig) -> list[int]:
@@ -326,7 +340,8 @@ class StudyRunner:
         log.info("%s: student %s", variant.name, trainer.acceleration)
         try:
             try:
-                summary = trainer.train(dataset, train.iterations, seed=seed, progress=self.progress and self.is_main, desc=variant.name,
+                summary = trainer.train(dataset, train.iterations, seed=seed, progress=self.progress and self.is_main,
+                                        desc=variant.name if len(self.study.seeds) == 1 else f"{variant.name} (seed {seed})",
                                         log=lambda r: log.info("%s %s", variant.name, r), checkpoint=vdir / "checkpoint.safetensors")
             except NonFiniteLoss as exc:  # the last good checkpoint stays on disk
                 log.error("%s failed: %s", variant.name, exc)
@@ -395,7 +410,7 @@ class StudyRunner:
         rows = []
         for metric, m in values.items():
             interval = {"ci_low": m.low, "ci_high": m.high, "ci_level": LEVEL, "ci_method": m.method,
-                        "bootstrap_seconds": m.seconds}
+                        "bootstrap_seconds": m.seconds, "eval_seconds": m.eval_seconds}
             if m.replicates is not None:
                 interval["bootstrap_file"] = self.store.save_replicates(key, f"{metric}-nfe{nfe}-steps{steps}-{name}", m.replicates)
             rows.append(self._row(role, key, name, seed, axes, nfe, steps, metric, m.value, m.higher_is_better, n, **interval, **extra))
@@ -454,9 +469,12 @@ class StudyRunner:
         trained = [v.train.batch_size for v in self.study.variants if not v.train.evaluate_only]
         provenance = collect_provenance(self.study.scale, processes=self.state.num_processes, batch_sizes=trained)
         self.git_hash = provenance.get("git_hash") or provenance.get("git_commit") or "unknown"
-        if self.is_main:
+        if self.is_main and self.primary:
             self.store.write_study(self.study.to_data())
             self.store.write_provenance(provenance)
+        if self.claims is not None:
+            yield from self._run_claimed()
+            return
         i, n = self.shard
         mine = [v for k, v in enumerate(self.study.variants) if k % n == i]  # shards split the variants
         if not mine:
@@ -475,24 +493,75 @@ class StudyRunner:
             if variant not in mine or self.is_done(variant.key, self.recipe(variant)):
                 continue
             log.info("variant %d/%d: %s (seed %d)", index + 1, len(self.study.variants), variant.name, variant.seed)
-            siblings = [] if variant.train.evaluate_only else [
-                v for v in self.study.variants[index + 1:]
-                if v in mine and not v.train.evaluate_only and v.seed == variant.seed
-                and self.training_recipe(v) == self.training_recipe(variant) and not self.is_done(v.key, self.recipe(v))]
-            for done_variant, rows in self.run_variant(variant, index, siblings=siblings):
-                if self.is_main:
-                    self.store.add_rows(rows)
-                    status = rows[0]["status"] if rows else "ok"
-                    self.store.mark_done(done_variant.key, {"status": status, "rows": len(rows), "recipe": self.recipe(done_variant)})
-                self.state.wait_for_everyone()  # the others wait while the main process evaluates
-                if not self.is_main:
+            siblings = self._siblings(variant, index, lambda v: v in mine)
+            yield from self._run_and_store(variant, index, siblings, position)
+
+    def _siblings(self, variant, index: int, eligible) -> list:
+        """The variants after ``variant`` (same seed, same training recipe, not done, ``eligible``) that its
+        student serves: they differ only in evaluation."""
+        if variant.train.evaluate_only:
+            return []
+        return [v for v in self.study.variants[index + 1:]
+                if not v.train.evaluate_only and v.seed == variant.seed and self.training_recipe(v) == self.training_recipe(variant)
+                and not self.is_done(v.key, self.recipe(v)) and eligible(v)]
+
+    def _run_and_store(self, variant, index: int, siblings, position: dict):
+        for done_variant, rows in self.run_variant(variant, index, siblings=siblings):
+            if self.is_main:
+                self.store.add_rows(rows)
+                status = rows[0]["status"] if rows else "ok"
+                self.store.mark_done(done_variant.key, {"status": status, "rows": len(rows), "recipe": self.recipe(done_variant)})
+            self.state.wait_for_everyone()  # the others wait while the main process evaluates
+            if not self.is_main:
+                continue
+            if self.progress:
+                ok = [r for r in rows if r["status"] == "ok"]
+                summary = ", ".join(f"{r['metric']}@{r['nfe']}={r['value']:.4g}" for r in ok) or rows[0].get("reason", "failed")
+                print(f"[{position[done_variant.key] + 1}/{len(self.study.variants)}] {done_variant.name} (seed {done_variant.seed}): {summary}",
+                      flush=True)
+            yield done_variant, rows
+
+    def _run_claimed(self):
+        """``--jobs N``: take tasks until none is left to take. A task is the teacher baselines of a seed
+        (``teacher-s<seed>``) or a variant with its siblings; a variant waits until its seed's baselines
+        are done (it is evaluated against their reference)."""
+        claims = self.claims
+        firsts = {seed: next(v for v in self.study.variants if v.seed == seed) for seed in self.study.seeds}
+        baseline_done = {seed: lambda s=seed: self.is_done(f"teacher-s{s}", self.recipe(firsts[s], teacher_only=True))
+                         for seed in self.study.seeds}
+        position = {v.key: i for i, v in enumerate(self.study.variants)}
+        pending = [v for v in self.study.variants if not self.is_done(v.key, self.recipe(v))]
+        if pending:
+            self.preflight(pending)
+        tasks: list[tuple[str, object]] = [("baseline", seed) for seed in self.study.seeds if not baseline_done[seed]()]
+        tasks += [("variant", v) for v in pending]
+        while tasks:
+            if self.check_workers is not None:
+                self.check_workers()
+            ran = False
+            for task in list(tasks):
+                kind, item = task
+                name = f"teacher-s{item}" if kind == "baseline" else item.key
+                if claims.taken(name):  # another worker holds it (or a sibling's student served it)
+                    tasks.remove(task)
                     continue
-                if self.progress:
-                    ok = [r for r in rows if r["status"] == "ok"]
-                    summary = ", ".join(f"{r['metric']}@{r['nfe']}={r['value']:.4g}" for r in ok) or rows[0].get("reason", "failed")
-                    print(f"[{position[done_variant.key] + 1}/{len(self.study.variants)}] {done_variant.name} (seed {done_variant.seed}): {summary}",
-                          flush=True)
-                yield done_variant, rows
+                if kind == "variant" and not baseline_done[item.seed]():
+                    continue  # its seed's baselines are still running elsewhere
+                if not claims.take(name):
+                    tasks.remove(task)
+                    continue
+                tasks.remove(task)
+                ran = True
+                if kind == "baseline":
+                    self.run_teacher_baselines(firsts[item])
+                else:
+                    index = position[item.key]
+                    siblings = self._siblings(item, index, lambda v: claims.take(v.key))
+                    log.info("variant %d/%d: %s (seed %d)", index + 1, len(self.study.variants), item.name, item.seed)
+                    yield from self._run_and_store(item, index, siblings, position)
+                break  # scan again from the start: the study's order first
+            if not ran and tasks:
+                time.sleep(1.0)
 
 
 def _save_chunk(folder: Path, index: int, images) -> None:
@@ -518,10 +587,11 @@ def torch_half():
     return torch.float16
 
 
-def _setup_logging(run_dir: Path, rank: int = 0) -> logging.Handler:
+def _setup_logging(run_dir: Path, rank: int = 0, worker: bool = False) -> logging.Handler:
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(run_dir / ("run.log" if rank == 0 else f"run.rank{rank}.log"), encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    # the workers of --jobs N append to the same run.log, each line tagged with its process id
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s " + ("[pid %(process)d] " if worker else "") + "%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False  # the console gets progress bars and a summary line per variant, not the log
@@ -558,11 +628,17 @@ def global_batch_warning(study, processes: int) -> str | None:
 
 
 def run_study(study, *, output_dir, components=None, device: str | None = None, progress: bool = True,
-              shard: tuple[int, int] = (0, 1)) -> Path | None:
+              shard: tuple[int, int] = (0, 1), jobs: int | None = 1, worker: Path | None = None) -> Path | None:
     """Run every pending variant of ``study`` (of shard ``i`` of ``n``) into ``output_dir``; returns the
-    HTML report's path (None on the processes other than the main one under ``accelerate launch``). Shards of one study may run at once against the same ``output_dir``."""
+    HTML report's path (None on the processes other than the main one under ``accelerate launch``, and in
+    a ``--jobs`` worker). Shards of one study may run at once against the same ``output_dir``.
+
+    ``jobs``: worker processes sharing the study's tasks (:mod:`flashbench.jobs`); None: one per core on a
+    CPU, one on a GPU. ``worker``: run as a worker of another process's ``--jobs`` run (its claim folder).
+    """
     import torch
 
+    from .jobs import PROGRESS_ENV, Claims, Workers, available_cores, new_claims, remove_claims, resolve_jobs
     from .plugins import collect_components
     from .report import render_report
     from .results import ResultStore
@@ -578,26 +654,103 @@ def run_study(study, *, output_dir, components=None, device: str | None = None, 
     if state.num_processes > 1:
         device = str(state.device)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    handler = _setup_logging(run_dir, rank=state.process_index)
-    warning = global_batch_warning(study, state.num_processes) if state.is_main_process else None
+    n_jobs = 1
+    if worker is None and shard == (0, 1):
+        tasks = len(study.variants) + len(study.seeds)
+        n_jobs = resolve_jobs(jobs, tasks=tasks, cuda=device.startswith("cuda"), distributed=state.num_processes > 1)
+    handler = _setup_logging(run_dir, rank=state.process_index, worker=worker is not None or n_jobs > 1)
+    warning = global_batch_warning(study, state.num_processes) if state.is_main_process and worker is None else None
     if warning:
         print(warning, file=sys.stderr, flush=True)
         log.warning("%s", warning)
+    claims, workers = None, None
     try:
         store = ResultStore(run_dir)
-        runner = StudyRunner(study, store, components, device=device, progress=progress, shard=shard)
+        if worker is not None:
+            claims = Claims(worker)
+        elif n_jobs > 1:
+            threads = max(1, available_cores() // n_jobs)
+            torch.set_num_threads(threads)
+            os.environ[PROGRESS_ENV] = "lines"  # the workers share this terminal
+            claims = new_claims(run_dir)
+            log.info("%d worker processes, %d torch thread%s each", n_jobs, threads, "s" * (threads != 1))
+            if progress:
+                print(f"{n_jobs} worker processes ({threads} thread{'s' * (threads != 1)} each) share the teacher baselines and variants",
+                      flush=True)
+            workers = Workers(Path(study.path), study.scale, run_dir, claims, n_jobs, threads)
+
+        def check_workers():
+            if workers is not None and workers.failed():
+                raise RuntimeError(f"a worker process failed (exit status {workers.failed()[0]}); see {run_dir / 'run.log'}. "
+                                   "What finished is stored: run the same command again to resume")
+
+        runner = StudyRunner(study, store, components, device=device, progress=progress, shard=shard,
+                             claims=claims, primary=worker is None, check_workers=check_workers if workers else None)
         hook = components.pm.hook
-        if state.is_main_process:
+        if state.is_main_process and worker is None:
             hook.before_study(study=study, run_dir=run_dir)
         t0 = time.perf_counter()
         for variant, rows in runner.run():
             hook.after_variant(study=study, variant=variant, rows=rows, run_dir=run_dir)
-        if not state.is_main_process:
+        if workers is not None:
+            failed = [code for code in workers.wait() if code != 0]
+            if failed:
+                check_workers()
+        if not state.is_main_process or worker is not None:
             return None  # the main process writes the report
+        wall = time.perf_counter() - t0
         report = render_report(run_dir)
         hook.after_study(study=study, run_dir=run_dir, report_path=report)
-        log.info("study %s done in %.0fs; report %s", study.name, time.perf_counter() - t0, report)
+        log.info("study %s done in %.0fs; report %s", study.name, wall, report)
+        breakdown = time_breakdown(store.rows(), wall_seconds=wall, workers=n_jobs)
+        log.info("%s", breakdown)
+        if progress:
+            print(breakdown, flush=True)
         return report
     finally:
+        if workers is not None:
+            workers.stop()
+        if claims is not None and worker is None:
+            remove_claims(claims)
         log.removeHandler(handler)
         handler.close()
+
+
+#: the phases of a run, in the order :func:`phase_seconds` reports them
+PHASES = ("teacher baselines", "training", "student sampling", "evaluation", "bootstrap")
+
+
+def phase_seconds(rows) -> dict[str, float]:
+    """Seconds spent per phase, summed over a run's stored rows (and so over its worker processes): the
+    teacher baselines' sampling and evaluation; the students' training (a student serving several variants
+    counted once), sampling, evaluation (the evaluators' updates and ``compute()``) and bootstrap. Rows
+    written before a column existed add nothing to it."""
+    import math
+
+    def num(row, col):
+        v = row.get(col)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else 0.0
+
+    out = dict.fromkeys(PHASES, 0.0)
+    sampled, trained = set(), set()
+    for r in rows:
+        teacher = r.get("role") == "teacher"
+        sample_key = (r.get("variant_key"), r.get("variant"), r.get("nfe"), r.get("steps"), r.get("attempt"))
+        if sample_key not in sampled:
+            sampled.add(sample_key)
+            out["teacher baselines" if teacher else "student sampling"] += num(r, "sample_seconds")
+        out["teacher baselines" if teacher else "evaluation"] += num(r, "eval_seconds")
+        out["bootstrap"] += num(r, "bootstrap_seconds")
+        if not teacher and not r.get("trained_with") and (r.get("variant_key"), r.get("attempt")) not in trained:
+            trained.add((r.get("variant_key"), r.get("attempt")))
+            out["training"] += num(r, "train_seconds")
+    return out
+
+
+def time_breakdown(rows, *, wall_seconds: float | None = None, workers: int = 1) -> str:
+    """One line: the run's wall time and where the time went (:func:`phase_seconds`)."""
+    phases = phase_seconds(rows)
+    total = sum(phases.values()) or 1.0
+    parts = ", ".join(f"{name} {sec / 60:.1f} min ({100 * sec / total:.0f}%)" for name, sec in phases.items())
+    head = f"time: {wall_seconds / 60:.1f} min wall with {workers} worker process{'es' * (workers != 1)}; " if wall_seconds is not None else "time: "
+    return head + f"process time by phase: {parts}"

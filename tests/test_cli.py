@@ -145,7 +145,7 @@ def test_run_calls_the_runner_with_the_resolved_study(capsys, tmp_path, fake_com
 
     calls = []
 
-    def run_study(study, *, output_dir, components):
+    def run_study(study, *, output_dir, components, jobs=None, worker=None):
         calls.append((study, output_dir, components))
         return output_dir / "report.html"
 
@@ -161,7 +161,7 @@ def test_run_calls_the_runner_with_the_resolved_study(capsys, tmp_path, fake_com
 def test_user_errors_from_the_runner_are_one_line(capsys, fake_components, monkeypatch, tmp_path):
     import types
 
-    def run_study(study, *, output_dir, components):
+    def run_study(study, *, output_dir, components, jobs=None, worker=None):
         raise UserError("weights for teacher 'sd15' are not on this machine")
 
     monkeypatch.setitem(sys.modules, "flashbench.runner", types.SimpleNamespace(run_study=run_study))
