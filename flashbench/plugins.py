@@ -26,6 +26,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "flashbench_plugins.teachers.pixart_sigma",
     "flashbench_plugins.teachers.sd21_v",
     "flashbench_plugins.teachers.faceswap",
+    "flashbench_plugins.teachers.sd3",
+    "flashbench_plugins.teachers.flux",
     "flashbench_plugins.conditionings.text",
     "flashbench_plugins.datasets.toy_digits",
     "flashbench_plugins.datasets.image_captions",

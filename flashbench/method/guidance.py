@@ -2,7 +2,13 @@
 
 The combination is applied to the network's raw output, whatever its parametrisation (eps, v or flow
 velocity): every conversion to x0 is affine in the output with coefficients of (x_t, t) only, and both halves
-share x_t and t, so guiding the output is guiding x0 (``noise.py``)."""
+share x_t and t, so guiding the output is guiding x0 (``noise.py``).
+
+A guidance-distilled network (Flux.1-dev) has no conditional / unconditional pair: it takes omega as an
+input (its guidance embedding). Its teacher says so by putting a :data:`GUIDANCE_KEY` entry, (B,) floats, in
+the cond dicts it returns; the guided output is then *one* forward on the conditional input with that entry
+set to omega, and the null condition is not read. The student, which sees no omega, runs on the cond dict as
+encoded (with the teacher's fixed student guidance value in that entry)."""
 from __future__ import annotations
 
 from typing import Callable, Mapping
@@ -10,6 +16,9 @@ from typing import Callable, Mapping
 import torch
 
 Cond = Mapping[str, torch.Tensor]
+
+#: the cond-dict entry of a guidance-distilled teacher: omega is an input of its network, not a CFG weight
+GUIDANCE_KEY = "guidance"
 
 
 def cfg_combine(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, omega: torch.Tensor | float) -> torch.Tensor:
@@ -37,11 +46,21 @@ def guided_eps(
     omega: torch.Tensor | float,
 ) -> torch.Tensor:
     """One network call on the doubled batch [cond; uncond], combined with :func:`cfg_combine` (``eps_fn`` may
-    return any parametrisation: see the module docstring)."""
+    return any parametrisation: see the module docstring). A cond dict with a :data:`GUIDANCE_KEY` entry is a
+    guidance-distilled network's: one call on ``cond`` with omega in that entry, ``uncond`` unused."""
+    if GUIDANCE_KEY in cond:
+        return eps_fn(x, t, with_guidance(cond, omega, x.shape[0]))
     t = torch.as_tensor(t, device=x.device).expand(x.shape[0]) if torch.as_tensor(t).ndim == 0 else t
     eps = eps_fn(torch.cat([x, x]), torch.cat([t, t]), cond_cat(cond, uncond))
     eps_c, eps_u = eps.chunk(2)
     return cfg_combine(eps_c, eps_u, omega)
+
+
+def with_guidance(cond: Cond, omega: torch.Tensor | float, batch: int) -> dict[str, torch.Tensor]:
+    """``cond`` with its :data:`GUIDANCE_KEY` entry replaced by omega (a scalar or one per sample)."""
+    current = cond[GUIDANCE_KEY]
+    omega = torch.as_tensor(omega, dtype=current.dtype, device=current.device)
+    return {**cond, GUIDANCE_KEY: omega.reshape(-1).expand(batch) if omega.numel() == 1 else omega.reshape(batch)}
 
 
 guided_output = guided_eps  # the name for a network whose output is not epsilon
