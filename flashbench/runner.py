@@ -364,7 +364,7 @@ class StudyRunner:
             cost = dict(trainable_params=summary.trainable_params, iterations=summary.iterations, seconds_per_step=summary.seconds_per_step,
                         teacher_nfe_per_step=summary.teacher_nfe_per_step, student_nfe_per_step=summary.student_nfe_per_step,
                         train_seconds=summary.seconds, processes=self.state.num_processes,
-                        global_batch=self.state.num_processes * train.batch_size)
+                        global_batch=self.state.num_processes * train.batch_size, peak_memory_gb=summary.peak_memory_gb)
             out = [(variant, self.student_rows(variant, teacher, cond_plugin, vdir, cost))]
             for sibling in siblings:  # the same student, evaluated as the sibling asks
                 sdir = self.store.variant_dir(sibling.key)
@@ -717,6 +717,11 @@ def run_study(study, *, output_dir, components=None, device: str | None = None, 
         log.info("%s", breakdown)
         if progress:
             print(breakdown, flush=True)
+        from .projection import projection_lines  # [paper.compute]: this run's step time against the paper's GPU-hours
+
+        for line in projection_lines(study.paper, store.rows(), store.read_provenance()):
+            log.info("%s", line)
+            print(line, flush=True)
         return report
     finally:
         if workers is not None:

@@ -5,7 +5,8 @@ A study file has these sections (every one but ``[study]`` optional)::
     [study]            name (required, [a-z0-9_-]+), title, reproduces, panel, version,
                        default_scale, seeds (default [0]), primary_nfe (default: the first eval NFE)
     [paper]            free-form reference values for the report, kept as-is; ``[[paper.claims]]``
-                       entries (text, metric, better = "lower"|"higher", variant, than, nfe) are checked
+                       entries (text, metric, better = "lower"|"higher", variant, than, nfe) are checked, and
+                       ``[paper.compute]`` (iterations, gpu_hours, global_batch, gpu: the paper's training cost)
     [base]             the paper recipe: any :class:`~flashbench.config.TrainConfig` field, and a
                        ``[base.eval]`` table of :class:`~flashbench.config.EvalConfig` fields
     [scale.<name>]     a named scale: overrides of ``[base]`` (same keys). ``paper`` always exists and
@@ -58,7 +59,7 @@ from .errors import StudyError
 from .registry import closest
 
 __all__ = ["Variant", "Study", "load_study", "validate_study", "study_scales", "MAX_VARIANTS", "NUM_PHASES",
-           "MAX_FILE_BYTES", "MAX_DEPTH", "MAX_SEEDS", "MAX_NAME_CHARS"]
+           "MAX_FILE_BYTES", "MAX_DEPTH", "MAX_SEEDS", "MAX_NAME_CHARS", "COMPUTE_KEYS"]
 
 MAX_VARIANTS = 256  # explicit variants x matrix cells; beyond this a study is almost surely a typo
 MAX_FILE_BYTES = 1 << 20  # the largest study here is ~10 kB: a bigger file is the wrong file (or hostile)
@@ -808,6 +809,30 @@ def _claim_metric_problem(metric: str, produced: set[str] | None) -> str | None:
             f"metrics: {', '.join(accepted) or '(none)'}")
 
 
+#: ``[paper.compute]``: the paper's training cost, which ``flashbench run`` projects this run's step time onto
+#: (:mod:`flashbench.projection`); ``iterations`` and ``gpu_hours`` are required
+COMPUTE_KEYS: dict[str, tuple[str, tuple]] = {
+    "iterations": ("int", (_positive,)), "gpu_hours": ("float", (_positive,)), "global_batch": ("int", (_positive,)), "gpu": ("str", ()),
+}
+
+
+def _parse_compute(paper: dict, p: _Problems) -> None:
+    compute = paper.get("compute")
+    if compute is None:
+        return
+    if not isinstance(compute, dict):
+        p.add("paper.compute", f"must be a table ([paper.compute] with iterations and gpu_hours), got {_desc(compute)}")
+        return
+    for k, v in compute.items():
+        if k not in COMPUTE_KEYS:
+            p.add(f"paper.compute.{k}", _unknown("key", k, COMPUTE_KEYS))
+        else:
+            _parse_value(*COMPUTE_KEYS[k], v, f"paper.compute.{k}", p)
+    for k in ("iterations", "gpu_hours"):
+        if k not in compute:
+            p.add(f"paper.compute.{k}", "required (the paper's iterations and GPU-hours, e.g. iterations = 20000, gpu_hours = 26)")
+
+
 def claim_applies(claim: dict, scale: str) -> bool:
     """A claim with ``scales = [...]`` is judged at those scales only (e.g. the same statement in terms of
     the paper's guidance values at paper scale and of the toy teacher's range at toy scale)."""
@@ -1047,6 +1072,7 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
         p.add("paper", f"must be a table, got {_desc(paper)}")
         paper = {}
     _as_passthrough(paper, "paper", p)  # free-form, but stored as strict JSON beside the results
+    _parse_compute(paper, p)
 
     # What the claims may name: the metrics of every evaluator the study runs, at any of its scales.
     written = [base, *scales.values(), *(layer for _, layer in explicit), *(layer for sv in scale_variants.values() for _, layer in sv)]

@@ -71,6 +71,9 @@ class TrainSummary:
     student_nfe_per_step: float
     trainable_params: int
     history: list[dict] = field(default_factory=list)
+    #: torch.cuda.max_memory_allocated over the training loop, in GiB (2**30 bytes), the teacher's weights included
+    #: (reset when the loop starts); None on a CPU
+    peak_memory_gb: float | None = None
 
 
 class FlashTrainer:
@@ -341,6 +344,9 @@ class FlashTrainer:
         if self.tracking:
             self.accelerator.init_trackers(desc, config=ckpt.tracker_config(self.cfg))
         every = self.cfg.checkpoint_every if checkpoint is not None else 0
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
         t0 = time.perf_counter()
         bar = progress_bar(range(start, iterations), desc=desc, disable=not progress)
         batches = self.local_batches(dataset, rng, start)
@@ -362,8 +368,10 @@ class FlashTrainer:
                 self.save_checkpoint(checkpoint, step=it + 1, data_rng=rng, counters={**counters, "seconds": elapsed, "history": history})
         seconds = counters["seconds"] + time.perf_counter() - t0
         n = max(1, iterations)
+        peak = torch.cuda.max_memory_allocated(self.device) / 2**30 if cuda else None
         return TrainSummary(iterations, seconds, seconds / n,
-                            counters["teacher_nfe"] / n, counters["student_nfe"] / n, self.trainable_params, history)
+                            counters["teacher_nfe"] / n, counters["student_nfe"] / n, self.trainable_params, history,
+                            peak_memory_gb=peak)
 
     def close(self) -> None:
         if self.tracking:  # not end_training(): it would also tear down the process group other variants use

@@ -92,7 +92,10 @@ class SDFamilyTeacher(Teacher):
     #: cond-dict entries concatenated after the noisy latents along the channels, in this order
     concat_keys: tuple[str, ...] = ()
 
-    def __init__(self, source: str, *, device="cpu", dtype=torch.float32, lora_targets=DEFAULT_LORA_TARGETS, default_lora_rank: int = 64, pipeline_cls=None):
+    def __init__(self, source: str, *, device="cpu", dtype=torch.float32, lora_targets=DEFAULT_LORA_TARGETS, default_lora_rank: int = 64, pipeline_cls=None,
+                 components: dict | None = None):
+        """``components``: already built ``unet``, ``text_encoder``, ``tokenizer``, ``scheduler`` and optionally
+        ``vae`` (:func:`random_components`) instead of loading them from ``source``, which then only names them."""
         from diffusers import DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
         from transformers.utils import logging as hf_logging
@@ -101,15 +104,18 @@ class SDFamilyTeacher(Teacher):
 
         self.source = str(source)
         self.device, self.dtype = torch.device(device), dtype
-        self.unet = _load(UNet2DConditionModel, self.source, "unet", torch_dtype=dtype).to(self.device).eval().requires_grad_(False)
-        self.text_encoder = _load(CLIPTextModel, self.source, "text_encoder", torch_dtype=dtype).to(self.device).eval().requires_grad_(False)
-        self.tokenizer = _load(CLIPTokenizer, self.source, "tokenizer")
-        self.scheduler = _load(DDIMScheduler, self.source, "scheduler")
-        self.vae = None
-        if (Path(self.source) / "vae").exists() or not Path(self.source).exists():
-            from diffusers import AutoencoderKL
+        if components is not None:
+            self._use_components(components)
+        else:
+            self.unet = _load(UNet2DConditionModel, self.source, "unet", torch_dtype=dtype).to(self.device).eval().requires_grad_(False)
+            self.text_encoder = _load(CLIPTextModel, self.source, "text_encoder", torch_dtype=dtype).to(self.device).eval().requires_grad_(False)
+            self.tokenizer = _load(CLIPTokenizer, self.source, "tokenizer")
+            self.scheduler = _load(DDIMScheduler, self.source, "scheduler")
+            self.vae = None
+            if (Path(self.source) / "vae").exists() or not Path(self.source).exists():
+                from diffusers import AutoencoderKL
 
-            self.vae = _load(AutoencoderKL, self.source, "vae", torch_dtype=dtype).to(self.device).eval().requires_grad_(False)
+                self.vae = _load(AutoencoderKL, self.source, "vae", torch_dtype=dtype).to(self.device).eval().requires_grad_(False)
         self.denoiser = self.unet
         self.schedule = NoiseSchedule(self.scheduler.alphas_cumprod)
         cfg = self.unet.config
@@ -124,6 +130,19 @@ class SDFamilyTeacher(Teacher):
         self.default_lora_rank = default_lora_rank
         self.pipeline_cls = pipeline_cls
         self._prompt_cache: dict[str, torch.Tensor] = {}
+
+    def _use_components(self, components: dict) -> None:
+        missing = {"unet", "text_encoder", "tokenizer", "scheduler"} - set(components)
+        if missing:
+            raise ValueError(f"{self.source}: components lack {', '.join(sorted(missing))}")
+
+        def frozen(module):  # built in float32: cast only to another dtype (diffusers warns on any dtype cast)
+            module = module.to(self.device) if self.dtype == torch.float32 else module.to(self.device, self.dtype)
+            return module.eval().requires_grad_(False)
+
+        self.unet, self.text_encoder = frozen(components["unet"]), frozen(components["text_encoder"])
+        self.tokenizer, self.scheduler = components["tokenizer"], components["scheduler"]
+        self.vae = frozen(components["vae"]) if components.get("vae") is not None else None
 
     # --- conditioning ---
     @torch.no_grad()
@@ -267,6 +286,41 @@ class SDFamilyTeacher(Teacher):
             vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet, scheduler=scheduler,
             safety_checker=None, feature_extractor=None, requires_safety_checker=False,
         )
+
+
+def random_components(*, unet: dict, text_encoder: dict, vae: dict | None, scheduler: dict, seed: int = 0,
+                      tokenizer_max_length: int = 77) -> dict:
+    """An SD-family model's components built from their configs with seeded random weights, nothing read from
+    disk or the network: the architecture's real cost (shapes, FLOPs, memory) without its weights.
+
+    Each network is initialised on the CPU from its own generator state (``seed``, then ``seed + 1``, ...),
+    inside ``fork_rng`` so the caller's global RNG is left as it was; the same seed gives the same weights on any
+    machine. The tokenizer is CLIP's BPE written from the copy bundled with open_clip (the same ids as SD's
+    tokenizer, padded with ``<|endoftext|>`` as SD1.5's)."""
+    import tempfile
+
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from flashbench_plugins.toy.models import write_clip_tokenizer
+
+    def seeded(offset: int, make):
+        with torch.random.fork_rng(devices=[]):
+            torch.random.default_generator.manual_seed(seed + offset)
+            with torch.device("cpu"):
+                return make()
+
+    out = {
+        "unet": seeded(0, lambda: UNet2DConditionModel(**unet)),
+        "text_encoder": seeded(1, lambda: CLIPTextModel(CLIPTextConfig(**text_encoder))),
+        "vae": seeded(2, lambda: AutoencoderKL(**vae)) if vae is not None else None,
+        "scheduler": DDIMScheduler(**scheduler),
+    }
+    with tempfile.TemporaryDirectory() as folder:  # the tokenizer reads its files once, at construction
+        write_clip_tokenizer(folder, model_max_length=tokenizer_max_length)
+        out["tokenizer"] = CLIPTokenizer(f"{folder}/vocab.json", f"{folder}/merges.txt", model_max_length=tokenizer_max_length,
+                                         pad_token="<|endoftext|>")
+    return out
 
 
 def _content_seed(image: torch.Tensor) -> int:

@@ -16,7 +16,11 @@ parameters on the real UNet. The paper's "26.4M trainable parameters" counts the
 ``lora_targets`` widens the adapter, e.g. rank 64 on attention + feed-forward + proj_in/proj_out is 27.1M.
 
 Config: ``path`` (hub id or folder), ``default_lora_rank`` (128), ``lora_targets``, ``dtype`` ("float32",
-"bfloat16", "float16": the weights' dtype; mixed precision is the study's ``mixed_precision``).
+"bfloat16", "float16": the weights' dtype; mixed precision is the study's ``mixed_precision``), ``random_weights``
+(false; true: the real SD1.5 architecture -- the UNet, CLIP ViT-L/14's text tower and the VAE built from their
+published configs -- with seeded random weights and an offline CLIP tokenizer, ``path`` unused: nothing is read
+or downloaded. For throughput and memory on a machine without the weights, ``studies/gpu_smoke.toml``; its
+samples and metrics mean nothing).
 """
 from __future__ import annotations
 
@@ -24,9 +28,26 @@ from dataclasses import dataclass
 
 from flashbench import hookimpl
 
-from ._sd_configs import FLASH_SD15_LORA_RANK, FLASH_SD15_LORA_TARGETS, check_teacher_options
+from ._sd_configs import FLASH_SD15_LORA_RANK, FLASH_SD15_LORA_TARGETS, SD15_SCHEDULER, SD15_UNET, check_teacher_options
 
 DEFAULT_PATH = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+#: stable-diffusion-v1-5/stable-diffusion-v1-5, text_encoder/config.json: CLIP ViT-L/14's text tower; 123.1M parameters
+SD15_TEXT_ENCODER = {
+    "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0, "eos_token_id": 2, "hidden_act": "quick_gelu",
+    "hidden_size": 768, "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 3072,
+    "layer_norm_eps": 1e-05, "max_position_embeddings": 77, "num_attention_heads": 12, "num_hidden_layers": 12,
+    "pad_token_id": 1, "projection_dim": 768, "vocab_size": 49408,
+}
+#: stable-diffusion-v1-5/stable-diffusion-v1-5, vae/config.json (an 8x AutoencoderKL, latents scaled by 0.18215); 83.7M parameters
+SD15_VAE = {
+    "act_fn": "silu", "block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "in_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32, "out_channels": 3,
+    "sample_size": 512, "scaling_factor": 0.18215, "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+#: what ``random_weights = true`` builds (tests swap in tiny configs of the same classes)
+RANDOM_CONFIGS = {"unet": SD15_UNET, "text_encoder": SD15_TEXT_ENCODER, "vae": SD15_VAE, "scheduler": SD15_SCHEDULER}
+RANDOM_SEED = 0  # the random weights are the same on every machine and run
 
 
 @dataclass(frozen=True)
@@ -35,17 +56,24 @@ class SD15TeacherConfig:
     default_lora_rank: int = FLASH_SD15_LORA_RANK
     lora_targets: tuple[str, ...] = FLASH_SD15_LORA_TARGETS
     dtype: str = "float32"
+    random_weights: bool = False
 
     def __post_init__(self):
         check_teacher_options(self.default_lora_rank, self.lora_targets, self.dtype)
+        if not isinstance(self.random_weights, bool):
+            raise ValueError(f"random_weights must be true or false, got {self.random_weights!r}")
 
 
 def build(config: SD15TeacherConfig, *, device="cpu"):
-    from ._sd_family import SDFamilyTeacher, torch_dtype
+    from ._sd_family import SDFamilyTeacher, random_components, torch_dtype
 
+    components, source = None, config.path
+    if config.random_weights:
+        components = random_components(**RANDOM_CONFIGS, seed=RANDOM_SEED)
+        source = f"random-weights:sd15(seed={RANDOM_SEED})"
     return SDFamilyTeacher(
-        config.path, device=device, dtype=torch_dtype(config.dtype), lora_targets=tuple(config.lora_targets),
-        default_lora_rank=config.default_lora_rank,
+        source, device=device, dtype=torch_dtype(config.dtype), lora_targets=tuple(config.lora_targets),
+        default_lora_rank=config.default_lora_rank, components=components,
     )
 
 
