@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from . import ENTRY_POINT_GROUP, __version__
 from .errors import UserError, one_line
+from .kinds import KINDS
 
 PROG = "flashbench"
 
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list every installed component and the distribution providing it",
                        description="List every installed component: kind, name, distribution, tags, description.",
                        epilog=PLUGINS_EPILOG, formatter_class=fmt)
-    p.add_argument("--kind", metavar="KIND", help="only this kind (teacher, conditioning, loss, timesteps, solver, evaluator, dataset)")
+    p.add_argument("--kind", metavar="KIND", help=f"only this kind ({', '.join(KINDS)})")
     p.add_argument("--json", action="store_true", help="machine-readable output, options included")
     p.add_argument("-v", "--verbose", action="store_true", help="also list each component's options and defaults")
     p.set_defaults(func=_cmd_plugins)

@@ -10,19 +10,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-# Fields naming a component, and the registry kind (and required tag) each is looked up in.
-COMPONENT_FIELDS: dict[str, tuple[str, str | None]] = {
-    "teacher": ("teacher", None),
-    "conditioning": ("conditioning", None),
-    "dataset": ("dataset", None),
-    "solver": ("solver", None),
-    "timesteps": ("timesteps", None),
-    "distil_loss": ("loss", "distillation"),
-    "adv_loss": ("loss", "adversarial"),
-    "dmd_loss": ("loss", "distribution_matching"),
-}
-# Loss fields accept "none" to switch the term off.
-OPTIONAL_COMPONENT_FIELDS = ("distil_loss", "adv_loss", "dmd_loss")
+from .kinds import COMPONENT_FIELDS as _FIELDS, OPTIONAL_FIELDS
+
+# Training fields naming a component, and the registry kind (and required tag) each is looked up in: the
+# kinds table's (flashbench.kinds). Loss fields accept "none" to switch the term off.
+COMPONENT_FIELDS: dict[str, tuple[str, str | None]] = _FIELDS["train"]
+OPTIONAL_COMPONENT_FIELDS = OPTIONAL_FIELDS
 
 
 @dataclass(frozen=True)
@@ -87,6 +80,7 @@ class EvalConfig:
     nfe: tuple[int, ...] = (2, 4)  # student steps (1 NFE each: no CFG)
     evaluators: tuple[ComponentSpec, ...] = (ComponentSpec("fid"), ComponentSpec("clip_score"))
     prompts: ComponentSpec = ComponentSpec("coco2017-val")
+    sampler: ComponentSpec = ComponentSpec("flash")  # the few-step sampler of the student's rows (a published baseline: its own)
     num_samples: int = 5000
     batch_size: int = 16
     guidance: float = 7.5  # the teacher's CFG scale for its baseline samples

@@ -63,6 +63,12 @@ def register_solvers(register):
 
 
 @hookspec
+def register_samplers(register):
+    """Register few-step samplers (a study's ``eval.sampler``). ``factory(config)`` returns a
+    :class:`flashbench.method.samplers.FewStepSampler`."""
+
+
+@hookspec
 def register_evaluators(register):
     """Register evaluators. ``factory(config, *, device)`` returns a :class:`flashbench.method.evaluation.Evaluator`;
     ``register(..., metric="fid")`` declares its ``metric`` (undeclared: a claim on any metric is accepted)."""

@@ -9,16 +9,7 @@ from typing import Any, Callable, Iterator
 
 from .errors import UserError
 
-KINDS = ("teacher", "conditioning", "loss", "timesteps", "solver", "evaluator", "dataset")
-HOOK_FOR_KIND = {
-    "teacher": "register_teachers",
-    "conditioning": "register_conditionings",
-    "loss": "register_losses",
-    "timesteps": "register_timestep_distributions",
-    "solver": "register_solvers",
-    "evaluator": "register_evaluators",
-    "dataset": "register_datasets",
-}
+from .kinds import HOOK_FOR_KIND, KINDS, KNOWN_TAGS, check_built  # noqa: F401  (the kinds table: flashbench.kinds)
 
 
 @dataclass(frozen=True)
@@ -82,7 +73,20 @@ class Component:
         return list(dict.fromkeys(alone)) or [whole]
 
     def build(self, options: dict[str, Any] | None = None, **context):
-        return self.factory(self.make_config(options), **context)
+        """The component's object, checked against its kind's base class (:mod:`flashbench.kinds`)."""
+        obj = self.factory(self.make_config(options), **context)
+        check_built(self.kind, obj, name=self.name, plugin=self.plugin or "(unknown)", tags=self.tags)
+        return obj
+
+    def __post_init__(self):
+        where = f"{self.kind} {self.name!r} (plugin {self.plugin or '(unknown)'})"
+        if self.config is not None and not (dataclasses.is_dataclass(self.config) and isinstance(self.config, type)
+                                            and self.config.__dataclass_params__.frozen):
+            raise ValueError(f"{where}: config= must be a frozen dataclass (@dataclass(frozen=True)), got {self.config!r}")
+        unknown = [t for t in self.tags if t not in KNOWN_TAGS]
+        if unknown:
+            raise ValueError(f"{where}: unknown tag{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; "
+                             f"known tags: {', '.join(sorted(KNOWN_TAGS))}")
 
 
 @dataclass

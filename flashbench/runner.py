@@ -28,6 +28,10 @@ log = logging.getLogger("flashbench")
 TEACHER = "teacher"  # the teacher with its own sampler and CFG
 # Training fields a variant's rows do not depend on (logging, checkpoint cadence, the stated recipe's global batch)
 ROW_NEUTRAL_FIELDS = ("log_every", "checkpoint_every", "trackers", "global_batch")
+# Evaluation fields added after run folders existed, at the value every older run used: left out of the
+# recipe fingerprint at that value, so those runs resume instead of running again
+FINGERPRINT_SINCE = {"sampler": ComponentSpec("flash")}
+_NO_DEFAULT = object()
 TEACHER_FEWSTEP = "teacher-fewstep"  # the teacher through the student's few-step sampler, no CFG
 
 
@@ -111,6 +115,9 @@ class StudyResources:
 
     def evaluator(self, spec):
         return self._get("evaluator", spec, device=self.device)
+
+    def sampler(self, spec: ComponentSpec):
+        return self._get("sampler", spec)
 
     def loss(self, spec, teacher=None):
         return self._get("loss", spec, device=self.device, teacher=teacher) if spec.enabled else None
@@ -256,7 +263,8 @@ class StudyRunner:
         train = _train_fields(variant)
         if teacher_only:
             train = {k: train[k] for k in ("teacher", "conditioning", "dataset", "solver")}
-        ev = {f.name: _plain(getattr(variant.eval, f.name)) for f in dataclasses.fields(variant.eval)}
+        ev = {f.name: _plain(getattr(variant.eval, f.name)) for f in dataclasses.fields(variant.eval)
+              if getattr(variant.eval, f.name) != FINGERPRINT_SINCE.get(f.name, _NO_DEFAULT)}
         return _fingerprint({"train": train, "eval": ev})
 
     @staticmethod
@@ -377,7 +385,7 @@ class StudyRunner:
 
     def run_baseline(self, variant, index: int) -> list[dict]:
         """An evaluation-only variant: a published checkpoint (a LoRA on the teacher, or the ``teacher``
-        path itself, e.g. SDXL-Turbo) sampled like a Flash student, on trailing timesteps without CFG."""
+        path itself, e.g. SDXL-Turbo) sampled without CFG by the sampler its authors published (``eval.sampler``)."""
         train = variant.train
         teacher = self.resources.teacher(train.teacher)
         cond_plugin = self.resources.conditioning(train.conditioning)
@@ -394,25 +402,32 @@ class StudyRunner:
         train, ev, seed = variant.train, variant.eval, variant.seed
         rows = []
         for nfe in ev.nfe:
-            values, n, seconds = self.sample_and_evaluate(self._student_sampler(train, nfe, seed), train, ev, seed, vdir / f"grid_nfe{nfe}.png")
+            values, n, seconds = self.sample_and_evaluate(self._student_sampler(train, nfe, seed, sampler=ev.sampler), train, ev, seed,
+                                                          vdir / f"grid_nfe{nfe}.png")
             rows += self._measured_rows("student", variant.key, variant.name, seed, variant.axes, nfe, nfe, values, n,
                                         sample_seconds=seconds, **cost)
             log.info("%s %d NFE: %s", variant.name, nfe, {m: round(v.value, 4) for m, v in values.items()})
         return rows
 
-    def _student_sampler(self, train, nfe: int, seed: int, *, student: bool = True):
-        """The few-step sampler on the trained timesteps, no CFG (``student=False``: the teacher's network)."""
+    def _student_sampler(self, train, nfe: int, seed: int, *, student: bool = True, sampler: ComponentSpec | None = None):
+        """The few-step sampler (``sampler``, default ``flash``), no CFG (``student=False``: the teacher's network)."""
         import torch
 
         from .method.sampling import student_sample
+        from .method.teacher import process_of
 
         teacher = self.resources.teacher(train.teacher)
         cond_plugin = self.resources.conditioning(train.conditioning)
+        few_step = self.resources.sampler(sampler or ComponentSpec("flash"))
+        try:
+            few_step.check(process_of(teacher))
+        except ValueError as e:
+            raise UserError(f"{self.study.path}: eval.sampler: {e}") from None
         g = torch.Generator("cpu").manual_seed(20_000 + seed)
 
         def fn(p, z, extras):
             c, _ = cond_plugin.prepare(teacher, p, extras)
-            return student_sample(teacher, c, z, nfe, g, student=student)
+            return student_sample(teacher, c, z, nfe, g, student=student, sampler=few_step)
 
         return fn
 
@@ -542,6 +557,9 @@ class StudyRunner:
                          for seed in self.study.seeds}
         position = {v.key: i for i, v in enumerate(self.study.variants)}
         pending = [v for v in self.study.variants if not self.is_done(v.key, self.recipe(v))]
+        skipped = len(self.study.variants) - len(pending)
+        if skipped and self.primary:
+            log.info("resuming: %d of %d variants already done", skipped, len(self.study.variants))
         if pending:
             self.preflight(pending)
         tasks: list[tuple[str, object]] = [("baseline", seed) for seed in self.study.seeds if not baseline_done[seed]()]
@@ -713,15 +731,17 @@ def run_study(study, *, output_dir, components=None, device: str | None = None, 
         report = render_report(run_dir)
         hook.after_study(study=study, run_dir=run_dir, report_path=report)
         log.info("study %s done in %.0fs; report %s", study.name, wall, report)
-        breakdown = time_breakdown(store.rows(), wall_seconds=wall, workers=n_jobs)
-        log.info("%s", breakdown)
-        if progress:
-            print(breakdown, flush=True)
-        from .projection import projection_lines  # [paper.compute]: this run's step time against the paper's GPU-hours
+        try:
+            rows, provenance = store.rows(), store.read_provenance()
+        except UserError:  # nothing stored (a study with nothing to run): no times to give
+            rows = None
+        if rows:
+            from .projection import projection_lines  # [paper.compute]: this run's step time against the paper's GPU-hours
 
-        for line in projection_lines(study.paper, store.rows(), store.read_provenance()):
-            log.info("%s", line)
-            print(line, flush=True)
+            for line in [time_breakdown(rows, wall_seconds=wall, workers=n_jobs), *projection_lines(study.paper, rows, provenance)]:
+                log.info("%s", line)
+                if progress:
+                    print(line, flush=True)
         return report
     finally:
         if workers is not None:

@@ -54,7 +54,8 @@ try:  # Python >= 3.11
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10 with the tomli backport
     import tomli as tomllib  # type: ignore[no-redef]
 
-from .config import COMPONENT_FIELDS, OPTIONAL_COMPONENT_FIELDS, ComponentSpec, EvalConfig, TrainConfig
+from .config import OPTIONAL_COMPONENT_FIELDS, ComponentSpec, EvalConfig, TrainConfig
+from .kinds import COMPONENT_FIELDS as KIND_FIELDS
 from .errors import StudyError
 from .registry import closest
 
@@ -78,8 +79,6 @@ DRAWS = ("per_sample", "per_batch")  # where the paper and the authors' code dra
 PHASE_COUNTING = ("batches", "optimizer_calls")
 STUDY_KEYS = ("name", "title", "reproduces", "panel", "version", "default_scale", "seeds", "primary_nfe")
 CLAIM_KEYS = ("text", "metric", "better", "variant", "than", "nfe", "than_nfe", "scales")
-# Evaluation fields that name components: the registry kind each is looked up in.
-EVAL_COMPONENT_FIELDS = {"evaluators": "evaluator", "prompts": "dataset"}
 
 _DEFAULT, _BASE, _SCALE, _VARIANT, _MATRIX = range(5)  # layer ranks, later wins
 
@@ -1010,9 +1009,7 @@ def _resolve_one(
     values: dict[str, dict[str, Any]] = {"train": {}, "eval": {}}
     for section, merged in (("train", train), ("eval", ev)):
         for field, s in merged.items():
-            kind_tag = COMPONENT_FIELDS.get(field) if section == "train" else (
-                (EVAL_COMPONENT_FIELDS[field], None) if field in EVAL_COMPONENT_FIELDS else None
-            )
+            kind_tag = KIND_FIELDS[section].get(field)  # a field naming a component: (kind, required tag)
             if s.value is _BAD:
                 value = _BAD
             else:

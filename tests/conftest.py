@@ -74,6 +74,10 @@ class FakePlugin:
         register("dpm-solver", _factory, description="fake DPM-Solver")
 
     @hookimpl
+    def register_samplers(self, register):
+        register("flash", _factory, description="fake flash sampler")
+
+    @hookimpl
     def register_evaluators(self, register):
         register("toy-fd", _factory, description="fake FD")
         register("toy-clip", _factory, description="fake CLIP score")

@@ -48,6 +48,7 @@ HOOK_TESTS = {
     "register_timestep_distributions": ["test_e2e.py::test_every_figure5_panel_runs_on_the_toy_world",
                                         "test_docs.py::test_hook_example_works"],
     "register_solvers": ["test_e2e.py::test_tables_shape_and_finite_metrics", "test_docs.py::test_hook_example_works"],
+    "register_samplers": ["test_samplers.py::test_a_third_party_sampler_is_registered_and_runs", "test_docs.py::test_hook_example_works"],
     "register_evaluators": ["test_e2e.py::test_missing_weights_fail_before_any_training", "test_docs.py::test_hook_example_works"],
     "register_datasets": ["test_e2e.py::test_tables_shape_and_finite_metrics", "test_docs.py::test_hook_example_works"],
     "before_study": ["test_e2e.py::test_lifecycle_hooks_and_single_loads", "test_docs.py::test_hook_example_works"],
@@ -177,6 +178,20 @@ def _check_component(kind: str, component) -> None:
         schedule = NoiseSchedule(torch.linspace(0.999, 0.01, 1000))
         x, x0 = torch.randn(2, 3, 4, 4), 3 * torch.ones(2, 3, 4, 4)
         assert torch.equal(solver.step(schedule, x, x0, 999, CLEAN), torch.ones(2, 3, 4, 4))  # x0 clipped to 1
+    elif kind == "sampler":
+        from flashbench.method.noise import VPEpsilon
+        from flashbench.method.samplers import FewStepSampler
+        from flashbench.method.schedule import NoiseSchedule
+
+        sampler = component.build({})
+        assert isinstance(sampler, FewStepSampler)
+        process = VPEpsilon(NoiseSchedule(torch.linspace(0.999, 0.01, 1000)))
+        ts = sampler.timesteps(process, 2)
+        x, g = torch.randn(2, 3, 4, 4), torch.Generator().manual_seed(0)
+        x1, est = sampler.step(process, x, torch.zeros_like(x), ts[0], ts[1], g)
+        assert x1.shape == x.shape and torch.isfinite(x1).all()
+        last, sample = sampler.step(process, x1, torch.zeros_like(x), ts[1], None, g)
+        assert last is None and torch.allclose(sample, process.to_x0(x1, torch.zeros_like(x), ts[1]))
     elif kind == "evaluator":
         from flashbench.method.evaluation import Evaluator
 

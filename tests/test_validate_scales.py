@@ -149,9 +149,9 @@ def test_two_bad_options_of_one_component_are_two_lines(tmp_path, capsys, compon
     lines = _errors(["validate", str(path)], components, capsys)
     assert lines == [
         f"{path}: base.teacher.pth: unknown option 'pth' for teacher 'sd15'; did you mean 'path'? "
-        "options: path, default_lora_rank, lora_targets, dtype",
+        "options: path, default_lora_rank, lora_targets, dtype, random_weights",
         f"{path}: base.teacher: invalid options for teacher 'sd15': default_lora_rank must be positive, got 0; "
-        "options: path, default_lora_rank, lora_targets, dtype",
+        "options: path, default_lora_rank, lora_targets, dtype, random_weights",
     ]
 
 

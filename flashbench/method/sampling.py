@@ -16,6 +16,7 @@ import contextlib
 import torch
 
 from .guidance import Cond, guided_output
+from .samplers import FewStepSampler, FlashSampler, TrailingEulerSampler
 from .solvers import Solver
 from .teacher import Teacher, network, process_of
 
@@ -23,27 +24,24 @@ from .teacher import Teacher, network, process_of
 @torch.no_grad()
 def student_sample(
     teacher: Teacher, cond: Cond, noise: torch.Tensor, steps: int, generator: torch.Generator, *, fresh_noise: bool = True,
-    merge_lora: bool = True, student: bool = True,
+    merge_lora: bool = True, student: bool = True, sampler: FewStepSampler | None = None,
 ) -> torch.Tensor:
-    """``fresh_noise=False`` re-noises deterministically with the student's own epsilon (a DDIM step);
-    ``merge_lora=False`` runs the adapter branches beside the base layers instead of merging them;
-    ``student=False`` runs the *teacher* through the student's sampler (same timesteps and re-noising,
-    no CFG): the fair few-step baseline, which isolates what distillation buys from the sampler."""
+    """``steps`` steps of ``sampler`` (default: ``flash``, :mod:`flashbench.method.samplers`) without CFG.
+    ``fresh_noise=False`` (without a sampler) re-noises deterministically with the student's own epsilon (a
+    DDIM step: the ``trailing-euler`` sampler); ``merge_lora=False`` runs the adapter branches beside the base
+    layers instead of merging them; ``student=False`` runs the *teacher* through the student's sampler (same
+    timesteps and re-noising, no CFG): the fair few-step baseline, which isolates what distillation buys from
+    the sampler."""
     process, net = process_of(teacher), network(teacher)
-    ts = process.sampling_timesteps(steps)
+    sampler = sampler or (FlashSampler() if fresh_noise else TrailingEulerSampler())
+    ts = sampler.timesteps(process, steps)
     x = noise
-    x0 = noise
+    estimate = noise
     with teacher.merged_student() if merge_lora and student else contextlib.nullcontext():
         for k, t in enumerate(ts):
             out = net(x, process.timesteps(t, x.shape[0], x.device), cond, student=student)
-            x0 = process.to_x0(x, out, t)
-            if k + 1 < len(ts):
-                if fresh_noise:
-                    eps = torch.randn(x.shape, generator=generator, device="cpu").to(x.device, x.dtype)
-                else:
-                    eps = process.to_eps(x, out, t)
-                x = process.add_noise(x0, eps, ts[k + 1])
-    return teacher.decode(x0)
+            x, estimate = sampler.step(process, x, out, t, ts[k + 1] if k + 1 < len(ts) else None, generator)
+    return teacher.decode(estimate)
 
 
 @torch.no_grad()

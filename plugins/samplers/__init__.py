@@ -1,0 +1,1 @@
+"""Built-in few-step samplers (``eval.sampler``): flash, trailing-euler, lcm, tcd."""
