@@ -26,6 +26,11 @@ KNOWN_LICENSES = {
     "stabilityai/stable-diffusion-x4-upscaler": "openrail++",
     "PixArt-alpha/PixArt-XL-2-512x512": "openrail++",
     "PixArt-alpha/PixArt-XL-2-1024-MS": "openrail++",
+    "PixArt-alpha/PixArt-Sigma-XL-2-1024-MS": "openrail++",
+    "stabilityai/stable-diffusion-2-1": "openrail++",
+    # their cards say "other" and name their own licences (Stability AI Community; FLUX.1 [dev] Non-Commercial)
+    "stabilityai/stable-diffusion-3-medium-diffusers": "other",
+    "black-forest-labs/FLUX.1-dev": "other",
 }
 
 #: the model family of each built-in teacher, as a Hub tag
@@ -33,7 +38,8 @@ FAMILY_TAGS = {
     "sd15": "stable-diffusion", "inpaint": "stable-diffusion", "superres": "stable-diffusion",
     "faceswap": "stable-diffusion", "toy-digits": "stable-diffusion",
     "sdxl": "stable-diffusion-xl", "adapter-canny": "stable-diffusion-xl", "adapter-depth": "stable-diffusion-xl",
-    "pixart-alpha": "pixart-alpha",
+    "pixart-alpha": "pixart-alpha", "pixart-sigma": "pixart-sigma", "sd21-v": "stable-diffusion",
+    "sd3": "stable-diffusion-3", "flux": "flux",
 }
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -245,6 +245,29 @@ def test_flash_training_steps_have_every_loss_term(trained):
     assert all(math.isfinite(v) for s in stats for v in s.losses.values())
 
 
+def test_the_step_counts_one_teacher_evaluation_per_guided_output(tiny_folder):
+    """Flux-dev's guidance is an input, not a CFG pair: the trainer's teacher NFE per step is the number of
+    samples the teacher's network saw, divided by the batch (a CFG teacher would count 2 per guided output)."""
+    teacher = build(tiny_folder)
+    batches = [Batch(random_images(2, IMAGE_SIZE, seed=i), PROMPTS) for i in range(3)]
+    seen = []
+    real = teacher.output
+
+    def counting(x, t, cond, *, student, module=None):
+        if not student:
+            seen.append(x.shape[0])
+        return real(x, t, cond, student=student, module=module)
+
+    teacher.output = counting
+    try:
+        trainer, stats = flash_training_smoke(teacher, batches, lr=1e-2, guidance=(2.0, 5.0))
+        trainer.close()
+    finally:
+        del teacher.output
+    # encoder features (the discriminator's) go through their own forward, not through output()
+    assert sum(s.teacher_nfe for s in stats) * len(PROMPTS) == pytest.approx(sum(seen))
+
+
 @pytest.mark.parametrize("nfe", [1, 2, 4])
 def test_student_samples(trained, nfe):
     teacher, _ = trained

@@ -56,6 +56,11 @@ def guided_eps(
     return cfg_combine(eps_c, eps_u, omega)
 
 
+def guided_nfe(cond: Cond) -> int:
+    """Network evaluations per sample of one guided output: 2 with CFG, 1 for a guidance-distilled network."""
+    return 1 if GUIDANCE_KEY in cond else 2
+
+
 def with_guidance(cond: Cond, omega: torch.Tensor | float, batch: int) -> dict[str, torch.Tensor]:
     """``cond`` with its :data:`GUIDANCE_KEY` entry replaced by omega (a scalar or one per sample)."""
     current = cond[GUIDANCE_KEY]

@@ -28,7 +28,7 @@ from ..config import TrainConfig
 from .. import checkpoint as ckpt
 from . import acceleration as acc
 from .data import Batch
-from .guidance import cond_index, guided_output
+from .guidance import cond_index, guided_nfe, guided_output
 from .losses import DistillationLoss, DMDLoss, GANLoss
 from .schedule import lcm_boundary_scalings
 from .solvers import Solver
@@ -196,7 +196,7 @@ class FlashTrainer:
             x[idx] = self.solver.step(process, xa, x0, t, t_next, x0_prev=x0_prev[idx], t_prev=t_prev, has_prev=has_prev[idx])
             x0_prev[idx] = x0
             has_prev[idx] = True
-            evaluations += 2 * len(idx)
+            evaluations += guided_nfe(cond) * len(idx)
         return x, evaluations / x.shape[0]
 
     def _check_finite(self, iteration: int, losses: dict[str, float]) -> None:
@@ -284,7 +284,7 @@ class FlashTrainer:
             l_dmd = self.dmd(x0_s, x0_real, x0_fake)
             total = total + lam_dmd * l_dmd
             losses["dmd"] = l_dmd.item()
-            teacher_nfe += 2
+            teacher_nfe += guided_nfe(cond)
             student_nfe += 1
 
         self._check_finite(iteration, losses)
