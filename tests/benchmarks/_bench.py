@@ -137,6 +137,8 @@ RATIOS = (
           "bootstrap/eval-set-with", "bootstrap/eval-set-without", field="study_seconds", goal="<=", target=1.05, ideal=1.0),
     Ratio("bootstrap-eval-set", "one evaluation set (600 samples, 4 metrics) sampled and evaluated with intervals / without",
           "bootstrap/eval-set-with", "bootstrap/eval-set-without", ideal=1.0),
+    Ratio("main-job-jobs", "a shortened main job (two variants, two seeds): wall time with --jobs 2 / one process, on two cores",
+          "main-job/jobs-2", "main-job/jobs-1", goal="<=", target=0.6, ideal=0.5),
     Ratio("fid-reference-cache", "fid reference statistics: first prepare (computed) / second (a new evaluator, cached on disk)",
           "evaluation/fid-reference-computed", "evaluation/fid-reference-cached", goal=">=", target=50.0),
 )
