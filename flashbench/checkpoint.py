@@ -22,14 +22,12 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .config import RESUME_NEUTRAL_FIELDS
 from .results import atomic_write_with
 
 FORMAT = 1
-# Fields that do not change what the training loop computes; ``iterations`` is left out so a finished
-# variant's last checkpoint can be continued to more iterations; ``global_batch`` only states the recipe's
-# (the running one, processes x batch_size, is what the loop computes with).
-NEUTRAL_FIELDS = ("log_every", "checkpoint_every", "trackers", "iterations", "evaluate_only", "pretrained_lora", "compile_student",
-                  "global_batch")
+# Fields a checkpoint may be continued across (flashbench.config, the one list of neutral fields)
+NEUTRAL_FIELDS = RESUME_NEUTRAL_FIELDS
 
 log = logging.getLogger("flashbench")
 

@@ -18,6 +18,15 @@ COMPONENT_FIELDS: dict[str, tuple[str, str | None]] = _FIELDS["train"]
 OPTIONAL_COMPONENT_FIELDS = OPTIONAL_FIELDS
 
 
+# Training fields that change neither what the training loop computes nor a variant's rows: logging,
+# checkpoint cadence, trackers, and the recipe's stated global batch (the loop computes with the running one,
+# processes x batch_size). Left out of the recipe fingerprints of rows and done markers.
+ROW_NEUTRAL_FIELDS = ("log_every", "checkpoint_every", "trackers", "global_batch")
+# ... and those a checkpoint may be continued across: the run's length (a finished variant's last checkpoint
+# continues to more iterations), evaluation-only baselines and compilation (the same weights either way).
+RESUME_NEUTRAL_FIELDS = ROW_NEUTRAL_FIELDS + ("iterations", "evaluate_only", "pretrained_lora", "compile_student")
+
+
 @dataclass(frozen=True)
 class ComponentSpec:
     name: str

@@ -110,9 +110,7 @@ class Registry:
 
     def unknown_message(self, name: str) -> str:
         names = sorted(self._items)
-        close = difflib.get_close_matches(str(name), names, n=1)
-        hint = f" did you mean {close[0]!r}?" if close else ""
-        return f"unknown {self.kind} {name!r};{hint} available: {', '.join(names) or '(none)'}"
+        return f"unknown {self.kind} {name!r};{closest(name, names)} available: {', '.join(names) or '(none)'}"
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
@@ -125,5 +123,6 @@ class Registry:
 
 
 def closest(name: str, choices) -> str:
+    """`` did you mean 'x'?`` for the choice closest to ``name`` (difflib), or "": the one did-you-mean rule."""
     close = difflib.get_close_matches(str(name), sorted(choices), n=1)
     return f" did you mean {close[0]!r}?" if close else ""

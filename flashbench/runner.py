@@ -19,15 +19,13 @@ from pathlib import Path
 
 from dataclasses import dataclass
 
-from .config import ComponentSpec, EvalConfig, TrainConfig
+from .config import ROW_NEUTRAL_FIELDS, ComponentSpec, EvalConfig, TrainConfig
 from .errors import StudyError, UserError
 from .stats import LEVEL, SEED_OFFSET
 
 log = logging.getLogger("flashbench")
 
 TEACHER = "teacher"  # the teacher with its own sampler and CFG
-# Training fields a variant's rows do not depend on (logging, checkpoint cadence, the stated recipe's global batch)
-ROW_NEUTRAL_FIELDS = ("log_every", "checkpoint_every", "trackers", "global_batch")
 # Evaluation fields added after run folders existed, at the value every older run used: left out of the
 # recipe fingerprint at that value, so those runs resume instead of running again
 FINGERPRINT_SINCE = {"sampler": ComponentSpec("flash")}
