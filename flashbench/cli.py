@@ -80,11 +80,18 @@ examples:
   flashbench plugins --json"""
 
 REPORT_EPILOG = """\
-Reads the results stored in RUN_DIR (written by `flashbench run`) and writes the HTML report and
-the tables again; nothing is recomputed.
+Reads the results stored in each RUN_DIR (written by `flashbench run`) and writes its HTML report and
+tables again; nothing is recomputed. Every RUN_DIR is checked before any report is written.
+--publish DIR also copies each report into DIR (<run folder>.html, with its .md) and rewrites
+DIR/index.html; --index DIR writes DIR/index.html over the reports already in DIR (no RUN_DIR needed);
+--summary prints one Markdown table over the runs (each study's rows at its primary NFE, with its
+claims' verdicts) and writes nothing.
 
-example:
-  flashbench report runs/ablation_losses-toy"""
+examples:
+  flashbench report runs/ablation_losses-toy                 # re-render one report
+  flashbench report runs/*-toy --publish reports/example     # copy the reports into a folder, write its index
+  flashbench report --index reports/example                  # only the index
+  flashbench report --summary runs/*-toy                     # one Markdown table over the runs"""
 
 
 EXPORT_EPILOG = """\
@@ -159,10 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="also list each component's options and defaults")
     p.set_defaults(func=_cmd_plugins)
 
-    p = sub.add_parser("report", help="render the report of a run directory from its stored results",
-                       description="Render the report of a run directory from its stored results.",
+    p = sub.add_parser("report", help="render the reports of run directories from their stored results",
+                       description="Render the reports of run directories from their stored results; publish them "
+                                   "into a folder with its index.",
                        epilog=REPORT_EPILOG, formatter_class=fmt)
-    p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a directory written by `flashbench run`")
+    p.add_argument("run_dirs", metavar="RUN_DIR", type=Path, nargs="*", help="directories written by `flashbench run`")
+    p.add_argument("--publish", metavar="DIR", type=Path, help="copy each report into DIR and rewrite DIR/index.html")
+    p.add_argument("--index", metavar="DIR", type=Path, help="write DIR/index.html over the reports in DIR")
+    p.add_argument("--summary", action="store_true",
+                   help="print one Markdown table over the runs (primary NFE) and stop; writes nothing")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("export", help="write a variant's student LoRA (diffusers, ComfyUI or peft) with a model card",
@@ -437,19 +449,32 @@ def _cmd_plugins(args, components: _Lazy) -> int:
 
 
 def _cmd_report(args, components: _Lazy) -> int:
-    run_dir: Path = args.run_dir
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run directory" if not run_dir.exists() else f"{run_dir}: not a directory")
-    from .results import RESULTS_FILE, STUDY_FILE
+    if not args.run_dirs and not args.index:
+        raise UserError("give RUN_DIR(s), --index DIR, or both; see 'flashbench report --help'")
+    from .results import RESULTS_FILE, ResultStore
 
-    results = run_dir / RESULTS_FILE
-    if (run_dir / STUDY_FILE).is_file() and not _has_rows(results):
-        # (a folder without study.json is refused by render_report, naming what is missing)
-        raise UserError(f"{run_dir}: no results yet ({RESULTS_FILE} {'is empty' if results.exists() else 'is missing'}); "
-                        f"run the study into it first (flashbench run FILE --output {run_dir})")
-    from .report import render_report
+    for run_dir in args.run_dirs:  # all of them before any report is written
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir}: no such run directory" if not run_dir.exists() else f"{run_dir}: not a directory")
+        ResultStore(run_dir).read_study()  # refuses a folder without study.json, naming what is missing
+        results = run_dir / RESULTS_FILE
+        if not _has_rows(results):
+            raise UserError(f"{run_dir}: no results yet ({RESULTS_FILE} {'is empty' if results.exists() else 'is missing'}); "
+                            f"run the study into it first (flashbench run FILE --output {run_dir})")
+    from .report import INDEX_FILE, publish_reports, render_index, render_report, summary_markdown
 
-    print(f"report: {render_report(run_dir)}")
+    if args.summary:
+        print(summary_markdown(args.run_dirs), end="")
+        return 0
+    if args.publish:
+        for path in publish_reports(args.run_dirs, args.publish):
+            print(f"report: {path}")
+        print(f"index: {args.publish / INDEX_FILE}")
+    else:
+        for run_dir in args.run_dirs:
+            print(f"report: {render_report(run_dir)}")
+    if args.index:
+        print(f"index: {render_index(args.index)}")
     return 0
 
 

@@ -173,7 +173,7 @@ def test_the_runner_records_the_global_batch_in_provenance_and_student_rows():
 def test_the_report_shows_the_global_batch_in_its_provenance():
     import pandas as pd
 
-    from flashbench.report import _provenance_view
+    from flashbench.report.notes import _provenance_view
 
     study = {"scale": "paper", "variants": [{"train": {"global_batch": 8}}, {"train": {"global_batch": 8}}]}
     items = dict(_provenance_view({"processes": 1, "global_batch": [4]}, study, pd.DataFrame())["items"])

@@ -318,7 +318,7 @@ def test_exports_mark_direction_and_best_in_every_format(table_run):
 
 
 def test_latex_escapes_text():
-    from flashbench.report import _tex
+    from flashbench.report.formats import _tex
 
     assert _tex("a_b & 50% #1 {x} ~ ^ \\ ± ↑ ω") == (
         r"a\_b \& 50\% \#1 \{x\} \textasciitilde{} \textasciicircum{} \textbackslash{} $\pm$ $\uparrow$ $\omega$")
@@ -384,7 +384,7 @@ def test_bars_per_metric_beside_the_papers_direction(run_dir):
 
 
 def test_narrow_values_do_not_start_bars_at_zero():
-    from flashbench.report import _svg_bars
+    from flashbench.report.plots import _svg_bars
 
     svg = _svg_bars("clip_score", True, [("a", 0.90, math.nan, math.nan), ("b", 0.92, math.nan, math.nan)], None)
     assert "not zero" in svg
@@ -423,12 +423,14 @@ def test_samples_compare_teacher_and_students_on_the_same_noise(guidance_run):
 
 
 # --- the index over reports -------------------------------------------------------------------------------------
-def test_publish_and_index(tmp_path, run_dir, table_run, guidance_run):
-    from flashbench.report import main as report_main
+def test_publish_and_index(tmp_path, run_dir, table_run, guidance_run, capsys):
+    from flashbench.cli import main
     from flashbench.report import read_report_meta
 
     dest = tmp_path / "reports"
-    assert report_main([str(run_dir), str(table_run), str(guidance_run), "--publish", str(dest)]) == 0
+    assert main(["report", str(run_dir), str(table_run), str(guidance_run), "--publish", str(dest)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        *(f"report: {dest / name}.html" for name in ("run", "table1", "guidance")), f"index: {dest / 'index.html'}"]
     assert sorted(p.name for p in dest.iterdir()) == sorted(
         ["index.html", "run.html", "run.md", "table1.html", "table1.md", "guidance.html", "guidance.md"])
     meta = read_report_meta(dest / "run.html")
@@ -447,17 +449,23 @@ def test_publish_and_index(tmp_path, run_dir, table_run, guidance_run):
 
     shutil.copytree(table_run, dest / "table1-run")
     assert re.findall(r'<a href="([^"]+)"', (dest / "index.html").read_text()) == hrefs
-    assert report_main(["--index", str(dest)]) == 0
+    assert main(["report", "--index", str(dest)]) == 0
+    assert capsys.readouterr().out == f"index: {dest / 'index.html'}\n"
     assert "table1-run/report.html" in re.findall(r'<a href="([^"]+)"', (dest / "index.html").read_text())
 
 
-def test_report_command_errors(tmp_path, capsys):
-    from flashbench.report import main as report_main
+def test_report_command_errors(tmp_path, run_dir, capsys):
+    """`flashbench report` checks every RUN_DIR before it writes any report."""
+    from flashbench.cli import main
 
-    assert report_main([str(tmp_path / "nope")]) == 2
-    assert "not a flashbench run directory" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        report_main([])
+    assert main(["report", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"flashbench: error: {tmp_path}: not a flashbench run directory (no study.json)\n"
+    (run_dir / "report.html").unlink(missing_ok=True)
+    assert main(["report", str(run_dir), str(tmp_path / "nope"), "--publish", str(tmp_path / "pub")]) == 2
+    assert capsys.readouterr().err == f"flashbench: error: {tmp_path / 'nope'}: no such run directory\n"
+    assert not (run_dir / "report.html").exists() and not (tmp_path / "pub").exists()
+    assert main(["report"]) == 2
+    assert capsys.readouterr().err == "flashbench: error: give RUN_DIR(s), --index DIR, or both; see 'flashbench report --help'\n"
 
 
 def test_empty_index(tmp_path):
@@ -493,9 +501,9 @@ def test_teacher_cost_per_step_is_plotted_when_the_panel_varies_it(tmp_path):
 
 
 def test_summary_markdown_over_runs(run_dir, table_run, capsys):
-    from flashbench.report import main as report_main
+    from flashbench.cli import main
 
-    assert report_main([str(run_dir), str(table_run), "--summary"]) == 0
+    assert main(["report", str(run_dir), str(table_run), "--summary"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "| study | claims | row | NFE | fd ↓ | clip_score ↑ | s/step | teacher NFE/step |"
     assert lines[2].startswith("| Figure 5 (b) | 1 reproduced, 1 contradicted, 1 not measured of 3 | lsgan | 2 | ")  # no teacher ran at the primary NFE 2

@@ -1,0 +1,218 @@
+"""Numbers and tables for people: cell formatting ("mean ± std [low, high]"), headers with ↑/↓, the best
+non-teacher value of each metric in bold, and a table as HTML cells, Markdown or LaTeX (booktabs)."""
+from __future__ import annotations
+
+import base64
+import math
+import numbers
+import re
+from typing import Any
+
+from .rows import CI_HIGH, CI_LOW, PAPER, TABLE_COST_COLUMNS, THIS_RUN, _isnan, _scalar
+
+COUNT_COLUMNS = ("nfe", "steps", "seeds", "n", "teacher_nfe_per_step", "student_nfe_per_step")
+UP, DOWN = "↑", "↓"
+DASH = "–"
+# Display names of the cost columns (CSV keeps the column names).
+PRETTY = {
+    "trainable_params": "trainable params",
+    "seconds_per_step": "s/step",
+    "teacher_nfe_per_step": "teacher NFE/step",
+    "student_nfe_per_step": "student NFE/step",
+    "train_hours": "train hours",
+    "variant_group": "variant group",
+}
+
+
+def _decimals(x: float) -> int:
+    ax = abs(x)
+    return 3 if ax < 1 else 2 if ax < 100 else 1
+
+
+def _fmt(x: Any, decimals: int | None = None) -> str:
+    """A number for people: integers as such, floats with 3/2/1 decimals below 1/100/above."""
+    if _isnan(x):
+        return DASH
+    if isinstance(x, (bool, str)):
+        return str(x)
+    if isinstance(x, numbers.Integral) and decimals is None:
+        return f"{int(x):d}"
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    return f"{x:.{_decimals(x) if decimals is None else decimals}f}"
+
+
+def _fmt_pm(mean: float, std: float) -> str:
+    if _isnan(std):
+        return _fmt(mean)
+    d = _decimals(mean)
+    return f"{_fmt(mean, d)} ± {_fmt(std, d)}"
+
+
+def _fmt_ci(mean: float, std: float, low: float, high: float) -> str:
+    """"45.47 [43.90, 47.21]" (one seed), "45.5 ± 2.1 [40.3, 50.7]" (several); without an interval the
+    value alone (or with its std)."""
+    text = _fmt_pm(mean, std)
+    if _isnan(low) or _isnan(high):
+        return text
+    d = _decimals(mean)
+    return f"{text} [{_fmt(low, d)}, {_fmt(high, d)}]"
+
+
+def _fmt_params(x: Any) -> str:
+    if _isnan(x):
+        return DASH
+    x = float(x)
+    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.1f}{unit}"
+    return f"{x:.0f}"
+
+
+def _fmt_int(x: Any) -> str:
+    if _isnan(x):
+        return DASH
+    try:
+        return f"{int(float(x)):d}"
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def _header(col: str, directions: dict[str, bool | None]) -> str:
+    """``fd ↓``; ``fid ↓ (paper)`` / ``fd ↓ (this run)`` in the paper table; readable cost names."""
+    base, suffix = col, ""
+    if col.startswith(PAPER):
+        base, suffix = col[len(PAPER):], " (paper)"
+    elif col.startswith(THIS_RUN):
+        base, suffix = col[len(THIS_RUN):], " (this run)"
+    d = directions.get(col)
+    arrow = "" if d is None else f" {UP if d else DOWN}"
+    return f"{PRETTY.get(base, base)}{arrow}{suffix}"
+
+
+def _base_column(col: str) -> str:
+    for prefix in (PAPER, THIS_RUN):
+        if col.startswith(prefix):
+            return col[len(prefix):]
+    return col
+
+
+def _display_table(table, directions: dict[str, bool | None]) -> tuple[list[str], list[list[str]], list[str]]:
+    """Headers, formatted cells and the source column of each shown column (std and the 95% interval
+    folded into the mean as "mean ± std [low, high]")."""
+    shown = [c for c in table.columns if _metric_part(c, directions) is None]
+    headers = [_header(c, directions) for c in shown]
+    rows = []
+    for _, rec in table.iterrows():
+        cells = []
+        for col in shown:
+            v = rec[col]
+            base = _base_column(col)
+            if col in directions:
+                std = rec.get(f"{col}_std", math.nan)
+                lo, hi = rec.get(f"{col}{CI_LOW}", math.nan), rec.get(f"{col}{CI_HIGH}", math.nan)
+                cells.append(_fmt_ci(v, std, lo, hi) if not _isnan(v) else DASH)
+            elif base == "trainable_params":
+                cells.append(_fmt_params(v))
+            elif base in COUNT_COLUMNS:
+                cells.append(_fmt_int(v) if not _isnan(v) and float(v).is_integer() else _fmt(v))
+            elif base == "seconds_per_step":
+                cells.append(DASH if _isnan(v) else f"{float(v):.3g}")
+            elif base == "train_hours":
+                cells.append(DASH if _isnan(v) else f"{float(v):.2g}")
+            else:
+                cells.append(DASH if _isnan(v) else str(_scalar(v)))
+        rows.append(cells)
+    return headers, rows, shown
+
+
+def _metric_part(col: str, directions) -> str | None:
+    """For ``fd_std`` / ``fd_ci_low`` / ``fd_ci_high`` of a metric column ``fd``: the metric; else None."""
+    for suffix in ("_std", CI_LOW, CI_HIGH):
+        if col.endswith(suffix) and col[: -len(suffix)] in directions:
+            return col[: -len(suffix)]
+    return None
+
+
+def _best_cells(table, shown: list[str], directions: dict[str, bool | None]) -> set[tuple[int, int]]:
+    """(row, column) positions of the best value of each metric column among the rows that are not
+    the teacher's (ties all bold)."""
+    best = set()
+    if table.empty:
+        return best
+    competes = (table["role"] != "teacher").tolist() if "role" in table else [True] * len(table)
+    for j, col in enumerate(shown):
+        if directions.get(col) is None:
+            continue
+        values = [(i, float(v)) for i, (v, c) in enumerate(zip(table[col], competes)) if c and not _isnan(v)]
+        if not values:
+            continue
+        target = (max if directions[col] else min)(v for _, v in values)
+        best |= {(i, j) for i, v in values if v == target}
+    return best
+
+
+def _is_numeric_column(col: str, directions) -> bool:
+    return col in directions or _base_column(col) in (*COUNT_COLUMNS, *TABLE_COST_COLUMNS)
+
+
+def _html_table(table, directions, caption: str = "") -> dict:
+    headers, rows, shown = _display_table(table, directions)
+    best = _best_cells(table, shown, directions)
+    numeric = [_is_numeric_column(c, directions) for c in shown]
+    roles = table["role"].tolist() if "role" in table else [""] * len(rows)
+    return {
+        "caption": caption,
+        "headers": [{"text": h, "numeric": num, "paper": c.startswith(PAPER)} for h, num, c in zip(headers, numeric, shown)],
+        "rows": [
+            {"role": re.sub(r"[^a-z-]", "-", str(roles[i])) if not _isnan(roles[i]) else "",
+             "cells": [{"text": t, "best": (i, j) in best, "numeric": numeric[j], "paper": shown[j].startswith(PAPER)}
+                       for j, t in enumerate(cells)]}
+            for i, cells in enumerate(rows)
+        ],
+    }
+
+
+def _markdown(table, directions) -> str:
+    import pandas as pd
+
+    headers, rows, shown = _display_table(table, directions)
+    if not rows:
+        return "(no results)\n"
+    best = _best_cells(table, shown, directions)
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731 - a pipe would split the cell
+    cells = [[f"**{esc(c)}**" if (i, j) in best else esc(c) for j, c in enumerate(r)] for i, r in enumerate(rows)]
+    disp = pd.DataFrame(cells, columns=[esc(h) for h in headers])
+    align = ["right" if _is_numeric_column(c, directions) else "left" for c in shown]
+    return disp.to_markdown(index=False, colalign=align, disable_numparse=True) + "\n"
+
+
+_TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX_SYMBOLS = {UP: r"$\uparrow$", DOWN: r"$\downarrow$", "±": r"$\pm$", DASH: "--", "ω": r"$\omega$"}
+
+
+def _tex(text: str) -> str:
+    out = "".join(_TEX_SPECIALS.get(ch, ch) for ch in str(text))
+    for sym, tex in _TEX_SYMBOLS.items():
+        out = out.replace(sym, tex)
+    return out
+
+
+def _latex(table, directions) -> str:
+    """A ``booktabs`` tabular (needs ``\\usepackage{booktabs}``): numbers right-aligned, best in bold."""
+    headers, rows, shown = _display_table(table, directions)
+    best = _best_cells(table, shown, directions)
+    spec = "".join("r" if _is_numeric_column(c, directions) else "l" for c in shown) or "l"
+    lines = ["% flashbench table; needs \\usepackage{booktabs}", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(_tex(h) for h in headers) + r" \\", r"\midrule"]
+    for i, r in enumerate(rows):
+        lines.append(" & ".join(rf"\textbf{{{_tex(c)}}}" if (i, j) in best else _tex(c) for j, c in enumerate(r)) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def _data_uri(text: str, mime: str) -> str:
+    return f"data:{mime};charset=utf-8;base64,{base64.b64encode(text.encode('utf-8')).decode('ascii')}"
