@@ -65,7 +65,7 @@ class TrainConfig:
     adv_timesteps: tuple[float, ...] = (0.01, 0.25, 0.5, 0.75)  # t' for re-noising before the discriminator
     lcm_boundary: bool = False  # the authors' code: the student outputs c_skip z_t + c_out x0 (LCM's boundary condition)
     draws: str = "per_sample"  # the paper: a start index i and an omega per sample; "per_batch": one of each per batch, DMD its own omega (the authors' code)
-    phase_counting: str = "batches"  # the paper: a phase is phase_length batches; "optimizer_calls": the authors' counter, which advances on each of the student's and the discriminator's updates
+    phase_counting: str = "batches"  # the paper: a phase is phase_length batches; "optimizer_calls": the authors' counter, which advances on each of the student's and the discriminator's updates  # noqa: E501
     iterations: int = 20000
     evaluate_only: bool = False  # a baseline: no training, sample the (pretrained) student as it is
     pretrained_lora: str = ""  # with evaluate_only: a published LoRA, "hub/id" or "hub/id::file.safetensors" or a path

@@ -30,7 +30,7 @@ def with_lora(unet, rank=4):
     """A peft LoRA as the teacher plugins add it, with lora_B non-zero so every adapter weight gets a gradient."""
     from peft import LoraConfig
 
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]), adapter_name="s")
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]), adapter_name="s")  # noqa: E501
     unet.set_adapter("s")
     params = [p for n, p in unet.named_parameters() if "lora_" in n]
     g = torch.Generator().manual_seed(1)

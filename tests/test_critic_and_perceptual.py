@@ -244,7 +244,6 @@ def test_lcm_boundary_option_reaches_the_students_prediction(toy, monkeypatch):
 
 def _spy_step(toy, cfg, name, *, gan=None, dmd=None, iteration=0, timesteps=None):
     """One training step; what the teacher target and the DMD term were asked for (start indices, omegas)."""
-    import dataclasses
 
     import numpy as np
 

@@ -7,8 +7,6 @@ import dataclasses
 import hashlib
 import json
 import re
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -219,4 +217,4 @@ def test_the_readmes_accelerate_examples_train_the_papers_global_batch(component
     assert launches
     for n, file in launches:
         study = load_study(ROOT / file, scale="paper", components=components)
-        assert {int(n) * v.train.batch_size for v in study.variants if not v.train.evaluate_only} == {v.train.global_batch for v in study.variants if not v.train.evaluate_only}, file
+        assert {int(n) * v.train.batch_size for v in study.variants if not v.train.evaluate_only} == {v.train.global_batch for v in study.variants if not v.train.evaluate_only}, file  # noqa: E501

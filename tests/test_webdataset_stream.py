@@ -21,7 +21,7 @@ from PIL import Image
 import flashbench.hookspecs
 import flashbench.plugins
 from flashbench.errors import UserError
-from flashbench_plugins.datasets import _stream, webdataset
+from flashbench_plugins.datasets import webdataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

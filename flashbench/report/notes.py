@@ -157,9 +157,9 @@ PAPER_OR_CODE = {
     "adv_loss": {"lsgan": {"scores": ("raw", {"raw": "LSGAN on raw scores with the 1/2 (Eq. 8)", "sigmoid": "LSGAN on sigmoid scores (the authors' code)"}),
                            "head": ("paper", {"paper": "the paper's discriminator head", "code": "the authors' small discriminator head"})},
                  "hinge": {"head": ("paper", {"paper": "the paper's discriminator head", "code": "the authors' small discriminator head"})},
-                 "wgan": {"clip": (0.01, {0.01: "WGAN critic clipped to +-0.01 (Arjovsky et al., the authors' code)", 0: "WGAN without a Lipschitz constraint"}),
+                 "wgan": {"clip": (0.01, {0.01: "WGAN critic clipped to +-0.01 (Arjovsky et al., the authors' code)", 0: "WGAN without a Lipschitz constraint"}),  # noqa: E501
                           "head": ("paper", {"paper": "the paper's discriminator head", "code": "the authors' small discriminator head"})}},
-    "distil_loss": {"lpips": {"crop": (64, {64: "LPIPS distillation on the centre 64x64-latent crop (the authors' code)", 0: "LPIPS distillation on the full image"})}},
+    "distil_loss": {"lpips": {"crop": (64, {64: "LPIPS distillation on the centre 64x64-latent crop (the authors' code)", 0: "LPIPS distillation on the full image"})}},  # noqa: E501
 }
 
 

@@ -203,7 +203,7 @@ def _svg_tradeoff(x_metric: str, x_higher: bool | None, y_metric: str, y_higher:
     parts.append(f'<circle cx="{lx + 5}" cy="{ly}" r="5" class="dot"/><text x="{lx + 16}" y="{ly + 4}" class="v">fixed ω (line: ω rising)</text>')
     parts.append(f'<path d="M{lx + 5},{ly + 14}l7,7l-7,7l-7,-7Z" class="sampled"/><text x="{lx + 16}" y="{ly + 25}" class="v">ω sampled from its range</text>')
     if teacher is not None:
-        parts.append(f'<rect x="{lx}" y="{ly + 37}" width="10" height="10" class="teacher"/><text x="{lx + 16}" y="{ly + 46}" class="v">teacher, same NFE</text>')
+        parts.append(f'<rect x="{lx}" y="{ly + 37}" width="10" height="10" class="teacher"/><text x="{lx + 16}" y="{ly + 46}" class="v">teacher, same NFE</text>')  # noqa: E501
     parts.append("</svg>")
     return "".join(parts)
 

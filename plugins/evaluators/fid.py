@@ -373,4 +373,4 @@ def build_evaluator(config: FIDConfig, *, device="cpu", kernel: bool = False):
 
 @hookimpl
 def register_evaluators(register):
-    register("fid", build, metric="fid", config=FIDConfig, description="FID as clean-fid computes it (clean / legacy modes), reference statistics cached on disk")
+    register("fid", build, metric="fid", config=FIDConfig, description="FID as clean-fid computes it (clean / legacy modes), reference statistics cached on disk")  # noqa: E501

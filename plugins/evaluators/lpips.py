@@ -100,4 +100,4 @@ def build(config: LPIPSEvalConfig, *, device="cpu"):
 
 @hookimpl
 def register_evaluators(register):
-    register("lpips", build, metric="lpips_to_teacher", config=LPIPSEvalConfig, description="LPIPS (lpips package, AlexNet by default) to the teacher's many-step sample")
+    register("lpips", build, metric="lpips_to_teacher", config=LPIPSEvalConfig, description="LPIPS (lpips package, AlexNet by default) to the teacher's many-step sample")  # noqa: E501

@@ -19,7 +19,6 @@ class ToyFDConfig:
 
 
 def build(config: ToyFDConfig, *, device="cpu"):
-    import torch
 
     from flashbench.method.evaluation import FrechetEvaluator, feature_statistics
     from flashbench_plugins.toy.perceptual import features_of, load_features

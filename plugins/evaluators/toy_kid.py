@@ -23,7 +23,6 @@ class ToyKIDConfig:
 
 
 def build(config: ToyKIDConfig, *, device="cpu"):
-    import torch
 
     from flashbench.method.evaluation import KernelEvaluator
     from flashbench_plugins.toy.perceptual import features_of, load_features

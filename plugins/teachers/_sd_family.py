@@ -28,7 +28,7 @@ from flashbench.method.teacher import Teacher
 #: explicit timesteps) give the trailing grid the student was trained on
 FEW_STEP_ORIGINAL_STEPS = 4
 
-DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1", "conv2", "conv_shortcut", "time_emb_proj")
+DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1", "conv2", "conv_shortcut", "time_emb_proj")  # noqa: E501
 
 
 def _load(cls, source: str, subfolder: str, **kw):

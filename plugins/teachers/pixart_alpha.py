@@ -85,4 +85,4 @@ def build(config: PixartAlphaTeacherConfig, *, device="cpu", dtype=None):
 
 @hookimpl
 def register_teachers(register):
-    register("pixart-alpha", build, config=PixartAlphaTeacherConfig, description="PixArt-alpha XL-2 DiT (512 or 1024-MS), T5 text, LoRA exported as a peft adapter")
+    register("pixart-alpha", build, config=PixartAlphaTeacherConfig, description="PixArt-alpha XL-2 DiT (512 or 1024-MS), T5 text, LoRA exported as a peft adapter")  # noqa: E501

@@ -75,4 +75,4 @@ def build(config: PixartSigmaTeacherConfig, *, device="cpu", dtype=None):
 
 @hookimpl
 def register_teachers(register):
-    register("pixart-sigma", build, config=PixartSigmaTeacherConfig, description="PixArt-Sigma XL-2 1024-MS DiT, T5 text (300 tokens), LoRA exported as a peft adapter")
+    register("pixart-sigma", build, config=PixartSigmaTeacherConfig, description="PixArt-Sigma XL-2 1024-MS DiT, T5 text (300 tokens), LoRA exported as a peft adapter")  # noqa: E501

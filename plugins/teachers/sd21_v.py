@@ -65,4 +65,4 @@ def build(config: SD21VTeacherConfig, *, device="cpu"):
 
 @hookimpl
 def register_teachers(register):
-    register("sd21-v", build, config=SD21VTeacherConfig, description="Stable Diffusion 2.1 text-to-image (OpenCLIP-H text, 768 px, v-prediction, LoRA r128 on attention)")
+    register("sd21-v", build, config=SD21VTeacherConfig, description="Stable Diffusion 2.1 text-to-image (OpenCLIP-H text, 768 px, v-prediction, LoRA r128 on attention)")  # noqa: E501

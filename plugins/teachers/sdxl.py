@@ -58,4 +58,4 @@ def build(config: SDXLTeacherConfig, *, device="cpu", dtype=None):
 
 @hookimpl
 def register_teachers(register):
-    register("sdxl", build, config=SDXLTeacherConfig, description="Stable Diffusion XL base 1.0 (two CLIP encoders, pooled embeds, size/crop micro-conditioning)")
+    register("sdxl", build, config=SDXLTeacherConfig, description="Stable Diffusion XL base 1.0 (two CLIP encoders, pooled embeds, size/crop micro-conditioning)")  # noqa: E501

@@ -42,7 +42,7 @@ def summarise(data: dict) -> str:
     if step:
         info = step["extra_info"]
         nfe = info.get("nfe_per_step", {})
-        out += ["", f"Training step breakdown (median of {info.get('probed_rounds')} probed rounds of {info.get('steps_per_round')} steps, one per phase; batch "
+        out += ["", f"Training step breakdown (median of {info.get('probed_rounds')} probed rounds of {info.get('steps_per_round')} steps, one per phase; batch "  # noqa: E501
                     f"{info.get('batch_size')}, K = {info.get('K')}; NFE per sample per step: teacher {nfe.get('teacher', 0):.2f}, "
                     f"student {nfe.get('student', 0):.2f}):", "",
                 "| part of `FlashTrainer.step` | ms per step |", "| --- | ---: |"]
