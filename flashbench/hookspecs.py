@@ -15,25 +15,35 @@ Lifecycle hooks are called by the runner and receive plain data (no torch object
 """
 from __future__ import annotations
 
+from typing import Any, Callable, Protocol, Sequence
+
 import pluggy
 
 from . import PROJECT_NAME
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 
+
+class Register(Protocol):
+    """The ``register`` callable a component hook receives, bound to its kind's registry."""
+
+    def __call__(self, name: str, factory: Callable[..., Any], *, config: type | None = None, description: str = "",
+                 tags: Sequence[str] = (), metric: str = "") -> None: ...
+
 # --- components -----------------------------------------------------------------------------------
 
 
 @hookspec
-def register_teachers(register):
+def register_teachers(register: Register) -> None:
     """Register teacher backbones (diffusion model families).
 
-    ``factory(config, *, device, dtype)`` returns a :class:`flashbench.method.teacher.Teacher`.
+    ``factory(config, *, device)`` returns a :class:`flashbench.method.teacher.Teacher` (its weights' dtype is an
+    option of its config, e.g. ``dtype = "bfloat16"``; mixed precision is the study's ``mixed_precision``).
     """
 
 
 @hookspec
-def register_conditionings(register):
+def register_conditionings(register: Register) -> None:
     """Register conditionings: how a dataset batch becomes the teacher's conditional and null inputs.
 
     ``factory(config)`` returns an object with ``prepare(teacher, prompts, extras) -> (cond, uncond)``.
@@ -41,15 +51,18 @@ def register_conditionings(register):
 
 
 @hookspec
-def register_losses(register):
+def register_losses(register: Register) -> None:
     """Register losses, each tagged ``distillation``, ``adversarial`` or ``distribution_matching``.
 
-    ``factory(config, *, device)`` returns the loss object of :mod:`flashbench.method.losses`.
+    ``factory(config, *, device, teacher)`` returns the loss: ``teacher`` is the study's teacher for a
+    distillation loss (LPIPS decodes with it), None for the others. By tag it returns a callable
+    ``loss(student_x0, teacher_x0, decode)`` (distillation), a :class:`flashbench.method.losses.GANLoss`
+    (adversarial) or a callable ``loss(student_x0, x0_real, x0_fake)`` (distribution_matching).
     """
 
 
 @hookspec
-def register_timestep_distributions(register):
+def register_timestep_distributions(register: Register) -> None:
     """Register timestep distributions pi over the K-grid.
 
     ``factory(config, *, num_timesteps, phase_length, num_phases)`` returns a
@@ -58,24 +71,24 @@ def register_timestep_distributions(register):
 
 
 @hookspec
-def register_solvers(register):
+def register_solvers(register: Register) -> None:
     """Register the teacher's ODE solvers. ``factory(config)`` returns a :class:`flashbench.method.solvers.Solver`."""
 
 
 @hookspec
-def register_samplers(register):
+def register_samplers(register: Register) -> None:
     """Register few-step samplers (a study's ``eval.sampler``). ``factory(config)`` returns a
     :class:`flashbench.method.samplers.FewStepSampler`."""
 
 
 @hookspec
-def register_evaluators(register):
+def register_evaluators(register: Register) -> None:
     """Register evaluators. ``factory(config, *, device)`` returns a :class:`flashbench.method.evaluation.Evaluator`;
     ``register(..., metric="fid")`` declares its ``metric`` (undeclared: a claim on any metric is accepted)."""
 
 
 @hookspec
-def register_datasets(register):
+def register_datasets(register: Register) -> None:
     """Register datasets and prompt sets. ``factory(config)`` returns a :class:`flashbench.method.data.Dataset`."""
 
 

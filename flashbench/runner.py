@@ -94,7 +94,13 @@ class StudyResources:
         self._cache: dict = {}
         self.loads: dict[str, int] = {}
 
-    def _get(self, kind: str, spec: ComponentSpec, **context):
+    def _get(self, kind: str, spec: ComponentSpec, **available):
+        """``spec`` built once, its factory given exactly the context the kinds table names for ``kind``
+        (:mod:`flashbench.kinds`; the device always available, the rest from ``available``)."""
+        from .kinds import BY_NAME
+
+        available = {"device": self.device, **available}
+        context = {name: available.get(name) for name in BY_NAME[kind].context}
         key = (kind, spec.name, repr(sorted(spec.options.items())), id(context.get("teacher")))
         if key not in self._cache:
             self.loads[kind] = self.loads.get(kind, 0) + 1
@@ -103,7 +109,7 @@ class StudyResources:
         return self._cache[key]
 
     def teacher(self, spec):
-        return self._get("teacher", spec, device=self.device)
+        return self._get("teacher", spec)
 
     def dataset(self, spec):
         return self._get("dataset", spec)
@@ -112,13 +118,13 @@ class StudyResources:
         return self._get("conditioning", spec)
 
     def evaluator(self, spec):
-        return self._get("evaluator", spec, device=self.device)
+        return self._get("evaluator", spec)
 
     def sampler(self, spec: ComponentSpec):
         return self._get("sampler", spec)
 
     def loss(self, spec, teacher=None):
-        return self._get("loss", spec, device=self.device, teacher=teacher) if spec.enabled else None
+        return self._get("loss", spec, teacher=teacher) if spec.enabled else None
 
 
 def _image_grid(images, columns: int):

@@ -78,3 +78,40 @@ def test_a_factory_returning_the_wrong_class_is_one_line():
         components.get("timesteps", "bad").build({}, num_timesteps=4, phase_length=1, num_phases=4)
     assert str(e.value) == ("timesteps 'bad' (plugin bad-plugin): its factory returned builtins.list, which is not a "
                             "flashbench.method.timesteps.TimestepDistribution; a timesteps factory must return one")
+
+
+def test_hookspec_docstrings_promise_the_context_the_runner_passes():
+    """Each component hook's docstring states ``factory(config, *, <context>)`` with exactly the kinds table's
+    context, which is what StudyResources passes (and nothing else)."""
+    import inspect
+
+    for kind in kinds.KIND_TABLE:
+        doc = inspect.getdoc(getattr(hookspecs, kind.hook))
+        expected = f"factory(config, *, {', '.join(kind.context)})" if kind.context else "factory(config)"
+        assert expected in " ".join(doc.split()), (kind.name, expected, doc)
+
+
+def test_the_runner_passes_each_factory_its_kinds_context(components):
+    """StudyResources builds through the table: a recording factory sees exactly the context keys."""
+    from flashbench.config import ComponentSpec
+    from flashbench.runner import StudyResources
+
+    seen = {}
+
+    class Recording:
+        def get(self, kind, name):
+            class C:
+                def build(self, options, **context):
+                    seen[kind] = sorted(context)
+                    return object()
+            return C()
+
+    res = StudyResources(Recording(), "cpu")
+    res.teacher(ComponentSpec("t"))
+    res.loss(ComponentSpec("l"), teacher=object())
+    res.evaluator(ComponentSpec("e"))
+    res.sampler(ComponentSpec("s"))
+    res.dataset(ComponentSpec("d"))
+    res.conditioning(ComponentSpec("c"))
+    for kind, keys in seen.items():
+        assert keys == sorted(kinds.BY_NAME[kind].context), kind
