@@ -37,6 +37,7 @@ KNOWN_LICENSES = {
 FAMILY_TAGS = {
     "sd15": "stable-diffusion", "inpaint": "stable-diffusion", "superres": "stable-diffusion",
     "faceswap": "stable-diffusion", "toy-digits": "stable-diffusion",
+    "toy-digits-flow": "stable-diffusion",  # SD1.5 classes and loader, trained with rectified flow
     "sdxl": "stable-diffusion-xl", "adapter-canny": "stable-diffusion-xl", "adapter-depth": "stable-diffusion-xl",
     "pixart-alpha": "pixart-alpha", "pixart-sigma": "pixart-sigma", "sd21-v": "stable-diffusion",
     "sd3": "stable-diffusion-3", "flux": "flux",

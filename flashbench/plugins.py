@@ -16,6 +16,7 @@ from .registry import HOOK_FOR_KIND, KINDS, Component, Registry
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "flashbench_plugins.teachers.toy_digits",
+    "flashbench_plugins.teachers.toy_digits_flow",
     "flashbench_plugins.teachers.sd15",
     "flashbench_plugins.teachers.inpaint",
     "flashbench_plugins.teachers.superres",

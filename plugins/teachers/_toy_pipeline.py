@@ -4,6 +4,13 @@ A ``DiffusionPipeline`` with Stable Diffusion's LoRA loader mixin (so ``load_lor
 ``save_lora_weights`` are diffusers' own) and a plain sampling loop over any diffusers scheduler:
 CFG when ``guidance_scale > 1``; explicit ``timesteps`` (the student's [999, 749, 499, 249]) are passed
 to the scheduler unchanged.
+
+The same loop samples the rectified-flow toy teacher (``toy-digits-flow``) with a
+``FlowMatchEulerDiscreteScheduler``: the UNet's output is then the velocity, which that scheduler's ``step``
+takes as it is; ``sigmas`` (e.g. the student's [1.0, 0.75, 0.5, 0.25]) go to its ``set_timesteps``, and a
+scheduler without ``init_noise_sigma`` (the flow ones) starts from unit noise. With
+``stochastic_sampling=True`` its step is the Flash student's (x0 re-noised to the next sigma with fresh
+noise): :func:`flow_few_step_scheduler`.
 """
 from __future__ import annotations
 
@@ -26,19 +33,22 @@ class ToyDigitsPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return self.text_encoder(ids.to(self.device))[0]
 
     @torch.no_grad()
-    def __call__(self, prompt, num_inference_steps: int = 4, timesteps=None, guidance_scale: float = 1.0, generator=None, latents=None):
+    def __call__(self, prompt, num_inference_steps: int = 4, timesteps=None, guidance_scale: float = 1.0, generator=None, latents=None,
+                 sigmas=None):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         cond = self._embed(prompts)
         do_cfg = guidance_scale > 1.0
         if do_cfg:
             cond = torch.cat([cond, self._embed([""] * len(prompts))])
-        if timesteps is not None:
+        if sigmas is not None:
+            self.scheduler.set_timesteps(sigmas=list(sigmas), device=self.device)
+        elif timesteps is not None:
             self.scheduler.set_timesteps(timesteps=list(timesteps), device=self.device)
         else:
             self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         c = self.unet.config
         x = latents if latents is not None else randn_tensor((len(prompts), c.in_channels, c.sample_size, c.sample_size), generator=generator, device=self.device)
-        x = x * self.scheduler.init_noise_sigma
+        x = x * getattr(self.scheduler, "init_noise_sigma", 1.0)  # the flow schedulers start from unit noise
         for t in self.scheduler.timesteps:
             inp = torch.cat([x, x]) if do_cfg else x
             eps = self.unet(inp, t, encoder_hidden_states=cond).sample
@@ -49,3 +59,12 @@ class ToyDigitsPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             x = out.prev_sample
         final = getattr(out, "denoised", None)
         return (final if final is not None else x).clamp(-1, 1)
+
+
+def flow_few_step_scheduler(scheduler_config):
+    """The exported flow student's sampler: the teacher's ``FlowMatchEulerDiscreteScheduler`` config with
+    ``stochastic_sampling=True`` (x0 = x - sigma u, re-noised to the next sigma with fresh noise: the ``flash``
+    sampler); pass ``sigmas=[1.0, 0.75, 0.5, 0.25][:n]`` (n = 4; [1.0, 0.5] for 2, [1.0] for 1)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler.from_config(scheduler_config, stochastic_sampling=True)
