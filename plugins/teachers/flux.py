@@ -45,6 +45,8 @@ from dataclasses import dataclass
 
 from flashbench import hookimpl
 
+from ._flow_configs import FlowTeacherOptions
+
 DEFAULT_PATH = "black-forest-labs/FLUX.1-dev"
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
@@ -58,28 +60,16 @@ FLUX_DEV_TRANSFORMER = {
 
 
 @dataclass(frozen=True)
-class FluxTeacherConfig:
+class FluxTeacherConfig(FlowTeacherOptions):
     path: str = DEFAULT_PATH
     max_sequence_length: int = 512
-    resolution: int = 0
     student_guidance: float = 3.5
-    default_lora_rank: int = 64
-    lora_alpha: float = 0.0
     lora_targets: tuple[str, ...] = LORA_TARGETS
-    disc_blocks: int = 0
-    disc_features: str = "tokens"
-    dtype: str = "float32"
 
     def __post_init__(self):
-        from ._flow_configs import check_options
-
-        if self.max_sequence_length < 1:
-            raise ValueError(f"max_sequence_length must be positive, got {self.max_sequence_length}")
         if self.student_guidance < 0:
             raise ValueError(f"student_guidance must be >= 0, got {self.student_guidance}")
-        targets = check_options(rank=self.default_lora_rank, alpha=self.lora_alpha, targets=self.lora_targets, disc_blocks=self.disc_blocks,
-                                disc_features=self.disc_features, dtype=self.dtype, resolution=self.resolution)
-        object.__setattr__(self, "lora_targets", targets)  # a TOML list arrives as a list
+        super().__post_init__()
 
 
 def build(config: FluxTeacherConfig, *, device="cpu", dtype=None):
@@ -87,11 +77,8 @@ def build(config: FluxTeacherConfig, *, device="cpu", dtype=None):
 
     from ._flow_family import FluxTeacher
 
-    return FluxTeacher(
-        config.path, device=device, dtype=dtype or getattr(torch, config.dtype), max_sequence_length=config.max_sequence_length,
-        resolution=config.resolution, student_guidance=config.student_guidance, default_lora_rank=config.default_lora_rank,
-        lora_alpha=config.lora_alpha, lora_targets=config.lora_targets, disc_blocks=config.disc_blocks, disc_features=config.disc_features,
-    )
+    return FluxTeacher(config.path, device=device, dtype=dtype or getattr(torch, config.dtype), student_guidance=config.student_guidance,
+                       **config.teacher_kwargs())
 
 
 @hookimpl

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 from flashbench import hookimpl
 
+from ._flow_configs import FlowTeacherOptions
+
 DEFAULT_PATH = "stabilityai/stable-diffusion-3-medium-diffusers"
 
 #: the authors' Flash SD3 LoRA targets (the same list as their PixArt recipe)
@@ -55,26 +57,12 @@ SD3_MEDIUM_TRANSFORMER = {
 
 
 @dataclass(frozen=True)
-class SD3TeacherConfig:
+class SD3TeacherConfig(FlowTeacherOptions):
     path: str = DEFAULT_PATH
     use_t5: bool = False
     max_sequence_length: int = 256
-    resolution: int = 0
-    default_lora_rank: int = 64
     lora_alpha: float = 8.0
     lora_targets: tuple[str, ...] = LORA_TARGETS
-    disc_blocks: int = 0
-    disc_features: str = "tokens"
-    dtype: str = "float32"
-
-    def __post_init__(self):
-        from ._flow_configs import check_options
-
-        if self.max_sequence_length < 1:
-            raise ValueError(f"max_sequence_length must be positive, got {self.max_sequence_length}")
-        targets = check_options(rank=self.default_lora_rank, alpha=self.lora_alpha, targets=self.lora_targets, disc_blocks=self.disc_blocks,
-                                disc_features=self.disc_features, dtype=self.dtype, resolution=self.resolution)
-        object.__setattr__(self, "lora_targets", targets)  # a TOML list arrives as a list
 
 
 def build(config: SD3TeacherConfig, *, device="cpu", dtype=None):
@@ -82,11 +70,7 @@ def build(config: SD3TeacherConfig, *, device="cpu", dtype=None):
 
     from ._flow_family import SD3Teacher
 
-    return SD3Teacher(
-        config.path, device=device, dtype=dtype or getattr(torch, config.dtype), use_t5=config.use_t5,
-        max_sequence_length=config.max_sequence_length, resolution=config.resolution, default_lora_rank=config.default_lora_rank,
-        lora_alpha=config.lora_alpha, lora_targets=config.lora_targets, disc_blocks=config.disc_blocks, disc_features=config.disc_features,
-    )
+    return SD3Teacher(config.path, device=device, dtype=dtype or getattr(torch, config.dtype), use_t5=config.use_t5, **config.teacher_kwargs())
 
 
 @hookimpl
