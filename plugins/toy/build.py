@@ -116,16 +116,16 @@ def build_clip(steps: int = 1500, seed: int = 0) -> None:
     _save_half(model.state_dict(), CLIP_FILE)
 
 
-def build_teacher(steps: int = 5000, batch: int = 32, seed: int = 0) -> None:
-    from diffusers import DDPMScheduler
-
+def _train_denoiser(out: Path, scheduler, objective, *, steps: int, batch: int, seed: int, name: str) -> None:
+    """The toy teachers' shared recipe (module docstring): UNet + CLIP text encoder trained jointly on the toy
+    digits with 10% null prompts, AdamW 1e-3 (200 warm-up steps, cosine decay), gradient clipping at 1 and an
+    EMA of 0.999 whose weights are written to ``out`` with the tokenizer and ``scheduler``.
+    ``objective(unet, x0, noise, states)`` draws the timesteps and returns the loss."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    tok_dir = TEACHER_DIR / "tokenizer"
+    tok_dir = out / "tokenizer"
     tokenizer = models.build_tokenizer(tok_dir)
     unet, text_encoder = models.build_unet(seed), models.build_text_encoder(seed)
-    scheduler = models.build_scheduler()
-    noise_sched = DDPMScheduler.from_config(scheduler.config)
     ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, 1e-3, weight_decay=0.0)
@@ -140,10 +140,7 @@ def build_teacher(steps: int = 5000, batch: int = 32, seed: int = 0) -> None:
         ids = tokenizer(prompts, padding="max_length", max_length=models.TEXT_MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
         x0 = torch.from_numpy(images)
         noise = torch.randn_like(x0)
-        t = torch.randint(0, 1000, (batch,))
-        xt = noise_sched.add_noise(x0, noise, t)
-        pred = unet(xt, t, text_encoder(ids)[0]).sample
-        loss = F.mse_loss(pred, noise)
+        loss = objective(unet, x0, noise, text_encoder(ids)[0])
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -155,12 +152,26 @@ def build_teacher(steps: int = 5000, batch: int = 32, seed: int = 0) -> None:
                 for pe, pl in zip(ema.parameters(), live.parameters()):
                     pe.lerp_(pl, 1 - decay)
         if step % 250 == 0:
-            print(f"teacher step {step} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", flush=True)
-    ema_unet.half().save_pretrained(TEACHER_DIR / "unet")
-    ema_text.half().save_pretrained(TEACHER_DIR / "text_encoder")
+            print(f"{name} step {step} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", flush=True)
+    ema_unet.half().save_pretrained(out / "unet")
+    ema_text.half().save_pretrained(out / "text_encoder")
     tokenizer.save_pretrained(tok_dir)
-    scheduler.save_pretrained(TEACHER_DIR / "scheduler")
-    print(f"teacher written to {TEACHER_DIR} in {time.time() - t0:.0f}s")
+    scheduler.save_pretrained(out / "scheduler")
+    print(f"{name} written to {out} in {time.time() - t0:.0f}s")
+
+
+def build_teacher(steps: int = 5000, batch: int = 32, seed: int = 0) -> None:
+    """The epsilon toy teacher on SD's scaled-linear schedule (t uniform over the 1,000 training steps)."""
+    from diffusers import DDPMScheduler
+
+    scheduler = models.build_scheduler()
+    noise_sched = DDPMScheduler.from_config(scheduler.config)
+
+    def epsilon(unet, x0, noise, states):
+        t = torch.randint(0, 1000, (x0.shape[0],))
+        return F.mse_loss(unet(noise_sched.add_noise(x0, noise, t), t, states).sample, noise)
+
+    _train_denoiser(TEACHER_DIR, scheduler, epsilon, steps=steps, batch=batch, seed=seed, name="teacher")
 
 
 def build_flow_teacher(steps: int = 2000, batch: int = 32, seed: int = 0, out: Path = FLOW_TEACHER_DIR, sigmas: str = "logit-normal") -> None:
@@ -168,50 +179,14 @@ def build_flow_teacher(steps: int = 2000, batch: int = 32, seed: int = 0, out: P
     threads (``main`` sets one)."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    out = Path(out)
-    tok_dir = out / "tokenizer"
-    tokenizer = models.build_tokenizer(tok_dir)
-    unet, text_encoder = models.build_unet(seed), models.build_text_encoder(seed)
-    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=FLOW_SHIFT)
-    ema_unet, ema_text = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, 1e-3, weight_decay=0.0)
-    warmup = 200
-    lr_at = lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps))  # noqa: E731
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    ds = data.ColouredDigits("train")
-    t0 = time.time()
-    for step in range(steps):
-        images, prompts, _, _ = ds.batch(rng, batch)
-        prompts = ["" if rng.random() < 0.1 else p for p in prompts]
-        ids = tokenizer(prompts, padding="max_length", max_length=models.TEXT_MAX_LENGTH, truncation=True, return_tensors="pt").input_ids
-        x0 = torch.from_numpy(images)
-        noise = torch.randn_like(x0)
+    def velocity(unet, x0, noise, states):
         # SD3's logit-normal sigma (m = 0, s = 1): most of the draws in the middle of the path, none at 0 or 1
-        sigma = torch.sigmoid(torch.randn(batch)) if sigmas == "logit-normal" else torch.rand(batch)
+        sigma = torch.sigmoid(torch.randn(x0.shape[0])) if sigmas == "logit-normal" else torch.rand(x0.shape[0])
         s = sigma.view(-1, 1, 1, 1)
-        xt = (1 - s) * x0 + s * noise
-        pred = unet(xt, sigma * 1000, text_encoder(ids)[0]).sample
-        loss = F.mse_loss(pred, noise - x0)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        decay = min(0.999, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for ema, live in ((ema_unet, unet), (ema_text, text_encoder)):
-                for pe, pl in zip(ema.parameters(), live.parameters()):
-                    pe.lerp_(pl, 1 - decay)
-        if step % 250 == 0:
-            print(f"flow teacher step {step} loss {loss.item():.4f} ({time.time() - t0:.0f}s)", flush=True)
-    ema_unet.half().save_pretrained(out / "unet")
-    ema_text.half().save_pretrained(out / "text_encoder")
-    tokenizer.save_pretrained(tok_dir)
-    scheduler.save_pretrained(out / "scheduler")
-    print(f"flow teacher written to {out} in {time.time() - t0:.0f}s")
+        return F.mse_loss(unet((1 - s) * x0 + s * noise, sigma * 1000, states).sample, noise - x0)
+
+    _train_denoiser(Path(out), FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=FLOW_SHIFT), velocity,
+                    steps=steps, batch=batch, seed=seed, name="flow teacher")
 
 
 def main(argv=None) -> None:
