@@ -346,6 +346,9 @@ def _cmd_run(args, components: _Lazy) -> int:
     if main_process:
         print(f"{study.name} (scale {study.scale}): {n} variant{'s' * (n != 1)} x {len(study.seeds)} "
               f"seed{'s' * (len(study.seeds) != 1)} -> {output}")
+    line = shared_baseline_warning(study) if main_process else None
+    if line:
+        print(f"warning: {file}: {line}", file=sys.stderr)
     from .runner import run_study  # imports torch: only once the study is known to be valid
 
     report = run_study(study, output_dir=Path(output), components=comps, jobs=jobs, worker=args.worker,
@@ -391,6 +394,9 @@ def _cmd_validate(args, components: _Lazy) -> int:
         for axis in idle_axes(study):
             print(f"warning: {args.file}: axis {axis!r} changes neither the training nor the evaluation of any variant "
                   f"at scale {study.scale}; its variants would give identical rows", file=sys.stderr)
+        line = shared_baseline_warning(study)
+        if line:
+            print(f"warning: {args.file}: {line}", file=sys.stderr)
     for i, study in enumerate(studies):
         if i:
             print()
@@ -400,6 +406,18 @@ def _cmd_validate(args, components: _Lazy) -> int:
         print(f"{study.name}: {study.title}; seeds {seeds}; {len(study.variants)} runs; primary NFE {study.primary_nfe}")
         print(_table(*_variant_rows(study)))
     return 0
+
+
+def shared_baseline_warning(study) -> str | None:
+    """One line when the trained variants use more than one teacher: the teacher baselines are sampled once per
+    seed, with the first variant's teacher, so the others' rows and claims against "teacher" compare with it."""
+    teachers = list(dict.fromkeys(v.train.teacher for v in study.variants if not v.train.evaluate_only))
+    if len(teachers) < 2:
+        return None
+    names = ", ".join(t.name for t in teachers)
+    return (f"the variants train on {len(teachers)} teachers at scale {study.scale} ({names}); the teacher baselines are "
+            f"sampled once per seed with the first ({teachers[0].name}), so the others' teacher rows and claims against "
+            f"\"teacher\" compare with that one")
 
 
 def idle_axes(study) -> list[str]:
