@@ -47,7 +47,8 @@ class ToyDigitsPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         else:
             self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         c = self.unet.config
-        x = latents if latents is not None else randn_tensor((len(prompts), c.in_channels, c.sample_size, c.sample_size), generator=generator, device=self.device)
+        shape = (len(prompts), c.in_channels, c.sample_size, c.sample_size)
+        x = latents if latents is not None else randn_tensor(shape, generator=generator, device=self.device)
         x = x * getattr(self.scheduler, "init_noise_sigma", 1.0)  # the flow schedulers start from unit noise
         for t in self.scheduler.timesteps:
             inp = torch.cat([x, x]) if do_cfg else x
