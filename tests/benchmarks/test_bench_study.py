@@ -43,9 +43,9 @@ def test_study_loads_each_component_once(benchmark, tmp_path):
     done = [variant.name for variant, rows in runner.run() if rows and all(r["status"] == "ok" for r in rows)]
     assert done == ["distil", "distil+dmd", "distil+adv", "distil+adv+dmd"]
     loads = runner.resources.loads
-    # one teacher, one dataset (training images and evaluation prompts), one conditioning, one evaluator; each
-    # distinct loss spec once (mse, lsgan, dmd), although the four variants use them 4 + 2 + 2 times
-    assert loads == {"teacher": 1, "dataset": 1, "conditioning": 1, "evaluator": 1, "loss": 3}, loads
+    # one teacher, one dataset (training images and evaluation prompts), one conditioning, one evaluator, one
+    # few-step sampler; each distinct loss spec once (mse, lsgan, dmd), although the four variants use them 4 + 2 + 2 times
+    assert loads == {"teacher": 1, "dataset": 1, "conditioning": 1, "evaluator": 1, "sampler": 1, "loss": 3}, loads
 
     teacher = _bench.measure(benchmark, lambda: components.get("teacher", "toy-digits").build({}, device=_bench.DEVICE),
                              rounds=_bench.size(benchmark, 1, 5), warmup_rounds=0)
