@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from . import ENTRY_POINT_GROUP, __version__
 from .errors import UserError, one_line
+from .jobs import JOBS_ENV
 from .kinds import KINDS
 
 PROG = "flashbench"
@@ -142,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", metavar="DIR", help="run directory (default: runs/<study name>-<scale>)")
     p.add_argument("--shard", metavar="I/N", help="run only every N-th variant starting at I (0-based), e.g. "
                    "0/4 ... 3/4 as four jobs of a SLURM array sharing one --output")
-    p.add_argument("--jobs", "-j", metavar="N", default=os.environ.get("FLASHBENCH_JOBS"),
+    p.add_argument("--jobs", "-j", metavar="N", default=os.environ.get(JOBS_ENV),
                    help="worker processes sharing the teacher baselines and variants on this machine (default: "
                    "$FLASHBENCH_JOBS, else 'auto': one per core on a CPU, one on a GPU)")
     p.add_argument("--worker", metavar="DIR", type=Path, help=argparse.SUPPRESS)  # a worker of another process's --jobs run

@@ -106,11 +106,10 @@ def remove_claims(claims: Claims) -> None:
 
 def worker_environment(threads: int) -> dict[str, str]:
     """The environment of a worker: ``threads`` torch/OpenMP threads, plain progress lines (workers share a
-    terminal: interleaved tqdm bars would be unreadable)."""
+    terminal: interleaved tqdm bars would be unreadable). A worker runs with ``--worker``: it never starts others."""
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(threads)
     env["MKL_NUM_THREADS"] = str(threads)
-    env[JOBS_ENV] = "1"
     env[PROGRESS_ENV] = "lines"
     return env
 
