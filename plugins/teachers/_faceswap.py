@@ -32,7 +32,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from flashbench.errors import MissingWeightsError, UserError
 
 from ._sd_family import SDFamilyTeacher, few_step_scheduler
-from .faceswap import LORA_TARGETS as FACESWAP_LORA_TARGETS  # the transformer blocks' attention, projections, FF
+from ._faceswap_configs import LORA_TARGETS as FACESWAP_LORA_TARGETS  # the transformer blocks' attention, projections, FF
 
 #: input name -> (extras key, cond key); the channel count is the VAE's latent channels, 1 for the mask
 INPUTS: dict[str, tuple[str, str]] = {

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from flashbench import hookimpl
 from flashbench.errors import MissingWeightsError
 
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2")
+from ._faceswap_configs import LORA_TARGETS
 
 
 @dataclass(frozen=True)
