@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 import torch
 
 from flashbench.errors import UserError
+from flashbench.features import transformer_block_tokens
 from flashbench.method.noise import RectifiedFlow
 from flashbench.method.teacher import Teacher
 
@@ -309,13 +310,9 @@ class SD3Teacher(FlowTransformerTeacher):
                       pooled_projections=cond["pooled_projections"], timestep=as_timesteps(t, x), return_dict=False)[0]
 
     def _block_tokens(self, x, t, cond):
-        tr = self.transformer
-        h = tr.pos_embed(x.to(self.dtype))
-        temb = tr.time_text_embed(t, cond["pooled_projections"])
-        ctx = tr.context_embedder(cond["encoder_hidden_states"])
-        for block in tr.transformer_blocks[: self.disc_blocks]:
-            ctx, h = block(hidden_states=h, encoder_hidden_states=ctx, temb=temb)
-        return h
+        return transformer_block_tokens(self.transformer, self.disc_blocks, hidden_states=x.to(self.dtype),
+                                        encoder_hidden_states=cond["encoder_hidden_states"], pooled_projections=cond["pooled_projections"],
+                                        timestep=t, return_dict=False)
 
     # --- the stock pipeline ---
     def pipeline_class(self):
@@ -430,18 +427,7 @@ class FluxTeacher(FlowTransformerTeacher):
         return unpack(out, x.shape[-2], x.shape[-1])
 
     def _block_tokens(self, x, t, cond):
-        tr, a = self.transformer, self._inputs(x, t, cond)
-        h = tr.x_embedder(a["hidden_states"])
-        timestep = a["timestep"].to(h.dtype) * 1000
-        if a["guidance"] is None:
-            temb = tr.time_text_embed(timestep, a["pooled_projections"])
-        else:
-            temb = tr.time_text_embed(timestep, a["guidance"].to(h.dtype) * 1000, a["pooled_projections"])
-        ctx = tr.context_embedder(a["encoder_hidden_states"])
-        rotary = tr.pos_embed(torch.cat([a["txt_ids"], a["img_ids"]], dim=0))
-        for block in tr.transformer_blocks[: self.disc_blocks]:
-            ctx, h = block(hidden_states=h, encoder_hidden_states=ctx, temb=temb, image_rotary_emb=rotary)
-        return h
+        return transformer_block_tokens(self.transformer, self.disc_blocks, **self._inputs(x, t, cond), return_dict=False)
 
     # --- the stock pipeline ---
     def pipeline_class(self):

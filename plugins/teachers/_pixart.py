@@ -37,6 +37,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from flashbench.features import transformer_block_tokens
 from flashbench.method.adapters import tuner_layers
 from flashbench.method.schedule import NoiseSchedule
 from flashbench.method.teacher import Teacher
@@ -234,28 +235,22 @@ class PixartTeacher(Teacher):
         """Patch embedding + the first ``disc_blocks`` transformer blocks, adapters disabled, as (B, D, h, w)
         (``disc_features="output"``: the frozen teacher's epsilon, (B, C, H, W)).
 
-        The steps before the blocks are those of ``PixArtTransformer2DModel.forward`` (a test checks that
-        with all blocks these are exactly the tokens the full forward feeds its output layer)."""
+        The tokens are those ``PixArtTransformer2DModel.forward`` itself computes, stopped after the blocks
+        (:func:`flashbench.features.transformer_block_tokens`; a test checks that with all blocks these are the
+        tokens the full forward feeds its output layer)."""
         if self.disc_features == "output":
             with self.adapters_disabled():
                 return self._forward(self.transformer, x, t, cond)
-        tr = self.transformer
         t = torch.as_tensor(t, device=x.device)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
-        b, p = x.shape[0], tr.config.patch_size
+        p = self.transformer.config.patch_size
         h, w = x.shape[-2] // p, x.shape[-1] // p
         with self.adapters_disabled():
-            tokens = tr.pos_embed(x.to(self.dtype))
-            temb, _ = tr.adaln_single(t, self._added_cond(cond), batch_size=b, hidden_dtype=tokens.dtype)
-            text = cond["encoder_hidden_states"]
-            if tr.caption_projection is not None:
-                text = tr.caption_projection(text).view(b, -1, tokens.shape[-1])
-            mask = cond["encoder_attention_mask"]
-            bias = ((1 - mask.to(tokens.dtype)) * -10000.0).unsqueeze(1)  # keep = 0, padding = -10000 (the model's own)
-            for block in tr.transformer_blocks[: self.disc_blocks]:
-                tokens = block(tokens, encoder_hidden_states=text, encoder_attention_mask=bias, timestep=temb)
-        return tokens.transpose(1, 2).reshape(b, tokens.shape[-1], h, w)
+            tokens = transformer_block_tokens(
+                self.transformer, self.disc_blocks, x.to(self.dtype), encoder_hidden_states=cond["encoder_hidden_states"],
+                encoder_attention_mask=cond["encoder_attention_mask"], timestep=t, added_cond_kwargs=self._added_cond(cond), return_dict=False)
+        return tokens.transpose(1, 2).reshape(x.shape[0], tokens.shape[-1], h, w)
 
     def discriminator_input(self):
         cfg = self.transformer.config

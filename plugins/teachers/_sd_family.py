@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from flashbench.errors import MissingWeightsError
+from flashbench.features import unet_encoder_features
 from flashbench.method.noise import vp_process
 from flashbench.method.schedule import NoiseSchedule
 from flashbench.method.teacher import Teacher
@@ -180,26 +181,9 @@ class SDFamilyTeacher(Teacher):
 
     def encoder_features(self, x, t, cond):
         """The UNet's down blocks and mid block (the encoder), run with the adapters disabled."""
-        unet = self.unet
-        t = _as_timesteps(t, x)
-        ehs = cond["encoder_hidden_states"]
         with self.adapters_disabled():
-            sample = self._unet_input(x, cond)
-            emb = unet.time_embedding(unet.time_proj(t).to(sample.dtype))
-            class_emb = unet.get_class_embed(sample=sample, class_labels=cond.get("class_labels"))
-            if class_emb is not None:
-                emb = torch.cat([emb, class_emb], dim=-1) if unet.config.class_embeddings_concat else emb + class_emb
-            if unet.time_embed_act is not None:
-                emb = unet.time_embed_act(emb)
-            h = unet.conv_in(sample)
-            for block in unet.down_blocks:
-                if getattr(block, "has_cross_attention", False):
-                    h, _ = block(hidden_states=h, temb=emb, encoder_hidden_states=ehs)
-                else:
-                    h, _ = block(hidden_states=h, temb=emb)
-            if unet.mid_block is not None:
-                h = unet.mid_block(h, emb, encoder_hidden_states=ehs)
-        return h
+            return unet_encoder_features(self.unet, self._unet_input(x, cond), _as_timesteps(t, x),
+                                         encoder_hidden_states=cond["encoder_hidden_states"], class_labels=cond.get("class_labels"))
 
     def discriminator_input(self):
         cfg = self.unet.config

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from flashbench.errors import MissingWeightsError, UserError
+from flashbench.features import unet_encoder_features
 from flashbench.method.schedule import NoiseSchedule
 
 from ._sd_family import SDFamilyTeacher, _load, few_step_scheduler
@@ -176,34 +177,13 @@ class SDXLTeacher(SDFamilyTeacher):
         ).sample
 
     def encoder_features(self, x, t, cond):
-        """Output of the UNet's down blocks and mid block, computed as ``UNet2DConditionModel.forward`` does
+        """Output of the UNet's down blocks and mid block, as ``UNet2DConditionModel.forward`` computes it
         (time embedding + the added text/micro-conditioning embedding; adapter residuals where the cond
         has them), with the LoRA adapters disabled."""
-        unet = self.unet
-        t = _timesteps(t, x)
-        x = x.to(self.dtype)
         added = {"text_embeds": cond["text_embeds"], "time_ids": cond["time_ids"]}
-        residuals = adapter_residuals(cond)
         with self.adapters_disabled():
-            emb = unet.time_embedding(unet.get_time_embed(sample=x, timestep=t))
-            aug = unet.get_aug_embed(emb=emb, encoder_hidden_states=cond["encoder_hidden_states"], added_cond_kwargs=added)
-            emb = emb + aug if aug is not None else emb
-            if unet.time_embed_act is not None:
-                emb = unet.time_embed_act(emb)
-            ehs = unet.process_encoder_hidden_states(encoder_hidden_states=cond["encoder_hidden_states"], added_cond_kwargs=added)
-            h = unet.conv_in(x)
-            for block in unet.down_blocks:
-                if getattr(block, "has_cross_attention", False):
-                    extra = {"additional_residuals": residuals.pop(0)} if residuals else {}
-                    h, _ = block(hidden_states=h, temb=emb, encoder_hidden_states=ehs, **extra)
-                else:
-                    h, _ = block(hidden_states=h, temb=emb)
-                    if residuals:
-                        h = h + residuals.pop(0)
-            h = unet.mid_block(h, emb, encoder_hidden_states=ehs)
-            if residuals and h.shape == residuals[0].shape:  # the XL adapter's last residual goes after the mid block
-                h = h + residuals.pop(0)
-        return h
+            return unet_encoder_features(self.unet, x.to(self.dtype), _timesteps(t, x), encoder_hidden_states=cond["encoder_hidden_states"],
+                                         added_cond_kwargs=added, down_intrablock_additional_residuals=adapter_residuals(cond))
 
     def discriminator_input(self):
         return self.unet.config.block_out_channels[-1], self.latent_shape[1] // 2**self._downsamples

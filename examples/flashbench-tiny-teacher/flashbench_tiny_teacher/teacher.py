@@ -17,6 +17,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from flashbench.features import unet_encoder_features
 from flashbench.method.schedule import NoiseSchedule
 from flashbench.method.teacher import Teacher
 
@@ -88,19 +89,12 @@ class TinyUNetTeacher(Teacher):
         return module(x.to(self.dtype), t, encoder_hidden_states=cond["encoder_hidden_states"]).sample
 
     def encoder_features(self, x, t, cond):
-        """The frozen teacher's encoder (down blocks + mid block), the discriminator's input (Eq. 8)."""
-        unet, ehs = self.unet, cond["encoder_hidden_states"]
+        """The frozen teacher's encoder (down blocks + mid block), the discriminator's input (Eq. 8): what the
+        UNet's own forward hands its first up block, so no part of that forward is copied here."""
         t = torch.as_tensor(t, device=x.device)
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
         with self.adapters_disabled():
-            emb = unet.time_embedding(unet.time_proj(t).to(self.dtype))
-            h = unet.conv_in(x.to(self.dtype))
-            for block in unet.down_blocks:
-                if getattr(block, "has_cross_attention", False):
-                    h, _ = block(hidden_states=h, temb=emb, encoder_hidden_states=ehs)
-                else:
-                    h, _ = block(hidden_states=h, temb=emb)
-            return unet.mid_block(h, emb, encoder_hidden_states=ehs)
+            return unet_encoder_features(self.unet, x.to(self.dtype), t, encoder_hidden_states=cond["encoder_hidden_states"])
 
     def discriminator_input(self):
         downsamples = sum(1 for b in self.unet.down_blocks if getattr(b, "downsamplers", None))
