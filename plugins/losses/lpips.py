@@ -15,7 +15,8 @@ window (512 px through SD's 8x VAE; a quarter of the decoder's cost at 1024 px) 
 whole. The paper says only "LPIPS on decoded images".
 
 Config: ``net`` ("auto" | "vgg" | "alex" | "squeeze" | "toy-digits"), default "auto": the teacher's
-``perceptual_net`` (the toy teacher says "toy-digits"; real backbones "vgg", as the paper); ``crop`` (the
+:attr:`~flashbench.method.teacher.Teacher.perceptual_net` ("vgg", as the paper, unless the teacher class says
+otherwise: the toy teachers say "toy-digits"; "vgg" when built without a teacher); ``crop`` (the
 side of the centre latent window decoded, default 64; 0 decodes the full image); ``clamp`` (clamp the
 decoded images to [-1, 1], default true).
 """
@@ -43,10 +44,19 @@ class LPIPSConfig:
             raise ValueError(f"clamp must be true or false, got {self.clamp!r}")
 
 
+def backbone(config: LPIPSConfig, teacher=None) -> str:
+    """The backbone ``net`` names; "auto": the teacher's ``perceptual_net`` (the :class:`Teacher` default without one)."""
+    if config.net != "auto":
+        return config.net
+    from flashbench.method.teacher import Teacher
+
+    return (Teacher if teacher is None else teacher).perceptual_net
+
+
 def build(config: LPIPSConfig, *, device="cpu", teacher=None, **context):
     from flashbench.method.losses import PerceptualDistillation
 
-    net_name = config.net if config.net != "auto" else getattr(teacher, "perceptual_net", "vgg")
+    net_name = backbone(config, teacher)
     if net_name == "toy-digits":
         from flashbench_plugins.toy.perceptual import toy_perceptual_distance
 

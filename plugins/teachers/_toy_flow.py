@@ -14,6 +14,9 @@ class ToyFlowTeacher(SDFamilyTeacher):
     """Everything but loading, the noise process and the pipelines is :class:`SDFamilyTeacher`'s: its ``_forward``
     returns the UNet's raw output, which is here the velocity eps - x0 (``noise_process.prediction == "flow"``)."""
 
+    #: the ``lpips`` loss (net = "auto") measures with the toy digit classifier's stages, not an ImageNet VGG
+    perceptual_net = "toy-digits"
+
     def __init__(self, source: str, *, device="cpu", dtype=torch.float32, default_lora_rank: int = 16):
         # not SDFamilyTeacher.__init__: it reads a DDPM-family scheduler (alphas_cumprod, prediction_type)
         from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DConditionModel

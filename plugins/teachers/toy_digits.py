@@ -6,8 +6,11 @@ DDPM schedule), no VAE. Trained by this project (recipe in :mod:`flashbench_plug
 (float16 safetensors, ~5 MB) ship in ``flashbench_plugins/weights/toy-digits-teacher`` and are rebuilt
 with ``python -m flashbench_plugins.toy.build --teacher``.
 
-Config: ``path`` (a diffusers folder; empty: the bundled weights), ``lora_rank`` default 16 on attention,
-feed-forward and conv layers, ``device``.
+The teacher is :class:`~._toy_teacher.ToyDigitsTeacher`: the SD family's teacher with the toy pipeline and
+``perceptual_net = "toy-digits"`` (what the ``lpips`` loss measures with by default).
+
+Config: ``path`` (a diffusers folder; empty: the bundled weights), ``default_lora_rank`` (16; LoRA on attention,
+feed-forward and conv layers).
 """
 from __future__ import annotations
 
@@ -28,21 +31,9 @@ class ToyDigitsTeacherConfig:
 def build(config: ToyDigitsTeacherConfig, *, device="cpu", dtype=None):
     import torch
 
-    from ._sd_family import SDFamilyTeacher
-    from ._toy_pipeline import ToyDigitsPipeline
+    from ._toy_teacher import ToyDigitsTeacher
 
-    source = config.path or str(BUNDLED)
-    teacher = SDFamilyTeacher(source, device=device, dtype=dtype or torch.float32, default_lora_rank=config.default_lora_rank, pipeline_cls=ToyDigitsPipeline)
-
-    def pipeline():
-        from diffusers import LCMScheduler
-
-        sched = LCMScheduler.from_config(teacher.scheduler.config, timestep_spacing="trailing")
-        return ToyDigitsPipeline(teacher.unet, teacher.text_encoder, teacher.tokenizer, sched)
-
-    teacher.pipeline = pipeline
-    teacher.perceptual_net = "toy-digits"
-    return teacher
+    return ToyDigitsTeacher(config.path or str(BUNDLED), device=device, dtype=dtype or torch.float32, default_lora_rank=config.default_lora_rank)
 
 
 @hookimpl

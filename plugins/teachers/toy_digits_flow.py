@@ -38,10 +38,7 @@ def build(config: ToyDigitsFlowTeacherConfig, *, device="cpu", dtype=None):
 
     from ._toy_flow import ToyFlowTeacher
 
-    teacher = ToyFlowTeacher(config.path or str(BUNDLED), device=device, dtype=dtype or torch.float32,
-                             default_lora_rank=config.default_lora_rank)
-    teacher.perceptual_net = "toy-digits"
-    return teacher
+    return ToyFlowTeacher(config.path or str(BUNDLED), device=device, dtype=dtype or torch.float32, default_lora_rank=config.default_lora_rank)
 
 
 @hookimpl
