@@ -47,17 +47,24 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from .method.data import Batch, Dataset
 from .method.discriminator import DiscriminatorHead
+from .method.evaluation import Evaluator
 from .method.teacher import Teacher
+from .method.timesteps import TimestepDistribution
 
-__all__ = ["TeacherContract", "tiny_text_prompts", "flash_training_smoke", "adapter_names"]
+__all__ = ["TeacherContract", "DatasetContract", "EvaluatorContract", "TimestepDistributionContract", "RandomImages",
+           "MissingWeights", "tiny_text_prompts", "flash_training_smoke", "adapter_names"]
 
 _TINY_PROMPTS = (
     "a red digit one",
@@ -108,6 +115,17 @@ def adapter_names(module: nn.Module) -> set[str]:
     return set(getattr(module, "peft_config", None) or {})
 
 
+@dataclass(frozen=True)
+class MissingWeights:
+    """A build :class:`TeacherContract` checks is refused offline: the teacher built with ``options`` (study
+    options) while the Hugging Face Hub is unreachable must raise a one-line
+    :class:`~flashbench.errors.MissingWeightsError` naming ``source`` and, unless None, the ``option`` to set."""
+
+    options: Mapping
+    source: str
+    option: str | None = "path"
+
+
 class TeacherContract:
     """Base class of a teacher plugin's contract tests; see the module docstring for how to use it."""
 
@@ -118,6 +136,25 @@ class TeacherContract:
     #: tolerances of "equal" comparisons of network outputs
     rtol: float = 1e-5
     atol: float = 1e-5
+
+    # --- opt-in checks (each needs the hook named; a check not opted into is skipped, saying how to opt in) ---
+    #: builds refused offline (:meth:`build_teacher`): :class:`MissingWeights`, or a hub id ``s`` meaning
+    #: ``MissingWeights({source_option: s}, s, source_option)``; each is a test of its own
+    missing_weights: tuple = ()
+    #: the teacher option naming its weights (the ``str`` shorthand of :attr:`missing_weights`)
+    source_option: str = "path"
+    #: the family's stock diffusers pipeline class, or its name in ``diffusers``: the exported student, loaded
+    #: from disk into a fresh one (:meth:`load_stock_pipeline`), must sample as the in-memory student does
+    stock_pipeline: type | str | None = None
+    #: the largest difference allowed between those samples, and the least the LoRA must change them by
+    stock_atol: float = 1e-5
+    stock_min_change: float = 1e-4
+    #: train the full method on a bfloat16 teacher (:meth:`build_teacher` with ``dtype = "bfloat16"``) on
+    #: :attr:`bf16_device`; marked ``gpu``, skipped where that device is CUDA and there is none
+    bf16: bool = False
+    bf16_device: str = "cuda"
+    #: the networks that must hold bfloat16 weights there ("denoiser", or the teacher's attribute names)
+    bf16_modules: tuple[str, ...] = ("denoiser",)
 
     # --- hooks for the subclass -----------------------------------------------------------------------
     def make_teacher(self) -> Teacher:
@@ -152,7 +189,58 @@ class TeacherContract:
         a family whose pipeline has none, e.g. PixArt-alpha, loads its peft adapter here)."""
         pipe.load_lora_weights(str(folder))
 
+    def build_teacher(self, options: Mapping, *, device: str = "cpu") -> Teacher:
+        """Build the teacher from study options, as a study would (the offline and bf16 checks call it with
+        ``{"path": <missing hub id>}`` and ``{"dtype": "bfloat16"}``); add the options your tiny model needs."""
+        raise NotImplementedError("the offline and bf16 checks need build_teacher(options, device=...)")
+
+    def stock_pipeline_kwargs(self, teacher: Teacher) -> dict:
+        """Extra ``from_pretrained`` arguments of the stock pipeline (components it cannot load by itself)."""
+        return {}
+
+    def load_stock_pipeline(self, teacher: Teacher):
+        """A fresh stock pipeline from the teacher's folder (``teacher.source``) with the few-step scheduler of
+        ``teacher.pipeline()`` (the same class and config)."""
+        cls = self.stock_pipeline
+        if isinstance(cls, str):
+            import diffusers
+
+            cls = getattr(diffusers, cls)
+        pipe = cls.from_pretrained(str(teacher.source), **self.stock_pipeline_kwargs(teacher))
+        few_step = teacher.pipeline().scheduler
+        pipe.scheduler = type(few_step).from_config(few_step.config)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def stock_sample(self, pipe, teacher: Teacher) -> torch.Tensor:
+        """The pipeline's 4-step sample of :meth:`prompts` without CFG, images in [0, 1], from seed 0 (override
+        for pipelines that take other arguments: extra inputs, sigmas, sizes)."""
+        timesteps = teacher.noise_process.sampling_timesteps(4)
+        out = pipe(self.prompts(), timesteps=timesteps, guidance_scale=0.0, generator=torch.Generator().manual_seed(0), output_type="pt").images
+        assert pipe.scheduler.timesteps.tolist() == timesteps, f"the pipeline ran {pipe.scheduler.timesteps.tolist()}, not {timesteps}"
+        return out
+
+    def batch_extras(self, images: torch.Tensor, seed: int) -> dict:
+        """The extras of a training batch of ``images`` (default: :meth:`extras`)."""
+        return dict(self.extras() or {})
+
+    def smoke_options(self) -> dict:
+        """Keyword arguments of :func:`flash_training_smoke` in the bf16 check (``lr``, ``guidance``)."""
+        return {}
+
+    def check_bf16_teacher(self, teacher: Teacher) -> None:
+        """Family-specific checks of the bf16 teacher, before training (default: none)."""
+
     # --- fixtures and helpers ---------------------------------------------------------------------------
+    def pytest_generate_tests(self, metafunc):
+        """One test per :attr:`missing_weights` entry (one skipped test when there is none)."""
+        if "missing" in metafunc.fixturenames:
+            cases = [m if isinstance(m, MissingWeights) else MissingWeights({self.source_option: m}, m, self.source_option)
+                     for m in self.missing_weights]
+            if not cases:
+                cases = [pytest.param(None, marks=pytest.mark.skip(reason="opt-in: list missing hub ids in missing_weights"))]
+            metafunc.parametrize("missing", cases, ids=lambda m: m.source if isinstance(m, MissingWeights) else "none")
+
     @pytest.fixture(scope="class")
     @classmethod
     def teacher(cls, request) -> Teacher:
@@ -364,6 +452,425 @@ class TeacherContract:
                 if denoiser is teacher.denoiser:  # the pipeline shares the teacher's weights: take its adapter off
                     for adapter in loaded:
                         teacher.remove_lora(adapter)
+
+
+    # --- opt-in: the stock pipeline, offline, bf16 ---------------------------------------------------------
+    def test_exported_student_in_a_fresh_stock_pipeline(self, teacher, inputs, tmp_path):
+        """Set :attr:`stock_pipeline`: the saved student, loaded from disk into a fresh stock pipeline, samples as the
+        in-memory student does, and differs from the plain teacher's samples."""
+        if self.stock_pipeline is None:
+            pytest.skip("opt-in: set stock_pipeline to the family's diffusers pipeline class")
+        x, t, cond = inputs
+        with self.lora(teacher) as (name, params):
+            self.train_lora(teacher, params, x, t, cond, steps=2)
+            folder = Path(teacher.save_lora(name, tmp_path / "lora"))
+            in_memory = self.stock_sample(teacher.pipeline(), teacher)
+        fresh = self.load_stock_pipeline(teacher)
+        plain = self.stock_sample(fresh, teacher)
+        self.load_lora_into(fresh, folder)
+        reloaded = self.stock_sample(fresh, teacher)
+        assert reloaded.shape == in_memory.shape and torch.isfinite(reloaded).all()
+        torch.testing.assert_close(reloaded, in_memory, rtol=0, atol=self.stock_atol,
+                                   msg=lambda m: f"the stock pipeline with the saved student vs the in-memory student: {m}")
+        change = (reloaded - plain).abs().max().item()
+        assert change > self.stock_min_change, f"the student changes the samples by only {change:.3g}: the check would be vacuous"
+
+    def test_missing_weights_offline_are_one_line_errors(self, missing, monkeypatch):
+        """Set :attr:`missing_weights`: with the Hub unreachable, a build from weights that are not here fails at once
+        with a one-line error naming them (and the option to set), never a traceback from deep in a download."""
+        import huggingface_hub.constants
+
+        from .errors import MissingWeightsError
+
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read from the variable at import
+        with pytest.raises(MissingWeightsError) as info:
+            self.build_teacher(dict(missing.options))
+        message = str(info.value)
+        assert "\n" not in message, f"the error takes several lines: {message!r}"
+        assert missing.source in message, f"the error does not name {missing.source!r}: {message}"
+        if missing.option is not None:
+            assert missing.option in message, f"the error does not name the option {missing.option!r}: {message}"
+
+    @pytest.mark.gpu
+    def test_bf16_training_steps(self):
+        """Set :attr:`bf16`: the full method trains on a bfloat16 teacher: finite losses with every term, float32
+        adapters, base weights untouched, finite x0 at full noise and finite few-step samples."""
+        from .method.data import Batch
+        from .method.sampling import student_sample
+
+        if not self.bf16:
+            pytest.skip("opt-in: set bf16 = True (and implement build_teacher)")
+        device = torch.device(self.bf16_device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            pytest.skip("needs CUDA")
+        teacher = self.build_teacher({"dtype": "bfloat16"}, device=self.bf16_device)
+        for name in self.bf16_modules:
+            module = teacher.denoiser if name == "denoiser" else getattr(teacher, name)
+            dtypes = {p.dtype for p in module.parameters() if p.is_floating_point()}
+            assert dtypes == {torch.bfloat16}, f"{name} holds {sorted(map(str, dtypes))} weights, expected bfloat16"
+        self.check_bf16_teacher(teacher)
+        base = {n: p.detach().clone() for n, p in teacher.denoiser.named_parameters()}
+        prompts, extras = self.prompts(), _on(self.extras() or {}, device)
+        cond = teacher.encode_prompts(prompts, extras)
+        x = torch.randn((len(prompts), *teacher.latent_shape), generator=torch.Generator().manual_seed(0)).to(device, torch.bfloat16)
+        t = self.timesteps(teacher, len(prompts))
+        with torch.no_grad():
+            eps = teacher.eps(x, t, cond, student=False)
+        assert eps.dtype == torch.bfloat16 and torch.isfinite(eps).all(), f"the bf16 teacher's eps is {eps.dtype}, finite: {bool(torch.isfinite(eps).all())}"
+        size = teacher.decode(x[:1]).shape[-1]
+        batches = []
+        for i in range(3):
+            images = (torch.rand((len(prompts), 3, size, size), generator=torch.Generator().manual_seed(i)) * 2 - 1).to(device)
+            batches.append(Batch(images, list(prompts), _on(self.batch_extras(images, i), device)))
+        trainer, stats = flash_training_smoke(teacher, batches, **self.smoke_options())
+        try:
+            assert {"distil", "adv", "dmd", "disc"} <= set(stats[-1].losses), f"loss terms: {sorted(stats[-1].losses)}"
+            assert all(math.isfinite(v) for s in stats for v in s.losses.values()), [s.losses for s in stats]
+            assert all(p.dtype == torch.float32 for p in trainer.lora_params), "the adapter must train in float32 on a bf16 base"
+            changed = [n for n, p in teacher.denoiser.named_parameters() if n in base and not torch.equal(p, base[n])]
+            assert not changed, f"training changed base weights: {changed[:5]}"
+            with torch.no_grad():
+                x0 = teacher.noise_process.to_x0(x, teacher.output(x, t, cond, student=True), t)
+            assert torch.isfinite(x0).all(), "the bf16 student's x0 is not finite"
+            g = torch.Generator().manual_seed(0)
+            noise = torch.randn((len(prompts), *teacher.latent_shape), generator=g).to(device, torch.bfloat16)
+            images = student_sample(teacher, cond, noise, 4, g)
+            assert images.shape == (len(prompts), 3, size, size) and torch.isfinite(images.float()).all()
+        finally:
+            trainer.close()
+
+
+def _on(extras: Mapping, device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in extras.items()}
+
+
+# === datasets ===========================================================================================
+class DatasetContract:
+    """Base class of a dataset plugin's contract tests (see the module docstring).
+
+    Implement :meth:`make_dataset`; it is called more than once (determinism is checked on fresh instances,
+    as two processes or a resumed run would build them), so keep it cheap: a tiny folder or shard.
+    """
+
+    #: training batch size of the probes (the trainer asks for ``batch_size * world`` at once)
+    batch_size: int = 3
+    #: evaluation-set size of the probes (prompts, reference images, extras)
+    num_eval: int = 4
+    #: (3, H, W) every image must have; None: any, as long as training and reference images agree
+    image_shape: tuple[int, int, int] | None = None
+    #: the extras keys a batch must carry (``{"mask", "masked_image"}`` for an inpainting task); None: not checked
+    extras_keys: frozenset[str] | None = None
+
+    def make_dataset(self) -> Dataset:
+        """Build a fresh dataset under test."""
+        raise NotImplementedError("subclasses of DatasetContract implement make_dataset()")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def dataset(cls, request) -> Dataset:
+        dataset = request.cls().make_dataset()
+        assert isinstance(dataset, Dataset), f"make_dataset() returned {type(dataset).__name__}, not a flashbench Dataset"
+        return dataset
+
+    def draw(self, dataset: Dataset, seed: int, steps: int = 2) -> list[Batch]:
+        """``steps`` successive training batches from one generator seeded with ``seed``."""
+        rng = np.random.default_rng(seed)
+        return [dataset.train_batch(rng, self.batch_size) for _ in range(steps)]
+
+    def check_images(self, images, n: int, what: str, *, at_most: bool = False) -> None:
+        """(n, 3, H, W) finite images in [-1, 1] (``at_most``: 1 to n of them)."""
+        assert isinstance(images, torch.Tensor), f"{what} is a {type(images).__name__}, not a tensor"
+        count = f"1..{n}" if at_most else f"{n}"
+        assert images.ndim == 4 and images.shape[1] == 3, f"{what} has shape {tuple(images.shape)}, expected ({count}, 3, H, W)"
+        assert (1 <= images.shape[0] <= n) if at_most else images.shape[0] == n, f"{what} has shape {tuple(images.shape)}, expected ({count}, 3, H, W)"
+        if self.image_shape is not None:
+            assert tuple(images.shape[1:]) == tuple(self.image_shape), f"{what} is {tuple(images.shape[1:])} per image, expected {self.image_shape}"
+        assert images.is_floating_point() and torch.isfinite(images).all(), f"{what} must be finite floats"
+        assert images.min() >= -1 and images.max() <= 1, f"{what} spans [{images.min():.3g}, {images.max():.3g}], not [-1, 1]"
+
+    def check_extras(self, extras, n: int, what: str) -> None:
+        assert isinstance(extras, Mapping), f"{what} is a {type(extras).__name__}, not a dict"
+        if self.extras_keys is not None:
+            assert set(extras) == set(self.extras_keys), f"{what} has keys {sorted(extras)}, expected {sorted(self.extras_keys)}"
+        for key, value in extras.items():
+            assert isinstance(value, torch.Tensor), f"{what}[{key!r}] is a {type(value).__name__}, not a tensor"
+            assert value.shape[0] == n, f"{what}[{key!r}] has batch {value.shape[0]}, expected {n} (batch first)"
+
+    def test_train_batch_shapes(self, dataset):
+        batch = dataset.train_batch(np.random.default_rng(0), self.batch_size)
+        assert isinstance(batch, Batch), f"train_batch returned {type(batch).__name__}, not a flashbench.method.data.Batch"
+        self.check_images(batch.images, self.batch_size, "train_batch().images")
+        assert isinstance(batch.prompts, list) and len(batch.prompts) == self.batch_size, (
+            f"train_batch().prompts must be a list of {self.batch_size} strings, got {batch.prompts!r}")
+        assert all(isinstance(p, str) for p in batch.prompts), f"train_batch().prompts holds non-strings: {batch.prompts!r}"
+        self.check_extras(batch.extras, self.batch_size, "train_batch().extras")
+
+    def test_train_batches_are_determined_by_the_seed(self):
+        a, b = self.draw(self.make_dataset(), 0), self.draw(self.make_dataset(), 0)
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert _same_batch(x, y), f"batch {i} from a fresh dataset and np.random.default_rng(0) differs between two builds"
+        other = self.draw(self.make_dataset(), 1)
+        assert not all(_same_batch(x, y) for x, y in zip(a, other)), "seeds 0 and 1 give the same training batches"
+
+    def test_train_batches_ignore_the_global_rngs(self):
+        torch.manual_seed(0)
+        np.random.seed(0)
+        a = self.draw(self.make_dataset(), 0)
+        torch.manual_seed(1)
+        np.random.seed(1)
+        b = self.draw(self.make_dataset(), 0)
+        assert all(_same_batch(x, y) for x, y in zip(a, b)), "training batches depend on torch's or numpy's global RNG, not only on rng"
+
+    def test_streaming_batches(self, dataset):
+        """The optional ``train_batches(rng, batch_size, rank, world, start)`` of a streaming dataset."""
+        if not hasattr(dataset, "train_batches"):
+            pytest.skip("no train_batches: the trainer slices train_batch() (nothing to check)")
+        rng = np.random.default_rng(3)
+        state = rng.bit_generator.state
+        first = list(itertools.islice(dataset.train_batches(rng, self.batch_size, rank=0, world=1, start=0), 3))
+        assert rng.bit_generator.state == state, "train_batches advanced the rng it was given (it must derive its stream without)"
+        for batch in first:
+            assert isinstance(batch, Batch)
+            self.check_images(batch.images, self.batch_size, "train_batches() images")
+            self.check_extras(batch.extras, self.batch_size, "train_batches() extras")
+        again = list(itertools.islice(self.make_dataset().train_batches(np.random.default_rng(3), self.batch_size), 3))
+        assert all(_same_batch(x, y) for x, y in zip(first, again)), "train_batches from the same seed differs between two builds"
+        resumed = next(iter(self.make_dataset().train_batches(np.random.default_rng(3), self.batch_size, start=2)))
+        assert _same_batch(resumed, first[2]), "train_batches(start=2) does not resume at the third batch"
+
+    def test_eval_prompts(self, dataset):
+        for n in (1, self.num_eval):
+            prompts = dataset.eval_prompts(n, seed=0)
+            assert isinstance(prompts, list) and len(prompts) == n and all(isinstance(p, str) for p in prompts), (
+                f"eval_prompts({n}) must be a list of {n} strings, got {prompts!r}")
+        assert dataset.eval_prompts(self.num_eval, seed=0) == self.make_dataset().eval_prompts(self.num_eval, seed=0), (
+            "eval_prompts differs between two builds with the same seed")
+
+    def test_reference_images(self, dataset):
+        # up to n: a small held-out split may hold fewer distinct images than asked for
+        images = dataset.reference_images(self.num_eval, seed=0)
+        self.check_images(images, self.num_eval, "reference_images()", at_most=True)
+        train = dataset.train_batch(np.random.default_rng(0), 1).images
+        assert images.shape[1:] == train.shape[1:], f"reference images are {tuple(images.shape[1:])}, training images {tuple(train.shape[1:])}"
+        assert torch.equal(images, self.make_dataset().reference_images(self.num_eval, seed=0)), "reference_images differs between two builds"
+
+    def test_eval_extras(self, dataset):
+        extras = dataset.eval_extras(self.num_eval, seed=0)
+        self.check_extras(extras, self.num_eval, "eval_extras()")
+        again = self.make_dataset().eval_extras(self.num_eval, seed=0)
+        assert set(again) == set(extras) and all(torch.equal(again[k], extras[k]) for k in extras), "eval_extras differs between two builds"
+
+    def test_reference_id(self, dataset):
+        ref = dataset.reference_id()
+        assert isinstance(ref, str) and ref, f"reference_id() must be a non-empty string (it keys cached statistics), got {ref!r}"
+        assert ref == self.make_dataset().reference_id(), "reference_id() differs between two builds of the same dataset"
+
+
+def _same_batch(a: Batch, b: Batch) -> bool:
+    return (torch.equal(a.images, b.images) and list(a.prompts) == list(b.prompts) and set(a.extras) == set(b.extras)
+            and all(torch.equal(a.extras[k], b.extras[k]) for k in a.extras))
+
+
+# === evaluators =========================================================================================
+class RandomImages(Dataset):
+    """A dataset of seeded uniform-noise images and numbered prompts: what an evaluator contract prepares on
+    when the evaluator needs no particular data (its ``reference_images`` are the reference set)."""
+
+    name = "random-images"
+
+    def __init__(self, size: int = 16):
+        self.size = size
+
+    def _images(self, n: int, seed: int) -> torch.Tensor:
+        return torch.rand((n, 3, self.size, self.size), generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+    def train_batch(self, rng, batch_size):
+        return Batch(self._images(batch_size, int(rng.integers(2**31))), [f"image {i}" for i in range(batch_size)])
+
+    def eval_prompts(self, n, seed=0):
+        return tiny_text_prompts(n)
+
+    def reference_images(self, n, seed=0):
+        return self._images(n, 10_000 + seed)
+
+
+class EvaluatorContract:
+    """Base class of an evaluator plugin's contract tests (see the module docstring).
+
+    Implement :meth:`make_evaluator`; override :meth:`make_dataset` when the evaluator needs particular
+    reference data (default: :class:`RandomImages` of :attr:`image_size`) and :meth:`images` for particular
+    generated images. The evaluator is built once per test class and ``reset()`` before each use.
+    """
+
+    #: the metric name the evaluator's rows carry (``register(..., metric=...)``); None: not checked
+    metric: str | None = None
+    #: its direction; None: not checked (it must still declare one)
+    higher_is_better: bool | None = None
+    #: generated images per probe, as ``batches`` batches
+    num_samples: int = 8
+    batches: int = 2
+    image_size: int = 16
+    #: False for an evaluator that gives no bootstrap replicates (its rows then carry no interval)
+    intervals: bool = True
+    #: tolerances of "the same value" (streamed vs in one batch, resampled with all-ones counts)
+    rtol: float = 1e-6
+    atol: float = 1e-9
+
+    def make_evaluator(self) -> Evaluator:
+        raise NotImplementedError("subclasses of EvaluatorContract implement make_evaluator()")
+
+    def make_dataset(self) -> Dataset:
+        """The dataset ``prepare()`` is given (its reference images and prompts)."""
+        return RandomImages(self.image_size)
+
+    def images(self, n: int, seed: int) -> torch.Tensor:
+        """``n`` generated images (B, 3, H, W) in [-1, 1]; ``seed`` 1 gives the teacher's reference images."""
+        return torch.rand((n, 3, self.image_size, self.image_size), generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def evaluator(cls, request) -> Evaluator:
+        contract = request.cls()
+        evaluator = contract.make_evaluator()
+        assert isinstance(evaluator, Evaluator), f"make_evaluator() returned {type(evaluator).__name__}, not a flashbench Evaluator"
+        evaluator.prepare(contract.make_dataset(), contract.num_samples, seed=0)
+        return evaluator
+
+    def run(self, evaluator: Evaluator, seed: int = 0, batches: int | None = None) -> float:
+        """reset, then ``update`` with :attr:`num_samples` images in ``batches`` batches, then ``compute``."""
+        images, reference = self.images(self.num_samples, seed), self.images(self.num_samples, seed + 1)
+        prompts = self.make_dataset().eval_prompts(self.num_samples)
+        evaluator.reset()
+        for chunk in np.array_split(np.arange(self.num_samples), batches or self.batches):
+            ref = reference[chunk] if evaluator.needs_teacher_reference else None
+            evaluator.update(images[chunk], [prompts[i] for i in chunk], reference=ref)
+        return evaluator.compute()
+
+    def test_declares_metric_and_direction(self, evaluator):
+        assert isinstance(evaluator.metric, str) and evaluator.metric and evaluator.metric != Evaluator.metric, (
+            f"the evaluator must name its metric (class attribute metric), got {evaluator.metric!r}")
+        if self.metric is not None:
+            assert evaluator.metric == self.metric, f"metric is {evaluator.metric!r}; its rows are registered as {self.metric!r}"
+        declared = [c for c in type(evaluator).__mro__ if "higher_is_better" in vars(c) and c.__module__ != Evaluator.__module__]
+        assert declared or "higher_is_better" in vars(evaluator), (
+            "the evaluator does not declare higher_is_better (the base class's False would be read as 'lower is better')")
+        assert isinstance(evaluator.higher_is_better, bool) and isinstance(evaluator.needs_teacher_reference, bool)
+        if self.higher_is_better is not None:
+            assert evaluator.higher_is_better is self.higher_is_better, f"higher_is_better is {evaluator.higher_is_better}"
+
+    def test_value_is_a_finite_float(self, evaluator):
+        value = self.run(evaluator)
+        assert isinstance(value, float), f"compute() returned {type(value).__name__}, not a float"
+        assert math.isfinite(value), f"compute() returned {value}"
+
+    def test_value_is_deterministic(self, evaluator):
+        assert self.run(evaluator) == self.run(evaluator), "the same images give two values"
+
+    def test_streamed_equals_one_batch(self, evaluator):
+        one, streamed = self.run(evaluator, batches=1), self.run(evaluator, batches=max(2, self.batches))
+        assert math.isclose(streamed, one, rel_tol=self.rtol, abs_tol=self.atol), f"batch by batch {streamed!r}, in one batch {one!r}"
+
+    def test_reset_forgets_earlier_batches(self, evaluator):
+        fresh = self.run(evaluator, seed=5)
+        self.run(evaluator, seed=0)
+        assert math.isclose(self.run(evaluator, seed=5), fresh, rel_tol=self.rtol, abs_tol=self.atol), "reset() kept earlier samples"
+        assert self.run(evaluator, seed=0) != fresh, "different images give the same value: the check would be vacuous"
+
+    def test_replicates_are_interval_ready(self, evaluator):
+        from .stats import replicates
+
+        value = self.run(evaluator)
+        n = self.num_samples
+        identity = evaluator.replicates(np.ones((1, n), dtype=np.int32))
+        if identity is None:
+            assert not self.intervals, "replicates() returned None: the rows get no interval (set intervals = False if meant)"
+            return
+        identity = np.asarray(identity)
+        assert identity.shape == (1,), f"replicates((1, n) counts) has shape {identity.shape}, expected (1,)"
+        assert math.isclose(float(identity[0]), value, rel_tol=1e-5, abs_tol=1e-8), (
+            f"replicates with every sample drawn once gives {identity[0]!r}, compute() {value!r}")
+        reps = replicates(evaluator.replicates, n, 16, seed=0)
+        assert reps.shape == (16,) and np.isfinite(reps).all(), f"bootstrap replicates: {reps!r}"
+        assert np.array_equal(reps, replicates(evaluator.replicates, n, 16, seed=0)), "replicates() is not deterministic"
+        assert np.ptp(reps) > 0, "every bootstrap resample gives the same value: the replicates ignore the counts"
+
+
+# === timestep distributions =============================================================================
+class TimestepDistributionContract:
+    """Base class of a timestep distribution's contract tests (see the module docstring).
+
+    Implement :meth:`make_distribution`; it is called with each ``(num_timesteps, phase_length, num_phases)``
+    of :attr:`grids`, as the runner calls the factory with the study's values.
+    """
+
+    #: (K, phase_length, num_phases) combinations to check; K is a multiple of 4 (the paper's modes sit at K/4 ...)
+    grids: tuple[tuple[int, int, int], ...] = ((16, 2, 4), (32, 3, 4), (8, 1, 1))
+    #: draws of the "samples follow pmf" check, and the largest gap allowed between an index's frequency and its mass
+    draws: int = 20_000
+    max_gap: float = 0.02
+
+    def make_distribution(self, num_timesteps: int, phase_length: int, num_phases: int) -> TimestepDistribution:
+        raise NotImplementedError("subclasses of TimestepDistributionContract implement make_distribution()")
+
+    def distributions(self):
+        for grid in self.grids:
+            dist = self.make_distribution(*grid)
+            assert isinstance(dist, TimestepDistribution), f"make_distribution{grid} returned {type(dist).__name__}, not a TimestepDistribution"
+            yield grid, dist
+
+    def iterations(self, phase_length: int, num_phases: int) -> list[int]:
+        """The first iteration of each phase, one inside it, and one far past the last."""
+        starts = [p * phase_length for p in range(num_phases)]
+        return sorted({*starts, *(s + phase_length - 1 for s in starts), 10 * phase_length * num_phases + 7})
+
+    def test_pmf_is_a_distribution_over_the_grid(self):
+        for (k, _, phases), dist in self.distributions():
+            for phase in range(phases):
+                p = dist.pmf(phase)
+                assert isinstance(p, torch.Tensor) and p.shape == (k,), f"K={k}, phase {phase}: pmf has shape {tuple(getattr(p, 'shape', ()))}, expected ({k},)"
+                assert p.dtype == torch.float64, f"K={k}, phase {phase}: pmf is {p.dtype}, expected float64"
+                assert torch.isfinite(p).all() and (p >= 0).all(), f"K={k}, phase {phase}: pmf has negative or non-finite mass"
+                total = float(p.sum())
+                assert abs(total - 1) < 1e-9, f"K={k}, phase {phase}: pmf sums to {total!r}, not 1"
+                assert torch.equal(p, dist.pmf(phase)), f"K={k}, phase {phase}: pmf changes between calls"
+
+    def test_phases(self):
+        for (k, length, phases), dist in self.distributions():
+            seen = [dist.phase(i) for i in range(length * phases + 3 * length + 1)]
+            assert all(0 <= s < phases for s in seen), f"K={k}: phase() left [0, {phases}): {sorted(set(seen))}"
+            assert seen == sorted(seen), f"K={k}: phase() goes backwards as iterations grow"
+
+    def test_samples_are_grid_indices(self):
+        for (k, length, phases), dist in self.distributions():
+            for it in self.iterations(length, phases):
+                s = dist.sample(torch.Generator().manual_seed(0), 64, it)
+                assert isinstance(s, torch.Tensor) and s.shape == (64,), f"K={k}, iteration {it}: sample gave shape {tuple(s.shape)}, expected (64,)"
+                assert not s.is_floating_point(), f"K={k}: sample gave {s.dtype}; indices are integers"
+                assert int(s.min()) >= 1 and int(s.max()) <= k, f"K={k}, iteration {it}: indices {int(s.min())}..{int(s.max())} outside 1..{k}"
+
+    def test_sampling_is_reproducible_for_a_seed(self):
+        for (k, length, phases), dist in self.distributions():
+            it = self.iterations(length, phases)[-1]
+            torch.manual_seed(0)
+            a = dist.sample(torch.Generator().manual_seed(3), 256, it)
+            torch.manual_seed(1)
+            state = torch.get_rng_state()
+            b = dist.sample(torch.Generator().manual_seed(3), 256, it)
+            assert torch.equal(torch.get_rng_state(), state), f"K={k}: sample() drew from torch's global generator"
+            assert torch.equal(a, b), f"K={k}: the same generator seed gives different indices"
+            c = dist.sample(torch.Generator().manual_seed(4), 256, it)
+            assert not torch.equal(a, c), f"K={k}: seeds 3 and 4 give the same indices"
+
+    def test_samples_follow_the_pmf(self):
+        for (k, length, phases), dist in self.distributions():
+            for it in (0, (phases - 1) * length):
+                p = dist.pmf(dist.phase(it))
+                s = dist.sample(torch.Generator().manual_seed(0), self.draws, it)
+                freq = torch.bincount(s - 1, minlength=k)[:k].double() / self.draws
+                gap = float((freq - p).abs().max())
+                assert gap < self.max_gap, f"K={k}, iteration {it}: sampled frequencies are up to {gap:.3f} from pmf (index i is pmf[i - 1])"
+                assert not freq[p == 0].any(), f"K={k}, iteration {it}: indices of zero mass were drawn"
 
 
 def flash_training_smoke(teacher: Teacher, batches, *, num_timesteps: int = 8, lora_rank: int = 4, lr: float = 1e-3,
