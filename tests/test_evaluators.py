@@ -4,6 +4,7 @@ the on-disk reference statistics cache, clean-fid's preprocessing, and the one-l
 are not on the machine (with every download path blocked and watched)."""
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import urllib.request
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import flashbench
 import flashbench.hookspecs
 import flashbench.plugins
 from flashbench.errors import MissingWeightsError, UserError
@@ -37,7 +39,7 @@ def components():
 
     pm = pluggy.PluginManager("flashbench")
     pm.add_hookspecs(flashbench.hookspecs)
-    for module in (fid_plugin, clip_plugin, lpips_plugin, kid_plugin, toy_kid_plugin):
+    for module in (fid_plugin, clip_plugin, lpips_plugin, kid_plugin, toy_kid_plugin, TINY_FEATURES):
         pm.register(module)
     return flashbench.plugins.collect_components(pm)
 
@@ -79,14 +81,30 @@ class TinyExtractor:
         self.images += len(x)
         return torch.tanh((F.adaptive_avg_pool2d(x.double() / 255, 4).flatten(1) - 0.5) @ self.proj)
 
-    def factory(self, config, device):
-        return self
+
+
+class TinyFeaturePlugin:
+    """A custom feature space as a third party adds one: evaluators of its own (``test-tiny-fid``,
+    ``test-tiny-kid``) whose factories hand ``fid.build_evaluator`` their extractor (the ``tiny`` fixture's)."""
+
+    extractor: TinyExtractor | None = None
+
+    def build(self, config, *, device="cpu", kernel=False):
+        return fid_plugin.build_evaluator(config, device=device, kernel=kernel, extractor=self.extractor)
+
+    @flashbench.hookimpl
+    def register_evaluators(self, register):
+        register("test-tiny-fid", self.build, metric="fid", config=fid_plugin.FIDConfig)
+        register("test-tiny-kid", functools.partial(self.build, kernel=True), metric="kid", config=fid_plugin.FIDConfig)
+
+
+TINY_FEATURES = TinyFeaturePlugin()
 
 
 @pytest.fixture
 def tiny(monkeypatch):
     extractor = TinyExtractor()
-    monkeypatch.setitem(fid_plugin.FEATURE_EXTRACTORS, "test-tiny", extractor.factory)
+    monkeypatch.setattr(TINY_FEATURES, "extractor", extractor)
     return extractor
 
 
@@ -113,8 +131,10 @@ class RefData:
 
 
 def build_fid(components, tmp_path, **options):
+    """The fid evaluator on the ``tiny`` fixture's features (``test-tiny-fid``), or with ``name`` another."""
+    name = options.pop("name", "test-tiny-fid")
     options = {"extractor": "test-tiny", "cache_dir": str(tmp_path / "stats"), "batch_size": 7, **options}
-    return components.get("evaluator", "fid").build(options, device="cpu")
+    return components.get("evaluator", name).build(options, device="cpu")
 
 
 def direct_fd(f1, f2):
@@ -301,8 +321,16 @@ def test_inception_dir_from_environment(components, tmp_path, monkeypatch, netwo
 
 
 def test_unknown_extractor_is_a_user_error(components, tmp_path):
-    with pytest.raises(UserError, match="unknown feature extractor 'nope'"):
-        build_fid(components, tmp_path, extractor="nope")
+    with pytest.raises(UserError, match="unknown feature extractor 'nope'; available: inception$"):
+        build_fid(components, tmp_path, name="fid", extractor="nope")
+    with pytest.raises(UserError, match="unknown feature extractor 'test-tiny'"):  # a custom space is its own evaluator
+        build_fid(components, tmp_path, name="fid")
+
+
+def test_a_custom_extractor_needs_its_own_name(tmp_path):
+    """Its reference statistics must never be cached under Inception's key."""
+    with pytest.raises(ValueError, match="needs its own name"):
+        fid_plugin.build_evaluator(fid_plugin.FIDConfig(cache_dir=str(tmp_path)), extractor=TinyExtractor())
 
 
 class FakeInception(torch.nn.Module):
@@ -549,7 +577,7 @@ def test_kid_is_clean_fid_kid_on_the_same_features_and_caches_its_reference_rows
     from cleanfid.fid import kernel_distance
 
     data, gen = RefData(), images(24, 7, scale=0.6)
-    kid = components.get("evaluator", "kid").build({"extractor": "test-tiny", "cache_dir": str(tmp_path / "stats"), "batch_size": 7})
+    kid = components.get("evaluator", "test-tiny-kid").build({"extractor": "test-tiny", "cache_dir": str(tmp_path / "stats"), "batch_size": 7})
     assert (kid.metric, kid.higher_is_better) == ("kid", False)
     kid.prepare(data, 24)
     value = kid.evaluate(gen, [""] * 24)
@@ -557,7 +585,7 @@ def test_kid_is_clean_fid_kid_on_the_same_features_and_caches_its_reference_rows
     assert value == pytest.approx(float(expected), rel=1e-9, abs=1e-12)
     # the reference rows are cached beside fid's statistics (another key): a second study reads them
     calls = tiny.calls
-    again = components.get("evaluator", "kid").build({"extractor": "test-tiny", "cache_dir": str(tmp_path / "stats"), "batch_size": 7})
+    again = components.get("evaluator", "test-tiny-kid").build({"extractor": "test-tiny", "cache_dir": str(tmp_path / "stats"), "batch_size": 7})
     again.prepare(RefData(), 24)
     assert tiny.calls == calls and again.evaluate(gen, [""] * 24) == pytest.approx(value, rel=1e-12)
     assert json.loads(next((tmp_path / "stats").glob("*.json")).read_text())["key"]["statistic"] == "features"

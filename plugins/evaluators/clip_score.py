@@ -157,47 +157,11 @@ def load_clip(config: ClipScoreConfig, device="cpu"):
     return model.eval().requires_grad_(False), preprocess, open_clip.get_tokenizer(config.model)
 
 
-def to_unit_range(images):
-    """(B, 3, H, W) in [-1, 1] -> [0, 1], on the 8-bit grid a saved PNG would have (diffusers' rule)."""
-    return ((images.detach().float() / 2 + 0.5).clamp(0, 1) * 255).round() / 255
-
-
 def build(config: ClipScoreConfig, *, device="cpu"):
-    import torch
-    import torch.nn.functional as F
-
-    from flashbench.method.evaluation import MeanEvaluator
+    from ._clip_score import ClipScore
 
     model, preprocess, tokenizer = load_clip(config, device)
-    dtype = next(model.parameters()).dtype
-
-    class ClipScore(MeanEvaluator):
-        metric = "clip_score"
-        higher_is_better = True
-
-        def __init__(self):
-            self.config = config
-            self.model, self.preprocess, self.tokenizer = model, preprocess, tokenizer
-            self.reset()
-
-        @torch.no_grad()
-        def scores(self, images, prompts) -> torch.Tensor:
-            """Per-sample cosine similarity (B,) between each image and its prompt."""
-            if len(images) != len(prompts):
-                raise ValueError(f"clip_score: {len(images)} images for {len(prompts)} prompts")
-            out = []
-            for i in range(0, len(prompts), config.batch_size):
-                pixels = preprocess(to_unit_range(images[i : i + config.batch_size]).to(device))
-                tokens = tokenizer(list(prompts[i : i + config.batch_size])).to(device)
-                img = F.normalize(model.encode_image(pixels.to(dtype)).float(), dim=-1)
-                txt = F.normalize(model.encode_text(tokens).float(), dim=-1)
-                out.append((img * txt).sum(-1).cpu())
-            return torch.cat(out)
-
-        def update(self, images, prompts, *, reference=None):
-            self.add(self.scores(images, prompts))
-
-    return ClipScore()
+    return ClipScore(config, model, preprocess, tokenizer, device)
 
 
 @hookimpl

@@ -62,33 +62,9 @@ def evaluator_for(network, device="cpu"):
     """The ``lpips_to_teacher`` evaluator around an ``lpips.LPIPS``-like module (``network(x, y)`` ->
     (B, 1, 1, 1) distances for images in [-1, 1]). ``build`` passes the real network; tests and custom
     perceptual metrics may pass their own."""
-    import torch
+    from ._lpips import LPIPSToTeacher
 
-    from flashbench.method.evaluation import MeanEvaluator
-
-    class LPIPSToTeacher(MeanEvaluator):
-        metric = "lpips_to_teacher"
-        higher_is_better = False
-        needs_teacher_reference = True
-
-        def __init__(self):
-            self.network = network
-            self.reset()
-
-        @torch.no_grad()
-        def distances(self, images, reference):
-            if reference is None:
-                raise ValueError("lpips needs the teacher's many-step samples as reference")
-            if images.shape != reference.shape:
-                raise ValueError(f"lpips: images {tuple(images.shape)} and teacher reference {tuple(reference.shape)} differ in shape")
-            a = images.to(device).float().clamp(-1, 1)
-            b = reference.to(device).float().clamp(-1, 1)
-            return network(a, b).flatten().cpu()
-
-        def update(self, images, prompts, *, reference=None):
-            self.add(self.distances(images, reference))
-
-    return LPIPSToTeacher()
+    return LPIPSToTeacher(network, device)
 
 
 def build(config: LPIPSEvalConfig, *, device="cpu"):

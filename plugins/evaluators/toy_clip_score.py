@@ -10,28 +10,13 @@ from flashbench import hookimpl
 
 def build(config, *, device="cpu"):
     import open_clip
-    import torch
-    import torch.nn.functional as F
 
-    from flashbench.method.evaluation import MeanEvaluator
     from flashbench_plugins.toy.nets import CLIP_MODEL_NAME
     from flashbench_plugins.toy.perceptual import load_clip
 
-    class ToyClipScore(MeanEvaluator):
-        metric = "clip_score"
-        higher_is_better = True
+    from ._toy_evaluators import ToyClipScore
 
-        def __init__(self):
-            self.model = load_clip(str(device))
-            self.tokenizer = open_clip.get_tokenizer(CLIP_MODEL_NAME)
-
-        @torch.no_grad()
-        def update(self, images, prompts, *, reference=None):
-            img = F.normalize(self.model.encode_image(images.to(device).float().clamp(-1, 1)), dim=-1)
-            txt = F.normalize(self.model.encode_text(self.tokenizer(list(prompts)).to(device)), dim=-1)
-            self.add((img * txt).sum(-1))
-
-    return ToyClipScore()
+    return ToyClipScore(load_clip(str(device)), open_clip.get_tokenizer(CLIP_MODEL_NAME), device)
 
 
 @hookimpl

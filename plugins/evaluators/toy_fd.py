@@ -19,29 +19,11 @@ class ToyFDConfig:
 
 
 def build(config: ToyFDConfig, *, device="cpu"):
+    from flashbench_plugins.toy.perceptual import load_features
 
-    from flashbench.method.evaluation import FrechetEvaluator, feature_statistics
-    from flashbench_plugins.toy.perceptual import features_of, load_features
+    from ._toy_evaluators import ToyFD
 
-    class ToyFD(FrechetEvaluator):
-        metric = "fd"
-        higher_is_better = False
-
-        def __init__(self):
-            self.net = load_features(str(device))
-            self.reference: tuple | None = None
-            self.extractor_calls = 0
-
-        def features(self, images):
-            self.extractor_calls += 1
-            return features_of(self.net, images, device)
-
-        def prepare(self, dataset, num_samples, seed=0):
-            if self.reference is None:
-                n = config.reference_samples or num_samples
-                self.reference = feature_statistics(self.features(dataset.reference_images(n, seed)))
-
-    return ToyFD()
+    return ToyFD(load_features(str(device)), device, reference_samples=config.reference_samples)
 
 
 @hookimpl

@@ -23,28 +23,11 @@ class ToyKIDConfig:
 
 
 def build(config: ToyKIDConfig, *, device="cpu"):
+    from flashbench_plugins.toy.perceptual import load_features
 
-    from flashbench.method.evaluation import KernelEvaluator
-    from flashbench_plugins.toy.perceptual import features_of, load_features
+    from ._toy_evaluators import ToyKID
 
-    class ToyKID(KernelEvaluator):
-        metric = "kid"
-        higher_is_better = False
-
-        def __init__(self):
-            self.net = load_features(str(device))
-            self.reference_features = None
-            self.reset()
-
-        def features(self, images):
-            return features_of(self.net, images, device)
-
-        def prepare(self, dataset, num_samples, seed=0):
-            if self.reference_features is None:
-                n = config.reference_samples or num_samples
-                self.reference_features = self.features(dataset.reference_images(n, seed))
-
-    return ToyKID()
+    return ToyKID(load_features(str(device)), device, reference_samples=config.reference_samples)
 
 
 @hookimpl

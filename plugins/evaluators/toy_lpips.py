@@ -8,26 +8,11 @@ from flashbench import hookimpl
 
 
 def build(config, *, device="cpu"):
-    import torch
-
-    from flashbench.method.evaluation import MeanEvaluator
     from flashbench_plugins.toy.perceptual import toy_perceptual_distance
 
-    class ToyLPIPS(MeanEvaluator):
-        metric = "lpips_to_teacher"
-        higher_is_better = False
-        needs_teacher_reference = True
+    from ._toy_evaluators import ToyLPIPS
 
-        def __init__(self):
-            self.distance = toy_perceptual_distance(device)
-
-        @torch.no_grad()
-        def update(self, images, prompts, *, reference=None):
-            if reference is None:
-                raise ValueError("toy-lpips needs the teacher's many-step samples as reference")
-            self.add(self.distance(images.float().clamp(-1, 1), reference.float().clamp(-1, 1)))
-
-    return ToyLPIPS()
+    return ToyLPIPS(toy_perceptual_distance(device))
 
 
 @hookimpl

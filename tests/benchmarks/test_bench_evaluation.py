@@ -4,7 +4,7 @@
   resize to 299, the float conversion clean-fid applies, the extractor) vs the bare extractor forward on the
   already-preprocessed batch; 512 px images, as SD1.5 generates. The Inception weights cannot be downloaded
   here, so a randomly initialised torchvision Inception-v3 of the same architecture (same cost) stands in for
-  them, registered as the extractor ``bench-inception-v3``. The same for ``toy-fd`` and its classifier.
+  them, handed to the ``fid`` evaluator as the feature space ``bench-inception-v3``. The same for ``toy-fd`` and its classifier.
 - Reference statistics: the first ``prepare`` computes them (every reference image through the extractor),
   a second evaluator on the same protocol -- a second study -- loads them from the disk cache. Goal (issue #6):
   the second call >= 50x faster; the ratio grows with the number of reference images (here 50; 5,000-30,000 in
@@ -28,8 +28,6 @@ def inception():
     """A stand-in for clean-fid's Inception: torchvision's Inception-v3 (2048-d pool features), random weights."""
     import torchvision
 
-    from flashbench_plugins.evaluators import fid
-
     torch.manual_seed(0)
     net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True).eval().to(_bench.DEVICE)
     net.fc = torch.nn.Identity()
@@ -38,15 +36,15 @@ def inception():
     def extract(x):  # x: (B, 3, 299, 299) in 0..255, as clean-fid feeds its extractor
         return net(x / 127.5 - 1)
 
-    fid.register_feature_extractor(EXTRACTOR, lambda config, device: extract, replace=True)
-    yield extract
-    fid.FEATURE_EXTRACTORS.pop(EXTRACTOR, None)
+    return extract
 
 
-def build_fid(tmp_path, **options):
-    from flashbench.plugins import collect_components
+def build_fid(tmp_path, extractor, **options):
+    """The ``fid`` evaluator on ``extractor``'s features (a custom feature space, as fid.build_evaluator takes one)."""
+    from flashbench_plugins.evaluators import fid
 
-    return collect_components().get("evaluator", "fid").build({"extractor": EXTRACTOR, "cache_dir": str(tmp_path), **options}, device=_bench.DEVICE)
+    config = fid.FIDConfig(extractor=EXTRACTOR, cache_dir=str(tmp_path), **options)
+    return fid.build_evaluator(config, device=_bench.DEVICE, extractor=extractor)
 
 
 def images(n, size, seed=0):
@@ -57,7 +55,7 @@ def images(n, size, seed=0):
 def test_fid_features(benchmark, inception, tmp_path, what):
     from flashbench_plugins.evaluators.fid import preprocess
 
-    evaluator = build_fid(tmp_path)
+    evaluator = build_fid(tmp_path, inception)
     batch = images(_bench.size(benchmark, 2, 8), 512)
     if what == "features":
         feats = _bench.measure(benchmark, lambda: evaluator.features(batch), rounds=_bench.size(benchmark, 1, 5))
@@ -100,11 +98,11 @@ def test_fid_reference_statistics(benchmark, inception, tmp_path, what):
     def fresh():
         if what == "computed":
             shutil.rmtree(cache, ignore_errors=True)
-        evaluators.append(build_fid(cache))
+        evaluators.append(build_fid(cache, inception))
         return (evaluators[-1],), {}
 
     if what == "cached":
-        first = build_fid(cache)
+        first = build_fid(cache, inception)
         first.prepare(dataset, n)
     _bench.measure(benchmark, lambda ev: ev.prepare(dataset, n), setup=fresh, rounds=_bench.size(benchmark, 1, 3 if what == "computed" else 9))
     last = evaluators[-1]
