@@ -158,8 +158,18 @@ class TeacherContract:
 
     # --- hooks for the subclass -----------------------------------------------------------------------
     def make_teacher(self) -> Teacher:
-        """Build the teacher under test (called once per test class)."""
-        raise NotImplementedError("subclasses of TeacherContract implement make_teacher()")
+        """Build the teacher under test (called once per test class); default:
+        ``build_teacher(teacher_options())``."""
+        return self.build_teacher(self.teacher_options())
+
+    def build_teacher(self, options: Mapping, *, device: str = "cpu") -> Teacher:
+        """Build the teacher from exactly these study options, as a study would (the offline check passes each
+        :attr:`missing_weights` entry's, the bf16 check ``{**teacher_options(), "dtype": "bfloat16"}``)."""
+        raise NotImplementedError("subclasses of TeacherContract implement make_teacher(), or build_teacher() and teacher_options()")
+
+    def teacher_options(self) -> dict:
+        """The study options of the tiny model under test (e.g. ``{"path": str(folder)}``)."""
+        return {}
 
     def prompts(self) -> list[str]:
         """A few prompts; their number is the batch size of the probes."""
@@ -188,11 +198,6 @@ class TeacherContract:
         """Load the exported student into the family's pipeline (default: diffusers' ``load_lora_weights``;
         a family whose pipeline has none, e.g. PixArt-alpha, loads its peft adapter here)."""
         pipe.load_lora_weights(str(folder))
-
-    def build_teacher(self, options: Mapping, *, device: str = "cpu") -> Teacher:
-        """Build the teacher from study options, as a study would (the offline and bf16 checks call it with
-        ``{"path": <missing hub id>}`` and ``{"dtype": "bfloat16"}``); add the options your tiny model needs."""
-        raise NotImplementedError("the offline and bf16 checks need build_teacher(options, device=...)")
 
     def stock_pipeline_kwargs(self, teacher: Teacher) -> dict:
         """Extra ``from_pretrained`` arguments of the stock pipeline (components it cannot load by itself)."""
@@ -500,15 +505,15 @@ class TeacherContract:
         from .method.sampling import student_sample
 
         if not self.bf16:
-            pytest.skip("opt-in: set bf16 = True (and implement build_teacher)")
+            pytest.skip("opt-in: set bf16 = True (and implement build_teacher and teacher_options)")
         device = torch.device(self.bf16_device)
         if device.type == "cuda" and not torch.cuda.is_available():
             pytest.skip("needs CUDA")
-        teacher = self.build_teacher({"dtype": "bfloat16"}, device=self.bf16_device)
+        teacher = self.build_teacher({**self.teacher_options(), "dtype": "bfloat16"}, device=self.bf16_device)
         for name in self.bf16_modules:
             module = teacher.denoiser if name == "denoiser" else getattr(teacher, name)
-            dtypes = {p.dtype for p in module.parameters() if p.is_floating_point()}
-            assert dtypes == {torch.bfloat16}, f"{name} holds {sorted(map(str, dtypes))} weights, expected bfloat16"
+            dtype = getattr(module, "dtype", None) or next(module.parameters()).dtype
+            assert dtype == torch.bfloat16, f"{name} holds {dtype} weights, expected bfloat16"
         self.check_bf16_teacher(teacher)
         base = {n: p.detach().clone() for n, p in teacher.denoiser.named_parameters()}
         prompts, extras = self.prompts(), _on(self.extras() or {}, device)
