@@ -276,97 +276,9 @@ class CocoSelection:
 
 
 def build(config: CocoConfig, *, protocol: CocoProtocol):
-    from concurrent.futures import ThreadPoolExecutor
+    from ._coco import CocoPrompts
 
-    import torch
-
-    from flashbench.method.data import Dataset
-
-    from ._degradations import resize_and_crop
-
-    sel = CocoSelection(protocol, config)
-    resolution = config.resolution
-    workers = config.num_workers or min(8, os.cpu_count() or 1)
-
-    def load(path: Path) -> torch.Tensor:
-        from PIL import Image
-
-        try:
-            with Image.open(path) as img:
-                tensor, _ = resize_and_crop(img, resolution, None)
-        except Exception as exc:  # PIL raises many types for a corrupt or truncated file
-            raise UserError(f"{protocol.name}: cannot read image {path}: {exc}".splitlines()[0]) from None
-        return tensor
-
-    dataset_name = protocol.name  # the class body defines protocol() below, which hides the closure there
-
-    class CocoPrompts(Dataset):
-        name = dataset_name
-
-        def __init__(self):
-            self.protocol_spec, self.root = protocol, sel.root
-            self.num_prompts, self.num_reference, self.resolution = sel.num_prompts, sel.num_reference, resolution
-
-        def train_batch(self, rng, batch_size):
-            raise UserError(
-                f"{protocol.name} is an evaluation prompt set (COCO {protocol.split} captions), not training data: "
-                "train on image-captions or webdataset and use it as the study's eval prompts"
-            )
-
-        def selection(self) -> list[tuple[int, int, str]]:
-            """The selected (image id, annotation id, caption) triples, in selection order."""
-            return sel.selection()
-
-        def eval_prompts(self, n, seed=0):
-            """The first ``n`` selected captions; ``seed`` is ignored (the protocol is fixed)."""
-            if n > sel.num_prompts:
-                raise UserError(
-                    f"{protocol.name}: {n} evaluation prompts asked for, the protocol selects {sel.num_prompts} "
-                    f"(one caption per image); ask for at most {sel.num_prompts}"
-                )
-            return [c for _, _, c in sel.selection()[: max(0, n)]]
-
-        def reference_files(self, n=None) -> list[Path]:
-            return sel.reference_files(n)
-
-        def reference_batches(self, n, seed=0, batch_size=64):
-            """The first ``min(n, set size)`` reference images, ``batch_size`` at a time, (B, 3, R, R) in
-            [-1, 1]; ``seed`` is ignored. At most two batches are decoded or in flight at once."""
-            if batch_size < 1:
-                raise ValueError(f"batch_size must be positive, got {batch_size}")
-            paths = sel.reference_files(n)
-            chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
-            if workers <= 1:
-                for chunk in chunks:
-                    yield torch.stack([load(p) for p in chunk])
-                return
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="coco-decode")
-            pending: list = []
-            try:
-                for k, chunk in enumerate(chunks):
-                    if k == 0:
-                        pending = [pool.submit(load, p) for p in chunk]
-                    ahead = [pool.submit(load, p) for p in chunks[k + 1]] if k + 1 < len(chunks) else []
-                    current, pending = pending, ahead
-                    yield torch.stack([f.result() for f in current])
-            finally:
-                for f in pending:
-                    f.cancel()
-                pool.shutdown(wait=True, cancel_futures=True)
-
-        def reference_images(self, n, seed=0):
-            """The first ``min(n, set size)`` reference images as one tensor; ``seed`` is ignored."""
-            batches = list(self.reference_batches(n, seed, batch_size=64))
-            return torch.cat(batches) if batches else torch.zeros((0, 3, resolution, resolution))
-
-        def reference_id(self):
-            return sel.reference_id()
-
-        def protocol(self) -> dict:
-            """A JSON-serialisable description of the selection, to store with the results."""
-            return sel.protocol_dict()
-
-    return CocoPrompts()
+    return CocoPrompts(CocoSelection(protocol, config), workers=config.num_workers or min(8, os.cpu_count() or 1))
 
 
 def _builder(protocol: CocoProtocol):

@@ -117,6 +117,7 @@ def read_rows(config: ImageCaptionsConfig) -> tuple[Path, Path, list[tuple[int, 
 
 def build(config: ImageCaptionsConfig):
     from . import _degradations as deg
+    from ._image_captions import ImageCaptions
 
     folder, caption_file, rows = read_rows(config)
     records = []
@@ -144,19 +145,7 @@ def build(config: ImageCaptionsConfig):
     digest = hashlib.sha1("\n".join(r.name for r in held).encode("utf-8")).hexdigest()[:12]
     task = deg.make_task(config.task, sr_scale=config.sr_scale, face_detector_name=config.face_detector)
     batcher = deg.Batcher(config.resolution, config.center_crop, task)
-
-    class ImageCaptions(deg.RecordDataset):
-        name = "image-captions"
-
-        def train_records(self, rng, n):
-            return [train[i] for i in rng.integers(len(train), size=n)]
-
-        def eval_pool(self, n):
-            return held
-
-    dataset = ImageCaptions(batcher, f"image-captions:{folder.resolve()}:{config.resolution}:{digest}")
-    dataset.num_train, dataset.num_heldout = len(train), len(held_idx)
-    return dataset
+    return ImageCaptions(batcher, f"image-captions:{folder.resolve()}:{config.resolution}:{digest}", train, held, num_heldout=len(held_idx))
 
 
 @hookimpl

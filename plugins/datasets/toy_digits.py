@@ -19,36 +19,9 @@ class ToyDigitsDatasetConfig:
 
 
 def build(config: ToyDigitsDatasetConfig):
-    import numpy as np
-    import torch
+    from ._toy_digits import ToyDigits
 
-    from flashbench.method.data import Batch, Dataset
-    from flashbench_plugins.toy import data
-
-    class ToyDigits(Dataset):
-        name = "toy-digits"
-
-        def __init__(self):
-            self.train = data.ColouredDigits("train", shift=config.shift)
-            self.heldout = data.ColouredDigits("heldout", shift=0)
-
-        def train_batch(self, rng, batch_size):
-            images, prompts, _, _ = self.train.batch(rng, batch_size)
-            return Batch(torch.from_numpy(images), prompts)
-
-        def eval_prompts(self, n, seed=0):
-            prompts = data.all_prompts()
-            order = np.random.default_rng(seed).permutation(len(prompts))
-            return [prompts[order[i % len(prompts)]] for i in range(n)]
-
-        def reference_images(self, n, seed=0):
-            images, _ = self.heldout.fixed(n, seed)
-            return torch.from_numpy(images)
-
-        def reference_id(self):
-            return "toy-digits-heldout"
-
-    return ToyDigits()
+    return ToyDigits(shift=config.shift)
 
 
 @hookimpl

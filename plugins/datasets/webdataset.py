@@ -273,8 +273,7 @@ def stream_seed(rng) -> int:
 
 
 def build(config: WebDatasetConfig):
-    from . import _degradations as deg
-    from . import _stream
+    from ._webdataset import WebDataset
 
     shards = resolve_shards(config.shards)
     if config.heldout_shards and len(shards) > config.heldout_shards:
@@ -285,53 +284,7 @@ def build(config: WebDatasetConfig):
     key = hashlib.sha1(
         "\n".join([*map(str, held_shards), str(config.min_aesthetic), *config.aesthetic_keys, config.text_key]).encode("utf-8")
     ).hexdigest()[:12]
-
-    class WebDataset(deg.RecordDataset):
-        name = "webdataset"
-
-        def __init__(self):
-            super().__init__(batcher, f"webdataset:{config.resolution}:{key}")
-            self._stream_rng = None  # the generator whose stream train_batch continues
-            self._samples = None
-            self._seed = 0
-            self._pool: list = []
-            self._pool_complete = False
-
-        def train_batches(self, rng, batch_size: int, rank: int = 0, world: int = 1, start: int = 0):
-            """Endless batches of ``batch_size`` samples: process ``rank`` of ``world``'s share of the stream
-            seeded by ``rng``, decoded by ``num_workers`` DataLoader workers, from batch ``start`` on."""
-            return _stream.local_batches(config, train_shards, stream_seed(rng), batch_size, rank=rank, world=world, start=start)
-
-        def train_batch(self, rng, batch_size):
-            if self._stream_rng is not rng:
-                self._stream_rng, self._seed = rng, stream_seed(rng)
-                self._samples = _stream.share_samples(config, train_shards, self._seed, rank=0, world=1, worker=0, workers=1)
-            return _stream.decode(batcher, self._seed, [next(self._samples) for _ in range(batch_size)])
-
-        def eval_pool(self, n):
-            if len(self._pool) < n and not self._pool_complete:
-                sample_filter = SampleFilter(config)
-                pool = []
-                for shard in held_shards:
-                    for k, members in read_shard(shard):
-                        rec = sample_filter.record(shard, k, members)
-                        if rec is not None:
-                            pool.append(rec)
-                            if len(pool) >= n:
-                                break
-                    if len(pool) >= n:
-                        break
-                else:
-                    self._pool_complete = True
-                if not pool:
-                    raise UserError(f"webdataset: no sample of the held-out shard(s) {', '.join(s.name for s in held_shards)} "
-                                    f"passes the filter ({sample_filter.describe()})")
-                self._pool = pool
-            return self._pool[:n]
-
-    dataset = WebDataset()
-    dataset.train_shards, dataset.heldout_shards = train_shards, held_shards
-    return dataset
+    return WebDataset(config, batcher, train_shards, held_shards, f"webdataset:{config.resolution}:{key}")
 
 
 @hookimpl
