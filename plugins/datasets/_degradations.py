@@ -39,7 +39,8 @@ import hashlib
 import io
 import math
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from types import MappingProxyType
+from typing import Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -255,18 +256,19 @@ class CenterBox:
         return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
 
 
-BUILTIN_FACE_DETECTORS: dict[str, Callable[[], FaceDetector]] = {"boxes": GivenBoxes, "center": CenterBox}
+#: the two built-in detectors, read-only: other detectors come from entry points only, never by adding here
+_BUILTIN_DETECTORS: Mapping[str, Callable[[], FaceDetector]] = MappingProxyType({"boxes": GivenBoxes, "center": CenterBox})
 
 
 def face_detector(name: str) -> FaceDetector:
     """The built-in detector ``name``, else the entry point ``name`` of group ``flashbench.face_detectors``."""
-    if name in BUILTIN_FACE_DETECTORS:
-        return BUILTIN_FACE_DETECTORS[name]()
+    if name in _BUILTIN_DETECTORS:
+        return _BUILTIN_DETECTORS[name]()
     from importlib.metadata import entry_points
 
     found = {ep.name: ep for ep in entry_points(group=FACE_DETECTOR_GROUP)}
     if name not in found:
-        names = sorted(set(BUILTIN_FACE_DETECTORS) | set(found))
+        names = sorted(set(_BUILTIN_DETECTORS) | set(found))
         raise UserError(f"unknown face_detector {name!r}; available: {', '.join(names)} "
                         f"(third-party detectors register an entry point in group {FACE_DETECTOR_GROUP!r})")
     detector = found[name].load()()
