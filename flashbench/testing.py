@@ -1,9 +1,17 @@
-"""The contract every teacher plugin must meet, as tests a teacher's author inherits.
+"""Contract tests a plugin's author inherits: what the host relies on, for teachers, datasets, evaluators and
+timestep distributions.
 
-``TeacherContract`` is a pytest base class (its name does not start with ``Test``, so pytest does not
-collect it by itself). Subclass it in a class whose name starts with ``Test`` and implement
-:meth:`TeacherContract.make_teacher`; every ``test_*`` method below then runs against your teacher.
-What the contract checks is what :mod:`flashbench.method` relies on:
+Each contract is a pytest base class (its name does not start with ``Test``, so pytest does not collect it by
+itself). Subclass it in a class whose name starts with ``Test`` and implement its factory hook; every
+``test_*`` method then runs against your component. pytest is needed: install flashbench's ``test`` extra
+(``pip install "flashbench[test]"``) or add pytest to your plugin's test dependencies.
+
+* :class:`TeacherContract` -- ``make_teacher()`` (or ``build_teacher(options)`` and ``teacher_options()``);
+* :class:`DatasetContract` -- ``make_dataset()``;
+* :class:`EvaluatorContract` -- ``make_evaluator()`` (and ``make_dataset()`` for its reference data);
+* :class:`TimestepDistributionContract` -- ``make_distribution(num_timesteps, phase_length, num_phases)``.
+
+What :class:`TeacherContract` checks is what :mod:`flashbench.method` relies on:
 
 * shapes and dtypes: ``latent_shape``, ``eps``, ``encode``/``decode``, ``encode_prompts`` and
   ``null_condition`` (dicts of tensors with the batch first, the same keys and shapes, so CFG can batch
@@ -16,7 +24,11 @@ What the contract checks is what :mod:`flashbench.method` relies on:
   ``eps(student=False)`` unchanged and ``eps(student=True)`` changed; ``remove_lora`` restores the pure
   teacher;
 * export: ``save_lora`` writes a folder that the family's stock pipeline (``teacher.pipeline()``)
-  loads with ``load_lora_weights`` and that reproduces the trained student exactly.
+  loads with ``load_lora_weights`` and that reproduces the trained student exactly;
+* opt-in, by class attribute (skipped, saying how to opt in, until set): ``missing_weights`` (offline builds
+  fail with a one-line :class:`~flashbench.errors.MissingWeightsError`), ``stock_pipeline`` (the saved student,
+  loaded from disk into a fresh stock pipeline, samples as the in-memory one does) and ``bf16`` (the full
+  method trains on a bfloat16 teacher; marked ``gpu``).
 
 The teacher from :meth:`~TeacherContract.make_teacher` is built once per test class and shared by its
 tests; each test leaves it as it found it (its adapters are removed, even when the test fails). Use a
@@ -24,24 +36,30 @@ tiny model: the whole contract takes a few seconds on a CPU with a teacher of a 
 
 Example (``tests/test_my_teacher.py`` of a plugin)::
 
-    from flashbench.testing import TeacherContract, tiny_text_prompts
+    from flashbench.testing import MissingWeights, TeacherContract, tiny_text_prompts
 
     from my_flashbench_plugin.teacher import MyTeacherConfig, build
 
 
     class TestMyTeacher(TeacherContract):
         lora_rank = 4  # small adapters keep the contract fast
+        missing_weights = ("my-org/not-here", MissingWeights({}, "my-org/my-default-model"))
+        stock_pipeline = "StableDiffusionPipeline"
 
-        def make_teacher(self):
-            return build(MyTeacherConfig(path="tests/data/tiny-model"), device="cpu")
+        def build_teacher(self, options, *, device="cpu"):
+            return build(MyTeacherConfig(**options), device=device)
+
+        def teacher_options(self):
+            return {"path": "tests/data/tiny-model"}
 
         def prompts(self):
             return tiny_text_prompts(2)
 
 Override :meth:`~TeacherContract.extras` for families with extra inputs (masks, low-res images),
-:meth:`~TeacherContract.timesteps` to choose the probed timesteps, and
+:meth:`~TeacherContract.timesteps` to choose the probed timesteps,
 :meth:`~TeacherContract.pipeline_denoiser` when the family's pipeline keeps its denoiser under a name
-other than ``unet`` or ``transformer``.
+other than ``unet`` or ``transformer``, and :meth:`~TeacherContract.load_lora_into` when the stock pipeline
+has no ``load_lora_weights``. ``docs/plugins.md`` lists every hook.
 """
 from __future__ import annotations
 

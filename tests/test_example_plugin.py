@@ -91,7 +91,9 @@ def test_its_contract_tests_pass_against_the_installed_copy(site, tmp_path):
     from flashbench.testing import TeacherContract
 
     contract = [n for n in dir(TeacherContract) if n.startswith("test_")]
-    assert int(summary.split()[0]) >= len(contract) + 3, summary
+    skipped = 2  # the opt-in offline and bf16 checks: the example's weights are built from its config, not downloaded
+    assert int(summary.split()[0]) >= len(contract) - skipped + 3, summary
+    assert f"{skipped} skipped" in summary, summary
 
 
 @pytest.mark.slow

@@ -34,6 +34,11 @@ class ByteTextEncoder(nn.Module):
         self.position = nn.Embedding(max_len, dim)
         self.norm = nn.LayerNorm(dim)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (a diffusers pipeline asks each of its modules for it)."""
+        return self.token.weight.device
+
     def ids(self, prompts: list[str]) -> torch.Tensor:
         rows = [[b + 1 for b in p.encode("utf-8")[: self.max_len]] for p in prompts]
         return torch.tensor([r + [0] * (self.max_len - len(r)) for r in rows], dtype=torch.long, device=self.token.weight.device)

@@ -5,19 +5,29 @@ import pytest
 import torch
 
 from flashbench.testing import TeacherContract, tiny_text_prompts
+from flashbench_tiny_teacher.pipeline import TinyUNetPipeline
 from flashbench_tiny_teacher.plugin import TinyUNetConfig, build
 
 
 class TestTinyUNetTeacher(TeacherContract):
-    """Every test of flashbench.testing.TeacherContract, run against this plugin's teacher."""
+    """Every test of flashbench.testing.TeacherContract, run against this plugin's teacher, with its opt-in
+    stock-pipeline check (the offline and bf16 checks stay skipped: the weights are built, not downloaded)."""
 
     lora_rank = 4
+    stock_pipeline = TinyUNetPipeline
 
     def make_teacher(self):
         return build(TinyUNetConfig(sample_size=8, block_out_channels=(32, 64)), device="cpu")
 
     def prompts(self):
         return tiny_text_prompts(3)
+
+    def load_stock_pipeline(self, teacher):
+        """A fresh pipeline: new modules with the same seeded weights (a real family loads its folder)."""
+        return self.make_teacher().pipeline()
+
+    def stock_sample(self, pipe, teacher):
+        return pipe(self.prompts(), timesteps=[999, 749, 499, 249], generator=torch.Generator().manual_seed(0))
 
 
 def test_same_config_same_weights():
