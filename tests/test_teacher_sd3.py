@@ -19,7 +19,7 @@ from flashbench.method.sampling import student_sample
 from flashbench.testing import TeacherContract, flash_training_smoke, tiny_text_prompts
 from flashbench_plugins.teachers import sd3
 
-from _builders import missing_weights_message, plugin_components, random_images  # noqa: E402
+from _builders import plugin_components, random_images  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -77,15 +77,6 @@ def components():
 
 def build(folder, **options):
     return components().get("teacher", "sd3").build({"path": str(folder), "max_sequence_length": T5_TOKENS, **options}, device="cpu")
-
-
-def stock_pipeline(folder):
-    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
-
-    pipe = StableDiffusion3Pipeline.from_pretrained(str(folder), text_encoder_3=None, tokenizer_3=None)
-    pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config, stochastic_sampling=True)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 def draw(pipe, steps=4, prompts=PROMPTS, renoise_seed=7):
@@ -146,6 +137,11 @@ def test_conditioning_is_the_pipelines(request, t5):
 
 # --- (2) the published contract -------------------------------------------------------------------------------------
 class TestSD3Contract(TeacherContract):
+    # the contract's opt-in checks: the offline errors, the student in a fresh stock pipeline, bf16 on CUDA
+    missing_weights = ("nonexistent-org/nonexistent-sd3", sd3.DEFAULT_PATH)
+    stock_pipeline = "StableDiffusion3Pipeline"
+    bf16 = True
+
     @pytest.fixture(scope="class", autouse=True)
     @classmethod
     def _folder(cls, request, tiny_folder):
@@ -154,12 +150,26 @@ class TestSD3Contract(TeacherContract):
     def make_teacher(self):
         return build(self.folder)
 
+    def build_teacher(self, options, *, device="cpu"):
+        return components().get("teacher", "sd3").build(options, device=device)
+
+    def teacher_options(self):
+        return {"path": str(self.folder), "max_sequence_length": T5_TOKENS}
+
     def prompts(self):
         return tiny_text_prompts(2)
+
+    def stock_pipeline_kwargs(self, teacher):
+        return {"text_encoder_3": None, "tokenizer_3": None}
+
+    def stock_sample(self, pipe, teacher):
+        return draw(pipe)
 
 
 class TestSD3OutputFeaturesContract(TestSD3Contract):
     """The discriminator on the frozen teacher's velocity (16 channels in SD3-medium: the authors' head input)."""
+
+    missing_weights, stock_pipeline, bf16 = (), None, False  # checked once, on the default teacher
 
     def make_teacher(self):
         return build(self.folder, disc_features="output", use_t5=False)
@@ -214,7 +224,7 @@ def test_student_samples(trained, nfe):
     assert out.shape == (2, 3, IMAGE_SIZE, IMAGE_SIZE) and torch.isfinite(out).all()
 
 
-def test_exported_lora_reproduces_the_student_in_a_fresh_stock_pipeline(trained, tiny_folder, tmp_path):
+def test_exported_lora_file_carries_the_lora_config(trained, tmp_path):
     import json
 
     from safetensors import safe_open
@@ -226,13 +236,6 @@ def test_exported_lora_reproduces_the_student_in_a_fresh_stock_pipeline(trained,
         meta = json.loads(f.metadata()["lora_adapter_metadata"])  # diffusers packs the LoraConfig as transformer.<field>
         keys = list(f.keys())
     assert meta["transformer.r"] == 4 and meta["transformer.lora_alpha"] == 8 and all(k.startswith("transformer.") for k in keys)
-    in_memory = draw(teacher.pipeline())
-    fresh = stock_pipeline(tiny_folder)
-    plain = draw(fresh)
-    fresh.load_lora_weights(str(folder))
-    reloaded = draw(fresh)
-    torch.testing.assert_close(reloaded, in_memory, rtol=0, atol=1e-5)
-    assert (reloaded - plain).abs().max() > 1e-4, "the LoRA does not change the samples: the check would be vacuous"
 
 
 @pytest.mark.parametrize("nfe", [1, 2, 4])
@@ -246,13 +249,7 @@ def test_student_sample_agrees_with_the_stock_pipeline(trained, nfe):
     torch.testing.assert_close((ours / 2 + 0.5).clamp(0, 1), theirs, rtol=0, atol=1e-4)
 
 
-# --- (6) offline, config ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("source", ["nonexistent-org/nonexistent-sd3", sd3.DEFAULT_PATH])
-def test_missing_hub_model_offline_is_one_line_error(hub_offline, source):
-    message = missing_weights_message(lambda: components().get("teacher", "sd3").build({"path": source}, device="cpu"))
-    assert source in message and "path" in message
-
-
+# --- (6) the config --------------------------------------------------------------------------------------------------
 def test_config_validation():
     make = components().get("teacher", "sd3").make_config
     assert make({}).path == "stabilityai/stable-diffusion-3-medium-diffusers" and not make({}).use_t5
@@ -260,23 +257,6 @@ def test_config_validation():
     for bad in ({"dtype": "float64"}, {"disc_features": "mid"}, {"default_lora_rank": 0}, {"max_sequence_length": 0}):
         with pytest.raises(ValueError):
             make(bad)
-
-
-# --- (7) bf16 on CUDA ---------------------------------------------------------------------------------------------------
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_bf16_training_steps_on_cuda(tiny_folder):
-    teacher = components().get("teacher", "sd3").build({"path": str(tiny_folder), "dtype": "bfloat16", "max_sequence_length": T5_TOKENS},
-                                                       device="cuda")
-    assert teacher.transformer.dtype == torch.bfloat16
-    batches = [Batch(random_images(2, IMAGE_SIZE, seed=i).cuda(), PROMPTS) for i in range(3)]
-    trainer, stats = flash_training_smoke(teacher, batches)
-    try:
-        assert all(p.dtype == torch.float32 for p in trainer.lora_params)
-        assert {"distil", "adv", "dmd", "disc"} <= set(stats[-1].losses)
-        assert all(math.isfinite(v) for s in stats for v in s.losses.values())
-    finally:
-        trainer.close()
 
 
 # --- (8) the authors' trainable-parameter count ---------------------------------------------------------------------------

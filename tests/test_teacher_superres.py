@@ -14,10 +14,10 @@ import torch
 
 from flashbench.method.data import Batch
 from flashbench.method.sampling import student_sample
-from flashbench.testing import TeacherContract, flash_training_smoke
+from flashbench.testing import MissingWeights, TeacherContract, flash_training_smoke
 from flashbench_plugins.teachers import superres
 
-from _builders import build_teacher, missing_weights_message, plugin_components, write_tiny_pipeline  # noqa: E402
+from _builders import build_teacher, plugin_components, write_tiny_pipeline  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -63,14 +63,37 @@ def tiny_folder(tmp_path_factory):
 # --- (1) + (2): loading through the plugin, the contract (no text: the paper's case; and with text) ----------------
 class TestSuperResContract(TeacherContract):
     text = False
+    # the contract's opt-in checks: the offline errors, the student in a fresh stock pipeline, bf16 on CUDA
+    missing_weights = ("nonexistent-org/nonexistent-upscaler", MissingWeights({}, "stabilityai/stable-diffusion-x4-upscaler"))
+    stock_pipeline = "StableDiffusionUpscalePipeline"
+    bf16 = True
 
     @pytest.fixture(scope="class", autouse=True)
     @classmethod
     def _folder(cls, request, tiny_folder):
         request.cls.folder = tiny_folder
 
-    def make_teacher(self):
-        return build(self.folder, default_lora_rank=4, text=self.text)
+    def build_teacher(self, options, *, device="cpu"):
+        return components().get("teacher", "superres").build(options, device=device)
+
+    def teacher_options(self):
+        return {"path": str(self.folder), "default_lora_rank": 4, "text": self.text}
+
+    def batch_extras(self, imgs, seed):
+        return {"low_res": downscale(imgs)}
+
+    def smoke_options(self):
+        return {"guidance": superres.PAPER_GUIDANCE}
+
+    def stock_sample(self, pipe, teacher):
+        # no text: the student was trained on empty prompts
+        out = pipe(
+            ["", ""], image=(downscale(images(2, seed=7)) + 1) / 2, noise_level=20, num_inference_steps=4, guidance_scale=0.0,
+            generator=torch.Generator().manual_seed(0), output_type="pt",
+        ).images
+        assert pipe.scheduler.timesteps.tolist() == [999, 749, 499, 249]
+        assert out.shape == (2, 3, HIGH, HIGH)
+        return out
 
     def prompts(self):
         return PROMPTS
@@ -141,6 +164,7 @@ class TestSuperResContract(TeacherContract):
 
 class TestSuperResTextContract(TestSuperResContract):
     text = True
+    missing_weights, stock_pipeline, bf16 = (), None, False  # checked once, on the paper's text-free teacher
 
 
 # --- (3), (4), (5): training, sampling, export -------------------------------------------------------------
@@ -184,36 +208,6 @@ def test_few_step_scheduler_lands_on_the_trained_timesteps(trained):
         assert sched.timesteps.tolist() == teacher.schedule.sampling_timesteps(n)
 
 
-def test_exported_lora_reproduces_student_in_stock_pipeline(trained, tiny_folder, tmp_path):
-    from diffusers import StableDiffusionUpscalePipeline
-
-    from flashbench_plugins.teachers._sd_family import few_step_scheduler
-
-    teacher, _ = trained
-    folder = teacher.save_lora("smoke", tmp_path / "lora")
-    low = downscale(images(2, seed=7))
-
-    def draw(pipe):
-        # no text: the student was trained on empty prompts
-        out = pipe(
-            ["", ""], image=(low + 1) / 2, noise_level=20, num_inference_steps=4, guidance_scale=0.0,
-            generator=torch.Generator().manual_seed(0), output_type="pt",
-        ).images
-        assert pipe.scheduler.timesteps.tolist() == [999, 749, 499, 249]
-        return out
-
-    in_memory = draw(teacher.pipeline())
-    fresh = StableDiffusionUpscalePipeline.from_pretrained(str(tiny_folder))
-    fresh.scheduler = few_step_scheduler(fresh.scheduler.config)
-    plain = draw(fresh)
-    fresh.load_lora_weights(str(folder))
-    reloaded = draw(fresh)
-    assert in_memory.shape == (2, 3, HIGH, HIGH)
-    torch.testing.assert_close(reloaded, in_memory, rtol=0, atol=1e-5)
-    assert (reloaded - plain).abs().max() > 1e-4, "the LoRA does not change the samples: the check would be vacuous"
-
-
-
 def test_student_sample_agrees_with_the_stock_pipeline(trained):
     # checks v -> epsilon, the channel order and the class labels against diffusers' own upscale pipeline.
     # Exact at noise level 0 with a low-res scheduler whose level 0 adds no noise (beta_0 = 0); the pipeline
@@ -243,40 +237,12 @@ def test_student_sample_agrees_with_the_stock_pipeline(trained):
         teacher.noise_level = noise_level
     torch.testing.assert_close((ours.clamp(-1, 1) + 1) / 2, theirs, rtol=0, atol=1e-5)
 
-# --- (6): offline --------------------------------------------------------------------------------------------
-def test_missing_hub_model_offline_is_one_line_error(hub_offline):
-    source = "nonexistent-org/nonexistent-upscaler"
-    message = missing_weights_message(lambda: build(source))
-    assert source in message and "path" in message
-    assert superres.SuperResTeacherConfig().path == "stabilityai/stable-diffusion-x4-upscaler"
-
-
+# --- (6): the config ----------------------------------------------------------------------------------------------
 def test_config_is_validated():
     with pytest.raises(ValueError, match="noise_level"):
         superres.SuperResTeacherConfig(noise_level=351)
     with pytest.raises(ValueError, match="dtype"):
         superres.SuperResTeacherConfig(dtype="float8")
-
-
-# --- (7): bf16 on CUDA -----------------------------------------------------------------------------------------
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_bf16_training_steps_on_cuda(tiny_folder):
-    teacher = components().get("teacher", "superres").build({"path": str(tiny_folder), "dtype": "bfloat16", "text": False}, device="cuda")
-    assert teacher.unet.dtype == torch.bfloat16
-    base = {n: p.detach().clone() for n, p in teacher.unet.named_parameters()}
-    batches = []
-    for i in range(3):
-        imgs = images(2, seed=i).cuda()
-        batches.append(Batch(imgs, PROMPTS, {"low_res": downscale(imgs)}))
-    trainer, stats = flash_training_smoke(teacher, batches, guidance=superres.PAPER_GUIDANCE)
-    assert {"distil", "adv", "dmd", "disc"} <= set(stats[-1].losses)
-    assert all(math.isfinite(v) for s in stats for v in s.losses.values())
-    assert all(p.dtype == torch.float32 for p in trainer.lora_params)
-    for n, p in teacher.unet.named_parameters():
-        if n in base:
-            assert torch.equal(p, base[n]), n
-    trainer.close()
 
 
 # --- (8): LoRA parameter count on the real x4 upscaler UNet -----------------------------------------------------
