@@ -29,7 +29,8 @@ file and the key path (``studies/x.toml: scale.toy.iterations: must be a positiv
 Each problem prints as one line (control characters in keys, names and paths escaped). Hostile input
 is bounded before anything recurses or runs: files over MAX_FILE_BYTES, nesting deeper than MAX_DEPTH,
 more than MAX_VARIANTS variants or MAX_SEEDS seeds, NaN/inf and NUL characters in any value are refused.
-Types, ranges and cross-field rules are checked in every section, whatever the scale; component names,
+Types, ranges and cross-field rules are checked in every section, whatever the scale (by pydantic: typed models
+of ``[study]``, the layers, ``[paper.compute]`` and the claims, a TypeAdapter per component config); component names,
 tags and options are checked for the resolved scale (``flashbench validate`` resolves every scale: built-in
 components are registered whatever weights a machine has). A claim's ``metric`` must be produced by an
 evaluator of the study at some scale, by the name the evaluator declared at registration (or stand for
@@ -39,7 +40,8 @@ Nothing here imports torch.
 
 The package, one module per rule: :mod:`~flashbench.study.reading` (reading the file and the bounds on
 hostile input), :mod:`~flashbench.study.problems` (collecting problems), :mod:`~flashbench.study.values`
-(field types, converters and range checks), :mod:`~flashbench.study.header` (``[study]`` and seeds),
+(field types and range checks as pydantic schemas, the models' helpers, and pydantic's errors in the study's
+words), :mod:`~flashbench.study.header` (``[study]`` and seeds),
 :mod:`~flashbench.study.layers` (base/scale/variant/matrix values and their merge),
 :mod:`~flashbench.study.naming` (variant names and keys), :mod:`~flashbench.study.components` (component
 names, tags and options), :mod:`~flashbench.study.claims` (``[paper]`` claims and compute) and
@@ -53,7 +55,7 @@ from .model import SECTIONS, Study, Variant, load_study, study_scales, validate_
 from .naming import VARIANT_NAME_RE, _slug
 from .reading import MAX_DEPTH, MAX_FILE_BYTES, MAX_NAME_CHARS, MAX_SEED, MAX_SEEDS, MAX_VARIANTS, NAME_RE
 from .values import (
-    CONVERTERS, DRAWS, EVAL_CHECKS, EVAL_TYPES, MIXED_PRECISION, NUM_PHASES, PHASE_COUNTING, TRACKERS, TRAIN_CHECKS,
+    CONVERTERS, DRAWS, EVAL_CHECKS, EVAL_TYPES, MIXED_PRECISION, NUM_PHASES, PASSTHROUGH, PHASE_COUNTING, TRACKERS, TRAIN_CHECKS,
     TRAIN_TYPES, Check, Converter,
 )
 

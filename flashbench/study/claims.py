@@ -3,10 +3,12 @@ and variants of the study) and ``[paper.compute]`` (the paper's training cost).
 """
 from __future__ import annotations
 
+from pydantic_core import core_schema as cs
+
 from ..config import EvalConfig
 from ..registry import closest
 from .problems import _BAD, _desc, _Problems, _short, _unknown
-from .values import _as_str, _one_of, _parse_value, _positive
+from .values import _STR, _field, _model, _one_of, _parse_table, _positive, _problem, _problems_at, _typed
 
 CLAIM_KEYS = ("text", "metric", "better", "variant", "than", "nfe", "than_nfe", "scales")
 
@@ -49,6 +51,7 @@ def _claim_metric_problem(metric: str, produced: set[str] | None) -> str | None:
 COMPUTE_KEYS: dict[str, tuple[str, tuple]] = {
     "iterations": ("int", (_positive,)), "gpu_hours": ("float", (_positive,)), "global_batch": ("int", (_positive,)), "gpu": ("str", ()),
 }
+PaperCompute = _model("PaperCompute", {k: _typed(_field(*v)) for k, v in COMPUTE_KEYS.items()}, required=("iterations", "gpu_hours"))
 
 
 def _parse_compute(paper: dict, p: _Problems) -> None:
@@ -58,14 +61,14 @@ def _parse_compute(paper: dict, p: _Problems) -> None:
     if not isinstance(compute, dict):
         p.add("paper.compute", f"must be a table ([paper.compute] with iterations and gpu_hours), got {_desc(compute)}")
         return
-    for k, v in compute.items():
-        if k not in COMPUTE_KEYS:
-            p.add(f"paper.compute.{k}", _unknown("key", k, COMPUTE_KEYS))
-        else:
-            _parse_value(*COMPUTE_KEYS[k], v, f"paper.compute.{k}", p)
-    for k in ("iterations", "gpu_hours"):
-        if k not in compute:
-            p.add(f"paper.compute.{k}", "required (the paper's iterations and GPU-hours, e.g. iterations = 20000, gpu_hours = 26)")
+
+    def word(err: dict) -> str:
+        if err["type"] == "missing":
+            return "required (the paper's iterations and GPU-hours, e.g. iterations = 20000, gpu_hours = 26)"
+        assert err["type"] == "extra_forbidden", err
+        return _unknown("key", err["loc"][0], COMPUTE_KEYS)
+
+    _parse_table(PaperCompute, compute, "paper.compute", p, word)
 
 
 def claim_applies(claim: dict, scale: str) -> bool:
@@ -73,6 +76,50 @@ def claim_applies(claim: dict, scale: str) -> bool:
     the paper's guidance values at paper scale and of the toy teacher's range at toy scale)."""
     scales = claim.get("scales")
     return not isinstance(scales, list) or scale in scales
+
+
+# What a claim names is checked against the study (validation context: "produced", "names", "scale",
+# "scale_names" and the claim as written, "claim").
+
+def _metric_produced(v: str, info) -> str:
+    problem = _claim_metric_problem(v, info.context["produced"])
+    if problem:
+        raise _problem(problem)
+    return v
+
+
+def _variant_exists(v: str, info) -> str:
+    names, scale = info.context["names"], info.context["scale"]
+    if names is not None and (scale is None or claim_applies(info.context["claim"], scale)):
+        # Teacher baselines are result rows of their own, named "teacher...".
+        if v not in names and not v.startswith("teacher"):
+            raise _problem(f"no variant named {v!r};{closest(v, names)} variants: {', '.join(names)}")
+    return v
+
+
+def _scale_names(v, info):
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+        raise _problem(f"must be a non-empty array of scale names, got {_desc(v)}")
+    scale_names = info.context["scale_names"]
+    unknown = [_unknown("scale", x, scale_names) for x in v if scale_names and x not in scale_names]
+    if unknown:
+        raise _problems_at(unknown, v)
+    return v
+
+
+_NAMED_VARIANT = _typed(cs.chain_schema([_STR, cs.with_info_plain_validator_function(_variant_exists)]))
+#: one ``[[paper.claims]]`` entry
+PaperClaim = _model("PaperClaim", {
+    "text": _typed(_STR),
+    "metric": _typed(cs.chain_schema([_STR, cs.with_info_plain_validator_function(_metric_produced)])),
+    "better": _typed(_field("str", (_one_of(("lower", "higher")),))),
+    "variant": _NAMED_VARIANT,
+    "than": _NAMED_VARIANT,
+    "nfe": _typed(_field("int", (_positive,))),
+    "than_nfe": _typed(_field("int", (_positive,))),
+    "scales": _typed(cs.with_info_plain_validator_function(_scale_names)),
+}, required=("metric", "better", "variant", "than"))
+assert tuple(PaperClaim.model_fields) == CLAIM_KEYS
 
 
 def _parse_claims(paper: dict, names, p: _Problems, produced: set[str] | None = None, scale: str | None = None,
@@ -85,32 +132,13 @@ def _parse_claims(paper: dict, names, p: _Problems, produced: set[str] | None = 
     if not isinstance(claims, list) or not all(isinstance(c, dict) for c in claims):
         p.add("paper.claims", "must be an array of tables: one [[paper.claims]] section per claim")
         return
+
+    def word(err: dict) -> str:
+        if err["type"] == "missing":
+            return "required (a claim needs metric, better, variant and than)"
+        assert err["type"] == "extra_forbidden", err
+        return _unknown("key", err["loc"][0], CLAIM_KEYS)
+
     for i, claim in enumerate(claims):
-        key = f"paper.claims[{i}]"
-        for k, v in claim.items():
-            kp = f"{key}.{k}"
-            if k not in CLAIM_KEYS:
-                p.add(kp, _unknown("key", k, CLAIM_KEYS))
-            elif k in ("nfe", "than_nfe"):
-                _parse_value("int", (_positive,), v, kp, p)
-            elif k == "better":
-                _parse_value("str", (_one_of(("lower", "higher")),), v, kp, p)
-            elif k == "metric":
-                problem = _claim_metric_problem(v, produced) if _as_str(v, kp, p) is not _BAD else None
-                if problem:
-                    p.add(kp, problem)
-            elif k == "scales":
-                if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
-                    p.add(kp, f"must be a non-empty array of scale names, got {_desc(v)}")
-                else:
-                    for x in v:
-                        if scale_names and x not in scale_names:
-                            p.add(kp, _unknown("scale", x, scale_names))
-            elif _as_str(v, kp, p) is not _BAD and k in ("variant", "than") and names is not None \
-                    and (scale is None or claim_applies(claim, scale)):
-                # Teacher baselines are result rows of their own, named "teacher...".
-                if v not in names and not v.startswith("teacher"):
-                    p.add(kp, f"no variant named {v!r};{closest(v, names)} variants: {', '.join(names)}")
-        for k in ("metric", "better", "variant", "than"):
-            if k not in claim:
-                p.add(f"{key}.{k}", "required (a claim needs metric, better, variant and than)")
+        context = {"produced": produced, "names": names, "scale": scale, "scale_names": scale_names, "claim": claim}
+        _parse_table(PaperClaim, claim, f"paper.claims[{i}]", p, word, context=context)

@@ -6,11 +6,30 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from pydantic import TypeAdapter
+from pydantic_core import core_schema as cs
+
 from ..config import OPTIONAL_COMPONENT_FIELDS, ComponentSpec
 from ..registry import closest
 from .layers import _Set
 from .problems import _BAD, _Problems
-from .values import CONVERTERS, _annotation, _as_passthrough, _parse_value
+from .values import CONVERTERS, PASSTHROUGH, _annotation, _field, _parse_table, _typed
+
+_OPTIONS: dict[type | None, TypeAdapter] = {}
+
+
+def options_adapter(config: type | None) -> TypeAdapter:
+    """The validator of a component's study options: a TypeAdapter over the fields of its frozen config
+    dataclass, each optional (the config's own defaults apply), no other key. A field of a type the study
+    converts (:data:`~flashbench.study.values.CONVERTERS`) is converted and checked as in ``[base]``; any other
+    is passed through, frozen and checked for NaN/inf and NUL. The config's ``__post_init__`` rules are not
+    run here: :meth:`~flashbench.registry.Component.config_problems` lists every value they refuse."""
+    if config not in _OPTIONS:
+        fields = {f.name: cs.typed_dict_field(_field(_annotation(f.type)) if _annotation(f.type) in CONVERTERS else PASSTHROUGH,
+                                              required=False)
+                  for f in (dataclasses.fields(config) if config else ())}
+        _OPTIONS[config] = TypeAdapter(_typed(cs.typed_dict_schema(fields, extra_behavior="forbid")))
+    return _OPTIONS[config]
 
 
 class _ComponentChecker:
@@ -53,23 +72,19 @@ class _ComponentChecker:
             p.add(key, f"{kind} {spec.name!r} is not tagged {tag!r} (its tags: {', '.join(component.tags) or 'none'}); "
                        f"{field} takes one of: {', '.join(fitting) or '(none installed)'}{', none' if field in OPTIONAL_COMPONENT_FIELDS else ''}")
             return _BAD
-        options, ok, mistyped = {}, True, []
         allowed = component.option_names()
-        types = {f.name: _annotation(f.type) for f in dataclasses.fields(component.config)} if component.config else {}
-        for name, raw in spec.options.items():
-            okey = f"{key}.{name}"
-            if name not in types:
-                if allowed:
-                    p.add(okey, f"unknown option {name!r} for {kind} {spec.name!r};{closest(name, allowed)} options: {', '.join(allowed)}")
-                else:
-                    p.add(okey, f"{kind} {spec.name!r} takes no options")
-                ok = False
-                continue
-            value = _parse_value(types[name], (), raw, okey, p) if types[name] in CONVERTERS else _as_passthrough(raw, okey, p)
-            if value is _BAD:
-                ok, mistyped = False, mistyped + [name]
-                continue
-            options[name] = value
+
+        def word(err: dict) -> str:
+            assert err["type"] == "extra_forbidden", err
+            name = err["loc"][0]
+            if allowed:
+                return f"unknown option {name!r} for {kind} {spec.name!r};{closest(name, allowed)} options: {', '.join(allowed)}"
+            return f"{kind} {spec.name!r} takes no options"
+
+        values = _parse_table(options_adapter(component.config), spec.options, key, p, word)
+        options = {k: v for k, v in values.items() if v is not _BAD}
+        mistyped = [k for k, v in values.items() if v is _BAD]
+        ok = not mistyped and set(spec.options) <= set(allowed)
         # The values the config itself refuses, every one of them, beside the unknown and mistyped above
         # (unless a mistyped one is required: its absence would only add a derived problem).
         required = [f.name for f in dataclasses.fields(component.config) if f.default is dataclasses.MISSING

@@ -12,7 +12,7 @@ from ..config import EvalConfig, TrainConfig
 from ..kinds import COMPONENT_FIELDS as KIND_FIELDS
 from .naming import VARIANT_NAME_RE, _render
 from .problems import _BAD, _desc, _fmt, _Problems, _short, _unknown
-from .values import EVAL_CHECKS, EVAL_TYPES, TRAIN_CHECKS, TRAIN_TYPES, _as_str, _parse_value
+from .values import EVAL_CHECKS, EVAL_TYPES, TRAIN_CHECKS, TRAIN_TYPES, _adapter, _field, _model, _parse_table, _parse_value, _STR, _typed
 
 if TYPE_CHECKING:
     from .components import _ComponentChecker
@@ -36,33 +36,40 @@ class _Layer:
     eval: dict[str, _Set]
 
 
+#: each field's schema (type and checks), by section: a layer's values and a matrix axis's values
+TRAIN_FIELDS = {f: _field(t, TRAIN_CHECKS.get(f, ())) for f, t in TRAIN_TYPES.items()}
+EVAL_FIELDS = {f: _field(t, EVAL_CHECKS.get(f, ())) for f, t in EVAL_TYPES.items()}
+_FIELD_VALUES = {"train": {f: _adapter(s) for f, s in TRAIN_FIELDS.items()}, "eval": {f: _adapter(s) for f, s in EVAL_FIELDS.items()}}
+_NAME = _adapter(_STR)
+
+#: ``[base]``, ``[scale.<s>]`` and each explicit variant: training fields and an ``eval`` table of evaluation fields
+EvalLayer = _model("EvalLayer", {f: _typed(s) for f, s in EVAL_FIELDS.items()})
+TrainLayer = _model("TrainLayer", {**{f: _typed(s) for f, s in TRAIN_FIELDS.items()}, "eval": EvalLayer})
+
+
 def _parse_layer(table, key: str, p: _Problems, rank: int, extra=()) -> _Layer:
     layer = _Layer({}, {})
     if not isinstance(table, dict):
         p.add(key, f"must be a table, got {_desc(table)}")
         return layer
-    for k, v in table.items():
-        kp = f"{key}.{k}"
-        if k in extra:
-            continue
-        if k == "eval":
-            if not isinstance(v, dict):
-                p.add(kp, f"must be a table of evaluation settings ([{key}.eval]), got {_desc(v)}")
-                continue
-            for ek, ev in v.items():
-                ekp = f"{kp}.{ek}"
-                if ek not in EVAL_TYPES:
-                    p.add(ekp, _unknown("evaluation setting", ek, EVAL_TYPES))
-                    continue
-                value = _parse_value(EVAL_TYPES[ek], EVAL_CHECKS.get(ek), ev, ekp, p)
-                # a bad value stays _BAD (no fallback to a lower layer: that would add derived noise)
-                layer.eval[ek] = _Set(value, ev, ekp, rank)
-            continue
-        if k not in TRAIN_TYPES:
-            p.add(kp, _unknown("key", k, [*extra, *TRAIN_TYPES, "eval"]))
-            continue
-        value = _parse_value(TRAIN_TYPES[k], TRAIN_CHECKS.get(k), v, kp, p)
-        layer.train[k] = _Set(value, v, kp, rank)
+
+    def word(err: dict) -> str:
+        loc = err["loc"]
+        if err["type"] == "extra_forbidden" and len(loc) == 1:
+            return _unknown("key", loc[0], [*extra, *TRAIN_TYPES, "eval"])
+        if err["type"] == "extra_forbidden":
+            return _unknown("evaluation setting", loc[1], EVAL_TYPES)
+        assert loc == ("eval",) and err["type"] == "model_type", err
+        return f"must be a table of evaluation settings ([{key}.eval]), got {_desc(err['input'])}"
+
+    # a bad value stays _BAD (no fallback to a lower layer: that would add derived noise)
+    written = {k: v for k, v in table.items() if k not in extra}
+    values = _parse_table(TrainLayer, written, key, p, word, nested=("eval",))
+    for k, value in values.items():
+        if k != "eval":
+            layer.train[k] = _Set(value, written[k], f"{key}.{k}", rank)
+        elif value is not _BAD:
+            layer.eval = {ek: _Set(ev, written[k][ek], f"{key}.eval.{ek}", rank) for ek, ev in value.items()}
     return layer
 
 
@@ -79,7 +86,7 @@ def _parse_variants(raw, p: _Problems, where: str = "variants") -> list[tuple[st
         if name is None:
             p.add(f"{key}.name", 'required: each [[variants]] needs a name, e.g. name = "distil+adv"')
             continue
-        if _as_str(name, f"{key}.name", p) is _BAD:
+        if _parse_value(_NAME, name, f"{key}.name", p) is _BAD:
             continue
         if not VARIANT_NAME_RE.match(name):
             p.add(f"{key}.name", f"must match {VARIANT_NAME_RE.pattern[:-2]} (letters, digits, '.', '_', '+', '-'), got {_short(name)}")
@@ -124,7 +131,7 @@ def _parse_matrix(table, p: _Problems, where: str = "matrix") -> list[_Axis]:
             continue
         named.add(name)
         section, fname = ("eval", name[5:]) if name.startswith("eval.") else ("train", name)
-        types, checks = (EVAL_TYPES, EVAL_CHECKS) if section == "eval" else (TRAIN_TYPES, TRAIN_CHECKS)
+        types = EVAL_TYPES if section == "eval" else TRAIN_TYPES
         if fname not in types:
             p.add(kp, _unknown("matrix axis", name, allowed))
             continue
@@ -138,7 +145,7 @@ def _parse_matrix(table, p: _Problems, where: str = "matrix") -> list[_Axis]:
         seen: dict[str, int] = {}
         for i, raw in enumerate(values):
             ikp = f"{kp}[{i}]"
-            value = _parse_value(types[fname], checks.get(fname), raw, ikp, p)
+            value = _parse_value(_FIELD_VALUES[section][fname], raw, ikp, p)
             if value is _BAD:
                 continue
             label = _render(raw)

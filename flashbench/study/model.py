@@ -20,9 +20,10 @@ from .layers import _BASE, _SCALE, _Axis, _Layer, _parse_layer, _parse_matrix, _
 from .naming import _slug, _variant_name
 from .problems import _BAD, _desc, _Problems, _short, _unknown
 from .reading import MAX_DEPTH, MAX_NAME_CHARS, MAX_VARIANTS, NAME_RE, _read, _too_deep
-from .values import EVAL_TYPES, TRAIN_TYPES, _as_passthrough, _frozen
+from .values import EVAL_TYPES, PASSTHROUGH, TRAIN_TYPES, _adapter, _parse_value
 
 SECTIONS = ("study", "paper", "base", "scale", "variants", "matrix")
+_PAPER = _adapter(PASSTHROUGH)  # [paper] is free-form, but stored as strict JSON beside the results
 
 
 # --- the model ------------------------------------------------------------------------------------
@@ -209,7 +210,7 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
     if not isinstance(paper, dict):
         p.add("paper", f"must be a table, got {_desc(paper)}")
         paper = {}
-    _as_passthrough(paper, "paper", p)  # free-form, but stored as strict JSON beside the results
+    _parse_value(_PAPER, paper, "paper", p)  # checked for NaN/inf and NUL; kept as written
     _parse_compute(paper, p)
 
     # What the claims may name: the metrics of every evaluator the study runs, at any of its scales.
@@ -326,6 +327,15 @@ def _jsonable(v: Any) -> Any:
 
 def _config_data(config) -> dict:
     return {f.name: _jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _frozen(v: Any) -> Any:
+    """TOML arrays as tuples, so that frozen configs built from options stay hashable."""
+    if isinstance(v, list):
+        return tuple(_frozen(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _frozen(x) for k, x in v.items()}
+    return v
 
 
 def _spec_from_data(v: Any) -> ComponentSpec:
