@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .config import RESUME_NEUTRAL_FIELDS
+from .config import FINGERPRINT_SINCE, RESUME_NEUTRAL_FIELDS
 from .results import atomic_write_with
 
 FORMAT = 1
@@ -40,8 +40,12 @@ def _plain(v: Any) -> Any:
     return v
 
 
+_UNSET = object()
+
+
 def fingerprint(cfg) -> str:
-    data = {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name not in NEUTRAL_FIELDS}
+    data = {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+            if f.name not in NEUTRAL_FIELDS and getattr(cfg, f.name) != FINGERPRINT_SINCE.get(f.name, _UNSET)}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -347,9 +347,6 @@ def _cmd_run(args, components: _Lazy) -> int:
     if main_process:
         print(f"{study.name} (scale {study.scale}): {n} variant{'s' * (n != 1)} x {len(study.seeds)} "
               f"seed{'s' * (len(study.seeds) != 1)} -> {output}")
-    line = shared_baseline_warning(study) if main_process else None
-    if line:
-        print(f"warning: {file}: {line}", file=sys.stderr)
     from .runner import run_study  # imports torch: only once the study is known to be valid
 
     report = run_study(study, output_dir=Path(output), components=comps, jobs=jobs, worker=args.worker,
@@ -392,12 +389,11 @@ def _cmd_validate(args, components: _Lazy) -> int:
         print(json.dumps(data, indent=2))
         return 0
     for study in studies:
+        for line in parametrisation_warnings(study, components.get()):
+            print(f"warning: {args.file}: {line}", file=sys.stderr)
         for axis in idle_axes(study):
             print(f"warning: {args.file}: axis {axis!r} changes neither the training nor the evaluation of any variant "
                   f"at scale {study.scale}; its variants would give identical rows", file=sys.stderr)
-        line = shared_baseline_warning(study)
-        if line:
-            print(f"warning: {args.file}: {line}", file=sys.stderr)
     for i, study in enumerate(studies):
         if i:
             print()
@@ -406,19 +402,45 @@ def _cmd_validate(args, components: _Lazy) -> int:
         seeds = ", ".join(map(str, study.seeds))
         print(f"{study.name}: {study.title}; seeds {seeds}; {len(study.variants)} runs; primary NFE {study.primary_nfe}")
         print(_table(*_variant_rows(study)))
+        line = baselines_line(study)
+        if line:
+            print(line)
     return 0
 
 
-def shared_baseline_warning(study) -> str | None:
-    """One line when the trained variants use more than one teacher: the teacher baselines are sampled once per
-    seed, with the first variant's teacher, so the others' rows and claims against "teacher" compare with it."""
-    teachers = list(dict.fromkeys(v.train.teacher for v in study.variants if not v.train.evaluate_only))
-    if len(teachers) < 2:
+def baselines_line(study) -> str | None:
+    """With variants on several teachers (sides: teacher, conditioning, dataset, solver), which teacher
+    baselines each is compared with; None for one teacher side."""
+    from .runner import TEACHER, _teacher_side, baseline_suffixes
+
+    suffixes = baseline_suffixes(study.variants)
+    if len(suffixes) < 2:
         return None
-    names = ", ".join(t.name for t in teachers)
-    return (f"the variants train on {len(teachers)} teachers at scale {study.scale} ({names}); the teacher baselines are "
-            f"sampled once per seed with the first ({teachers[0].name}), so the others' teacher rows and claims against "
-            f"\"teacher\" compare with that one")
+    names = {}
+    for v in study.variants:
+        names.setdefault(TEACHER + suffixes.get(_teacher_side(v.train), ""), v.train.teacher.name)
+    listed = "; ".join(f"{name!r} ({teacher})" for name, teacher in names.items())
+    return f"teacher baselines: one set per seed for each of {len(suffixes)} teacher sides: {listed}"
+
+
+def parametrisation_warnings(study, components) -> list[str]:
+    """For teachers whose config declares its noise process (``noise_process()``, no weights needed): one line
+    per teacher and ``student_prediction`` that would amplify the student's error at full noise. Teachers that
+    declare none are checked when ``flashbench run`` loads them."""
+    out, seen = [], set()
+    for v in study.variants:
+        key = (v.train.teacher, v.train.student_prediction)
+        if v.train.evaluate_only or key in seen:
+            continue
+        seen.add(key)
+        declared = getattr(components.get("teacher", v.train.teacher.name).make_config(v.train.teacher.options), "noise_process", None)
+        if callable(declared):
+            from .method.noise import parametrisation_warning  # imports torch: only for a teacher that declares its process
+
+            line = parametrisation_warning(declared(), v.train.student_prediction)
+            if line:
+                out.append(f"variant {v.name!r} at scale {study.scale} (teacher {v.train.teacher.name}): {line}")
+    return out
 
 
 def idle_axes(study) -> list[str]:

@@ -21,6 +21,11 @@ OPTIONAL_COMPONENT_FIELDS = OPTIONAL_FIELDS
 # Training fields that change neither what the training loop computes nor a variant's rows: logging,
 # checkpoint cadence, trackers, and the recipe's stated global batch (the loop computes with the running one,
 # processes x batch_size). Left out of the recipe fingerprints of rows and done markers.
+#: what ``student_prediction`` may say (:func:`flashbench.method.noise.student_process`): "teacher" reads the
+#: student's output as the teacher's; "auto" as the teacher's unless that amplifies the student's error at full
+#: noise (a schedule ending near zero SNR), then as v; or a fixed parametrisation
+STUDENT_PREDICTIONS = ("teacher", "auto", "epsilon", "v_prediction", "sample")
+
 ROW_NEUTRAL_FIELDS = ("log_every", "checkpoint_every", "trackers", "global_batch")
 # ... and those a checkpoint may be continued across: the run's length (a finished variant's last checkpoint
 # continues to more iterations), evaluation-only baselines and compilation (the same weights either way).
@@ -63,6 +68,7 @@ class TrainConfig:
     guidance_max: float = 13.0
     guidance_fixed: float = 0.0  # > 0: omega fixed at this value instead of sampled (Fig. 5d)
     adv_timesteps: tuple[float, ...] = (0.01, 0.25, 0.5, 0.75)  # t' for re-noising before the discriminator
+    student_prediction: str = "teacher"  # how the student's output is read: "teacher" (the teacher's parametrisation: the paper), "epsilon", "v_prediction" or "sample" (x0)  # noqa: E501
     lcm_boundary: bool = False  # the authors' code: the student outputs c_skip z_t + c_out x0 (LCM's boundary condition)
     draws: str = "per_sample"  # the paper: a start index i and an omega per sample; "per_batch": one of each per batch, DMD its own omega (the authors' code)
     phase_counting: str = "batches"  # the paper: a phase is phase_length batches; "optimizer_calls": the authors' counter, which advances on each of the student's and the discriminator's updates  # noqa: E501
@@ -98,6 +104,10 @@ class EvalConfig:
     grid_size: int = 8  # samples per grid image in the report
     bootstrap_resamples: int = 1000  # paired bootstrap resamples per result row for its 95% interval (0: no intervals)
 
+
+# Fields (training or evaluation) added after run folders existed, at the value every earlier run had: left out
+# of the recipe and checkpoint fingerprints while they hold it, so those runs resume instead of running again.
+FINGERPRINT_SINCE: dict[str, Any] = {"sampler": ComponentSpec("flash"), "student_prediction": "teacher"}
 
 FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
 EVAL_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(EvalConfig)}

@@ -21,6 +21,9 @@ study                  the study's name
 scale                  the scale it ran at (``"paper"``, ``"toy"``, ...)
 variant                the variant's name; ``"teacher"`` for the teacher baselines
 variant_key            the unit of completion (one variant at one seed); ``"teacher-s<seed>"`` for baselines
+                       (``"teacher@<teacher>-s<seed>"`` for a study's other teachers)
+teacher_baseline       (student rows of a variant on another teacher than the study's first) the name of its
+                       teacher's baseline rows, ``"teacher@<teacher>"``; absent: ``"teacher"``
 seed                   the seed (int)
 role                   ``"student"`` or ``"teacher"``
 nfe                    network evaluations per sample (int): student steps; teacher steps x 2 with CFG

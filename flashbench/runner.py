@@ -19,25 +19,51 @@ from pathlib import Path
 
 from dataclasses import dataclass
 
-from .config import ROW_NEUTRAL_FIELDS, ComponentSpec, EvalConfig, TrainConfig
+from .config import FINGERPRINT_SINCE, ROW_NEUTRAL_FIELDS, ComponentSpec, EvalConfig, TrainConfig
 from .errors import StudyError, UserError
 from .stats import LEVEL, SEED_OFFSET
 
 log = logging.getLogger("flashbench")
 
 TEACHER = "teacher"  # the teacher with its own sampler and CFG
-# Evaluation fields added after run folders existed, at the value every older run used: left out of the
-# recipe fingerprint at that value, so those runs resume instead of running again
-FINGERPRINT_SINCE = {"sampler": ComponentSpec("flash")}
 _NO_DEFAULT = object()
 TEACHER_FEWSTEP = "teacher-fewstep"  # the teacher through the student's few-step sampler, no CFG
+#: the training fields a teacher baseline depends on (its "teacher side"): variants that share them share baselines
+TEACHER_SIDE = ("teacher", "conditioning", "dataset", "solver")
+
+
+def baseline_suffixes(variants) -> dict[str, str]:
+    """Teacher side -> the suffix of its baselines' names. The first variant's teacher side has none (its
+    baselines are ``teacher`` / ``teacher-fewstep``, folder ``teacher-s<seed>``, as in a one-teacher study);
+    each other teacher side a trained variant uses gets ``@<teacher name>`` (``teacher@toy-digits-flow``,
+    folder ``teacher@toy-digits-flow-s<seed>``), so each student is compared with its own teacher. An
+    evaluation-only variant on a teacher side no trained variant uses is compared with the first's."""
+    variants = list(variants)
+    if not variants:
+        return {}
+    out = {_teacher_side(variants[0].train): ""}
+    for v in variants:
+        side = _teacher_side(v.train)
+        if v.train.evaluate_only or side in out:
+            continue
+        suffix = f"@{v.train.teacher.name}"
+        if suffix in out.values():  # the same teacher with other options (or another solver, dataset...)
+            suffix = f"{suffix}-{len(out)}"
+        out[side] = suffix
+    return out
 
 
 def _train_fields(variant) -> dict:
     """A variant's training fields as plain data, the row-neutral ones left out."""
     from .checkpoint import _plain
 
-    return {f.name: _plain(getattr(variant.train, f.name)) for f in dataclasses.fields(variant.train) if f.name not in ROW_NEUTRAL_FIELDS}
+    return {f.name: _plain(getattr(variant.train, f.name)) for f in dataclasses.fields(variant.train)
+            if f.name not in ROW_NEUTRAL_FIELDS and getattr(variant.train, f.name) != FINGERPRINT_SINCE.get(f.name, _NO_DEFAULT)}
+
+
+def _teacher_side(train: TrainConfig) -> str:
+    """A fingerprint of the training fields a teacher baseline depends on (:data:`TEACHER_SIDE`, components all)."""
+    return _fingerprint({k: getattr(train, k).to_data() for k in TEACHER_SIDE})
 
 
 def _fingerprint(data: dict) -> str:
@@ -154,6 +180,7 @@ class StudyRunner:
         self.device = torch.device(device)
         self.state = PartialState(cpu=self.device.type == "cpu")
         self.is_main = self.state.is_main_process
+        self.suffixes = baseline_suffixes(study.variants)
         self.progress = progress
         self.shard = shard
         # --jobs N (flashbench.jobs): tasks are claimed from ``claims`` instead of split by ``shard``; only the
@@ -162,6 +189,7 @@ class StudyRunner:
         self.resources = StudyResources(components, self.device)
         self._eval_inputs: dict = {}
         self._rerun_warned: set[str] = set()
+        self._parametrisation_warned: set = set()
 
     # --- shared evaluation inputs ----------------------------------------------------------------------
     def eval_inputs(self, train: TrainConfig, ev: EvalConfig, seed: int):
@@ -239,9 +267,17 @@ class StudyRunner:
                     steps.add(n // 2)  # the same NFE
         return sorted(steps, reverse=True)
 
+    def baseline_suffix(self, train: TrainConfig) -> str:
+        """``""`` for the study's first teacher side, ``"@<teacher>"`` for another (:func:`baseline_suffixes`)."""
+        return self.suffixes.get(_teacher_side(train), "")
+
+    def baseline_key(self, train: TrainConfig, seed: int) -> str:
+        """The completion key (and folder) of the teacher baselines a variant of ``train`` is compared with."""
+        return f"{TEACHER}{self.baseline_suffix(train)}-s{seed}"
+
     def reference_dir(self, train, ev, seed) -> Path:
         """Where the teacher's many-step samples (max of teacher_steps) are kept, one file per batch."""
-        return self.store.variant_dir(f"teacher-s{seed}") / f"reference_steps{max(ev.teacher_steps)}"
+        return self.store.variant_dir(self.baseline_key(train, seed)) / f"reference_steps{max(ev.teacher_steps)}"
 
     def _teacher_sampler(self, train, ev, steps):
         """The teacher's own sampler: its solver, ``steps`` steps with CFG at the study's guidance."""
@@ -292,7 +328,10 @@ class StudyRunner:
         return False
 
     def run_teacher_baselines(self, variant) -> None:
-        key = f"teacher-s{variant.seed}"
+        """The teacher baselines of ``variant``'s teacher side and seed: the teacher's own sampler with CFG at
+        each of :meth:`teacher_steps`, and (``teacher_at_student_nfe``) sampled the student's way."""
+        key = self.baseline_key(variant.train, variant.seed)
+        suffix = self.baseline_suffix(variant.train)
         recipe = self.recipe(variant, teacher_only=True)
         if self.is_done(key, recipe) or not self.is_main:
             return
@@ -303,7 +342,8 @@ class StudyRunner:
         cache_key = baseline_cache.cache_key(recipe, seed, str(self.device))
         rows = baseline_cache.load(cache_key, vdir)
         if rows is not None:  # another study computed these very baselines with this code
-            rows = [{**r, "study": self.study.name, "scale": self.study.scale, "git_hash": self.git_hash} for r in rows]
+            rows = [{**r, "study": self.study.name, "scale": self.study.scale, "git_hash": self.git_hash, "variant_key": key,
+                     "variant": r["variant"].split("@")[0] + suffix} for r in rows]  # this study's names for that teacher
             log.info("teacher baselines of seed %d: from the cache (%s, key %s)", seed, baseline_cache.cache_root(), cache_key)
             self.store.add_rows(rows)
             self.store.mark_done(key, {"status": "ok", "rows": len(rows), "recipe": recipe, "baseline_cache": cache_key})
@@ -320,7 +360,7 @@ class StudyRunner:
                 self._teacher_sampler(train, ev, steps), train, ev, seed, vdir / f"grid_steps{steps:03d}_nfe{2 * steps}.png",
                 save_reference=ref_dir if is_reference else None,
             )
-            rows += self._measured_rows("teacher", key, TEACHER, seed, {}, 2 * steps, steps, values, n, sample_seconds=seconds)
+            rows += self._measured_rows("teacher", key, TEACHER + suffix, seed, {}, 2 * steps, steps, values, n, sample_seconds=seconds)
             log.info("teacher %d steps (%d NFE): %s", steps, 2 * steps, {m: round(v.value, 4) for m, v in values.items()})
         if ev.teacher_at_student_nfe:
             # The teacher sampled the student's way (its few-step sampler and timesteps, no CFG): with the
@@ -328,7 +368,7 @@ class StudyRunner:
             for nfe in ev.nfe:
                 values, n, seconds = self.sample_and_evaluate(
                     self._student_sampler(train, nfe, seed, student=False), train, ev, seed, vdir / f"fewstep_nfe{nfe}.png")
-                rows += self._measured_rows("teacher", key, TEACHER_FEWSTEP, seed, {}, nfe, nfe, values, n, sample_seconds=seconds)
+                rows += self._measured_rows("teacher", key, TEACHER_FEWSTEP + suffix, seed, {}, nfe, nfe, values, n, sample_seconds=seconds)
                 log.info("teacher, student's sampler, %d NFE: %s", nfe, {m: round(v.value, 4) for m, v in values.items()})
         baseline_cache.store(cache_key, vdir, rows)
         self.store.add_rows(rows)
@@ -408,8 +448,9 @@ class StudyRunner:
         for nfe in ev.nfe:
             values, n, seconds = self.sample_and_evaluate(self._student_sampler(train, nfe, seed, sampler=ev.sampler), train, ev, seed,
                                                           vdir / f"grid_nfe{nfe}.png")
+            baseline = self.baseline_suffix(train)  # another teacher side than the first's: name its baselines
             rows += self._measured_rows("student", variant.key, variant.name, seed, variant.axes, nfe, nfe, values, n,
-                                        sample_seconds=seconds, **cost)
+                                        sample_seconds=seconds, **cost, **({"teacher_baseline": TEACHER + baseline} if baseline else {}))
             log.info("%s %d NFE: %s", variant.name, nfe, {m: round(v.value, 4) for m, v in values.items()})
         return rows
 
@@ -431,7 +472,7 @@ class StudyRunner:
 
         def fn(p, z, extras):
             c, _ = cond_plugin.prepare(teacher, p, extras)
-            return student_sample(teacher, c, z, nfe, g, student=student, sampler=few_step)
+            return student_sample(teacher, c, z, nfe, g, student=student, sampler=few_step, prediction=train.student_prediction)
 
         return fn
 
@@ -469,6 +510,7 @@ class StudyRunner:
                     raise UserError(f"{self.study.path}: trackers: {tracker!r} needs the {module} package (pip install {module}), "
                                     f"or set trackers = [] in the study")
             teacher = self.resources.teacher(train.teacher)
+            self._warn_parametrisation(v, teacher)
             if train.gradient_checkpointing and not supports_gradient_checkpointing(teacher.denoiser):
                 raise StudyError(self.study.path, f"variant {v.name!r}: gradient_checkpointing",
                                  f"the {train.teacher.name} teacher's {type(teacher.denoiser).__name__} cannot checkpoint its activations; allowed: false")
@@ -490,6 +532,21 @@ class StudyRunner:
         if self.is_main:
             for v in variants:
                 self.evaluators(v.eval)
+
+    def _warn_parametrisation(self, variant, teacher) -> None:
+        """One line (once per teacher and parametrisation) when the student's output, read as the study says,
+        is amplified in its first x0 on this teacher's schedule (:func:`~flashbench.method.noise.parametrisation_warning`)."""
+        from .method.noise import parametrisation_warning
+        from .method.teacher import process_of
+
+        key = (variant.train.teacher, variant.train.student_prediction)
+        if variant.train.evaluate_only or key in self._parametrisation_warned or not (self.is_main and self.primary):
+            return
+        self._parametrisation_warned.add(key)
+        line = parametrisation_warning(process_of(teacher), variant.train.student_prediction)
+        if line:
+            log.warning("variant %s: %s", variant.name, line)
+            print(f"warning: {self.study.path}: variant {variant.name!r}: {line}", file=sys.stderr, flush=True)
 
     # --- the study -----------------------------------------------------------------------------------
     def run(self):
@@ -515,8 +572,7 @@ class StudyRunner:
         if skipped:
             log.info("resuming: %d of %d variants already done", skipped, len(self.study.variants))
         self.preflight(pending)
-        for seed in self.study.seeds:
-            first = next(v for v in self.study.variants if v.seed == seed)
+        for first in self.baseline_firsts().values():
             self.run_teacher_baselines(first)
         position = {v.key: i for i, v in enumerate(self.study.variants)}
         for index, variant in enumerate(self.study.variants):
@@ -525,6 +581,16 @@ class StudyRunner:
             log.info("variant %d/%d: %s (seed %d)", index + 1, len(self.study.variants), variant.name, variant.seed)
             siblings = self._siblings(variant, index, lambda v: v in mine)
             yield from self._run_and_store(variant, index, siblings, position)
+
+    def baseline_firsts(self) -> dict:
+        """Baseline key -> the variant whose teacher side and seed its baselines are sampled with: per seed,
+        the seed's first variant, then the first trained variant of each other teacher side."""
+        out = {}
+        for seed in self.study.seeds:
+            of_seed = [v for v in self.study.variants if v.seed == seed]
+            for v in of_seed[:1] + [v for v in of_seed if not v.train.evaluate_only]:
+                out.setdefault(self.baseline_key(v.train, seed), v)
+        return out
 
     def _siblings(self, variant, index: int, eligible) -> list:
         """The variants after ``variant`` (same seed, same training recipe, not done, ``eligible``) that its
@@ -553,12 +619,11 @@ class StudyRunner:
 
     def _run_claimed(self):
         """``--jobs N``: take tasks until none is left to take. A task is the teacher baselines of a seed
-        (``teacher-s<seed>``) or a variant with its siblings; a variant waits until its seed's baselines
+        (``teacher-s<seed>``, one per teacher side) or a variant with its siblings; a variant waits until its baselines
         are done (it is evaluated against their reference)."""
         claims = self.claims
-        firsts = {seed: next(v for v in self.study.variants if v.seed == seed) for seed in self.study.seeds}
-        baseline_done = {seed: lambda s=seed: self.is_done(f"teacher-s{s}", self.recipe(firsts[s], teacher_only=True))
-                         for seed in self.study.seeds}
+        firsts = self.baseline_firsts()
+        baseline_done = {key: lambda k=key: self.is_done(k, self.recipe(firsts[k], teacher_only=True)) for key in firsts}
         position = {v.key: i for i, v in enumerate(self.study.variants)}
         pending = [v for v in self.study.variants if not self.is_done(v.key, self.recipe(v))]
         skipped = len(self.study.variants) - len(pending)
@@ -566,7 +631,7 @@ class StudyRunner:
             log.info("resuming: %d of %d variants already done", skipped, len(self.study.variants))
         if pending:
             self.preflight(pending)
-        tasks: list[tuple[str, object]] = [("baseline", seed) for seed in self.study.seeds if not baseline_done[seed]()]
+        tasks: list[tuple[str, object]] = [("baseline", key) for key in firsts if not baseline_done[key]()]
         tasks += [("variant", v) for v in pending]
         while tasks:
             if self.check_workers is not None:
@@ -574,12 +639,12 @@ class StudyRunner:
             ran = False
             for task in list(tasks):
                 kind, item = task
-                name = f"teacher-s{item}" if kind == "baseline" else item.key
+                name = item if kind == "baseline" else item.key
                 if claims.taken(name):  # another worker holds it (or a sibling's student served it)
                     tasks.remove(task)
                     continue
-                if kind == "variant" and not baseline_done[item.seed]():
-                    continue  # its seed's baselines are still running elsewhere
+                if kind == "variant" and not baseline_done[self.baseline_key(item.train, item.seed)]():
+                    continue  # its baselines are still running elsewhere
                 if not claims.take(name):
                     tasks.remove(task)
                     continue

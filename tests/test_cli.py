@@ -246,15 +246,3 @@ def test_validate_warns_about_an_axis_that_changes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     warnings = [line for line in err if line.startswith("warning:")]
     assert len(warnings) == 1 and "'log_every'" in warnings[0] and str(path) in warnings[0]
-
-
-def test_validate_warns_when_variants_train_on_several_teachers(capsys):
-    """The teacher baselines are sampled once per seed with the first variant's teacher: a study over teachers
-    is told so (one line per scale), a study over one teacher is not."""
-    root = Path(__file__).resolve().parent.parent / "studies"
-    assert main(["validate", str(root / "teacher_families.toml")]) == 0
-    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
-    assert len(err) == 2 and all("the teacher baselines are sampled once per seed with the first" in line for line in err)
-    assert "(toy-digits, toy-digits-flow)" in err[0] or "(toy-digits, toy-digits-flow)" in err[1]
-    assert main(["validate", str(root / "ablation_losses.toml")]) == 0
-    assert "warning" not in capsys.readouterr().err

@@ -30,15 +30,22 @@ epsilon path computes exactly what it computed before this module existed (``tes
 """
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 
 import torch
 
+from ..config import STUDENT_PREDICTIONS
 from .schedule import CLEAN, NoiseSchedule, _expand
 
-#: the parametrisations a network may output (``NoiseProcess.prediction``)
-PREDICTIONS = ("epsilon", "v_prediction", "flow")
+#: the parametrisations a network may output (``NoiseProcess.prediction``); "sample" is x0 itself (a student's
+#: choice: no teacher here outputs it)
+PREDICTIONS = ("epsilon", "v_prediction", "flow", "sample")
+#: an epsilon-read student's x0 carries its output's error times sigma / alpha at full noise; above this the
+#: first few-step sample is that error amplified (SD's scaled-linear schedule: 14.6 at t = 999; DDPM's linear
+#: schedule: 157, where a toy student distilled to noise)
+UNSTABLE_AMPLIFICATION = 50.0
 
 
 class NoiseProcess(ABC):
@@ -132,6 +139,8 @@ class NoiseProcess(ABC):
             return self.x0_from_eps(xt, output, t)
         if self.prediction == "v_prediction":
             return self.x0_from_v(xt, output, t)
+        if self.prediction == "sample":
+            return output
         return self.x0_from_velocity(xt, output, t)
 
     def to_eps(self, xt: torch.Tensor, output: torch.Tensor, t) -> torch.Tensor:
@@ -139,6 +148,8 @@ class NoiseProcess(ABC):
             return output
         if self.prediction == "v_prediction":
             return self.eps_from_v(xt, output, t)
+        if self.prediction == "sample":
+            return self.eps_from_x0(xt, output, t)
         return self.eps_from_velocity(xt, output, t)
 
     def output_from(self, x0: torch.Tensor, eps: torch.Tensor, t) -> torch.Tensor:
@@ -147,10 +158,62 @@ class NoiseProcess(ABC):
             return eps
         if self.prediction == "v_prediction":
             return self.v_from(x0, eps, t)
+        if self.prediction == "sample":
+            return x0
         return self.velocity_from(x0, eps)
 
     def describe(self) -> str:
         return f"{self.name} ({self.prediction})"
+
+    def reading(self, prediction: str) -> "NoiseProcess":
+        """This process with the network's output read as ``prediction`` (the student's parametrisation; see
+        :func:`student_process`): the same path and grids, another output."""
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction {prediction!r} is not one of {', '.join(PREDICTIONS)}")
+        if prediction == self.prediction:
+            return self
+        other = copy.copy(self)
+        other.prediction = prediction
+        return other
+
+    def amplification(self, prediction: str | None = None) -> float:
+        """How much an error in the output becomes in x0 at full noise (the student's first step), for output
+        ``prediction`` (default: this process's): sigma/alpha for epsilon, sigma/(alpha^2 + sigma^2) for v,
+        sigma/(alpha + sigma) for flow velocity, 1 for x0 itself."""
+        prediction = prediction or self.prediction
+        t = self.sampling_timesteps(1)[0]
+        like = torch.zeros((), dtype=torch.float64)
+        a, s = float(self.alpha(t, like)), float(self.sigma(t, like))
+        return {"epsilon": s / a if a > 0 else math.inf, "v_prediction": s / (a * a + s * s),
+                "flow": s / (a + s), "sample": 1.0}[prediction]
+
+
+def student_process(process: NoiseProcess, prediction: str = "teacher") -> NoiseProcess:
+    """The process the student's output is read through: the teacher's (``"teacher"``, the paper's and the
+    default: the LoRA starts from the teacher's own function), or ``"epsilon"`` / ``"v_prediction"`` /
+    ``"sample"`` on the teacher's path and grids; ``"auto"``: the teacher's, or v where the teacher's amplifies
+    the error more than :data:`UNSTABLE_AMPLIFICATION` times. A teacher whose schedule ends near zero SNR (DDPM's linear
+    schedule: alpha = 0.0064 at t = 999) makes an epsilon-read student amplify its error 157x in its first
+    x0; v or sample keep it at most 1x, at the price of a LoRA that starts from another function than the
+    teacher's (v read from an epsilon network is right at low noise and -eps at full noise)."""
+    if prediction not in STUDENT_PREDICTIONS:
+        raise ValueError(f"student_prediction {prediction!r} is not one of {', '.join(STUDENT_PREDICTIONS)}")
+    if prediction == "auto":
+        prediction = "teacher" if process.amplification() <= UNSTABLE_AMPLIFICATION else "v_prediction"
+    return process if prediction == "teacher" else process.reading(prediction)
+
+
+def parametrisation_warning(process: NoiseProcess, prediction: str = "teacher") -> str | None:
+    """One line when the student's parametrisation amplifies its error more than
+    :data:`UNSTABLE_AMPLIFICATION` times at full noise on this teacher's schedule, else None."""
+    student = student_process(process, prediction)
+    gain = student.amplification()
+    if gain <= UNSTABLE_AMPLIFICATION:
+        return None
+    t = process.sampling_timesteps(1)[0]
+    alpha = float(process.alpha(t, torch.zeros((), dtype=torch.float64)))
+    return (f"the student's {student.prediction} output is amplified {gain:.0f}x in its first x0 on the teacher's schedule "
+            f"(alpha = {alpha:.4f} at full noise): set student_prediction = \"auto\" (v here), \"v_prediction\" or \"sample\"")
 
 
 class VPProcess(NoiseProcess):

@@ -16,6 +16,7 @@ import contextlib
 import torch
 
 from .guidance import Cond, guided_output
+from .noise import student_process
 from .samplers import FewStepSampler, FlashSampler, TrailingEulerSampler
 from .solvers import Solver
 from .teacher import Teacher, network, process_of
@@ -24,15 +25,18 @@ from .teacher import Teacher, network, process_of
 @torch.no_grad()
 def student_sample(
     teacher: Teacher, cond: Cond, noise: torch.Tensor, steps: int, generator: torch.Generator, *, fresh_noise: bool = True,
-    merge_lora: bool = True, student: bool = True, sampler: FewStepSampler | None = None,
+    merge_lora: bool = True, student: bool = True, sampler: FewStepSampler | None = None, prediction: str = "teacher",
 ) -> torch.Tensor:
     """``steps`` steps of ``sampler`` (default: ``flash``, :mod:`flashbench.method.samplers`) without CFG.
     ``fresh_noise=False`` (without a sampler) re-noises deterministically with the student's own epsilon (a
     DDIM step: the ``trailing-euler`` sampler); ``merge_lora=False`` runs the adapter branches beside the base
     layers instead of merging them; ``student=False`` runs the *teacher* through the student's sampler (same
     timesteps and re-noising, no CFG): the fair few-step baseline, which isolates what distillation buys from
-    the sampler."""
+    the sampler. ``prediction``: how the student's output is read (its training's ``student_prediction``,
+    :func:`~flashbench.method.noise.student_process`); the teacher's own network is read as the teacher's."""
     process, net = process_of(teacher), network(teacher)
+    if student:
+        process = student_process(process, prediction)
     sampler = sampler or (FlashSampler() if fresh_noise else TrailingEulerSampler())
     ts = sampler.timesteps(process, steps)
     x = noise

@@ -30,6 +30,7 @@ from . import acceleration as acc
 from .data import Batch
 from .guidance import cond_index, guided_nfe, guided_output
 from .losses import DistillationLoss, DMDLoss, GANLoss
+from .noise import student_process
 from .schedule import lcm_boundary_scalings
 from .solvers import Solver
 from .teacher import Teacher, network, process_of
@@ -131,6 +132,8 @@ class FlashTrainer:
             self.head = self.accelerator.prepare_model(self.head) if self.accelerator.num_processes > 1 else self.head
             self.head_opt = self.accelerator.prepare_optimizer(torch.optim.Adam(self.head.parameters(), lr=cfg.disc_learning_rate))
         self.adv_t = [self.process.continuous_timestep(u) for u in cfg.adv_timesteps]
+        # how the student's output is read: the teacher's parametrisation unless the study says otherwise
+        self.student_process = student_process(self.process, cfg.student_prediction)
 
     # -- helpers -----------------------------------------------------------------------------------
     def _mine(self, x):
@@ -246,7 +249,7 @@ class FlashTrainer:
         losses: dict[str, float] = {}
         with self.accelerator.autocast():
             out_s = net(z_t, t_i, cond, student=True, module=self.student_module)
-        x0_s = process.to_x0(z_t, out_s.float().to(z_t.dtype), t_i)  # the x0-parametrisation of the student
+        x0_s = self.student_process.to_x0(z_t, out_s.float().to(z_t.dtype), t_i)  # the x0-parametrisation of the student
         if cfg.lcm_boundary:  # the authors' code: c_skip z_t + c_out x0 (LCM); ~x0 on the K-grid, see lcm_boundary_scalings
             c_skip, c_out = lcm_boundary_scalings(t_i, x0_s)
             x0_s = c_skip * z_t + c_out * x0_s
@@ -280,7 +283,7 @@ class FlashTrainer:
                     out_real = guided_output(self._teacher_output, zz, t_dmd, cond, uncond, omega_dmd)
                     out_fake = net(zz, t_dmd, cond, student=True)
                 x0_real = process.to_x0(zz, out_real.float().to(zz.dtype), t_dmd)
-                x0_fake = process.to_x0(zz, out_fake.float().to(zz.dtype), t_dmd)
+                x0_fake = self.student_process.to_x0(zz, out_fake.float().to(zz.dtype), t_dmd)
             l_dmd = self.dmd(x0_s, x0_real, x0_fake)
             total = total + lam_dmd * l_dmd
             losses["dmd"] = l_dmd.item()

@@ -50,18 +50,29 @@ def _side_mean(side: dict) -> float:
     return float(sum(v for v, _ in side.values()) / len(side)) if side else math.nan
 
 
-def _baseline(ok, than: str, metric: str, nfe: int | None, better: str | None, replicates) -> tuple[str, dict]:
-    """The baseline side of a claim. ``than = "teacher"`` at an NFE where the teacher was also sampled the
-    student's way is the *stronger* of the two teacher baselines (its own sampler with CFG, or the
-    student's sampler without), by the mean over seeds."""
-    side = _claim_side(ok, than, metric, nfe, replicates)
+def own_teacher(ok, variant: str) -> str:
+    """The name of the teacher baselines ``variant`` is compared with: ``"teacher"``, or, for a variant on
+    another teacher than the study's first, the ``teacher_baseline`` its rows name (``"teacher@<teacher>"``)."""
+    if ok.empty or "teacher_baseline" not in ok:
+        return TEACHER
+    named = ok.loc[(ok["variant"] == variant) & ok["teacher_baseline"].notna(), "teacher_baseline"]
+    return str(named.iloc[0]) if len(named) else TEACHER
+
+
+def _baseline(ok, than: str, metric: str, nfe: int | None, better: str | None, replicates, *, variant: str = "") -> tuple[str, dict]:
+    """The baseline side of a claim. ``than = "teacher"`` is ``variant``'s own teacher (:func:`own_teacher`);
+    at an NFE where that teacher was also sampled the student's way it is the *stronger* of the two teacher
+    baselines (its own sampler with CFG, or the student's sampler without), by the mean over seeds."""
     if than != TEACHER:
-        return than, side
-    other = _claim_side(ok, TEACHER_FEWSTEP, metric, nfe, replicates)
+        return than, _claim_side(ok, than, metric, nfe, replicates)
+    than = own_teacher(ok, variant)
+    side = _claim_side(ok, than, metric, nfe, replicates)
+    fewstep = TEACHER_FEWSTEP + than[len(TEACHER):]
+    other = _claim_side(ok, fewstep, metric, nfe, replicates)
     if other and (not side or (better in ("lower", "higher")
                                 and (_side_mean(other) < _side_mean(side)) == (better == "lower")
                                 and _side_mean(other) != _side_mean(side))):
-        return TEACHER_FEWSTEP, other
+        return fewstep, other
     return than, side
 
 
@@ -94,7 +105,7 @@ def evaluate_claims(study: dict, df, store: ResultStore | None = None) -> list[C
         if better not in ("lower", "higher") and directions.get(metric) is not None:
             better = "higher" if directions[metric] else "lower"
         a = _claim_side(ok, variant, metric, nfe, load)
-        than_used, b = _baseline(ok, than, metric, than_nfe, better, load)
+        than_used, b = _baseline(ok, than, metric, than_nfe, better, load, variant=variant)
         text = str(claim.get("text", f"{variant} beats {than} on {metric}"))
         at = f"at {nfe} NFE" if nfe is not None else "(no primary NFE)"
         at_than = at if than_nfe == nfe else f"at {than_nfe} NFE"
@@ -114,7 +125,8 @@ def evaluate_claims(study: dict, df, store: ResultStore | None = None) -> list[C
         va, vb = _side_mean({s_: a[s_] for s_ in common}), _side_mean({s_: b[s_] for s_ in common})
         d = _decimals(diff.value) if diff.value else 3
         interval = (f"[{_fmt(diff.low, d)}, {_fmt(diff.high, d)}]" if diff.has_interval else "no interval")
-        baseline = than_used if than_used == than else f"{than} ({than_used}: the stronger teacher baseline)"
+        baseline = (than_used if than_used == than else f"{than} ({than_used}: the stronger teacher baseline)"
+                    if than_used.startswith(TEACHER_FEWSTEP) else f"{than} ({than_used}: its own teacher)")
         sentence = (f"{result.capitalize()}: {metric} {_fmt(va)} for {variant} {at} vs {_fmt(vb)} for {baseline} {at_than}"
                     f"{' (mean over ' + str(len(common)) + ' seeds)' if len(common) > 1 else ''}; "
                     f"difference {_fmt(diff.value, d)}, 95% interval {interval} ({diff.method}); {better} is better.")

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Callable, Iterable
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema as cs
 
-from ..config import ComponentSpec, EvalConfig, TrainConfig
+from ..config import STUDENT_PREDICTIONS, ComponentSpec, EvalConfig, TrainConfig
 from ..registry import closest
 from .problems import _BAD, _desc, _fmt, _Problems, _short
 from .reading import MAX_SEED
@@ -215,6 +215,7 @@ TRAIN_CHECKS: dict[str, tuple[Check, ...]] = {
     "adv_timesteps": (_non_empty, _each(_unit_interval)),
     "draws": (_one_of(DRAWS),),
     "phase_counting": (_one_of(PHASE_COUNTING),),
+    "student_prediction": (_one_of(STUDENT_PREDICTIONS),),
 }
 EVAL_CHECKS: dict[str, tuple[Check, ...]] = {
     "nfe": (_non_empty, _each(_positive)),
