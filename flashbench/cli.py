@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from . import ENTRY_POINT_GROUP, __version__
 from .errors import UserError, one_line
+from .formatting import compact_text, toml_text
 from .jobs import JOBS_ENV
 from .kinds import KINDS
 
@@ -485,7 +486,7 @@ def _cmd_plugins(args, components: _Lazy) -> int:
     for line, c in zip(lines[1:], items):
         print(line)
         for name, default in _options(c).items():
-            print(f"    {name} = {_toml_text(default)}")
+            print(f"    {name} = {toml_text(default)}")
     return 0
 
 
@@ -565,33 +566,6 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join("  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in cells)
 
 
-def _value_text(v: Any) -> str:
-    from .config import ComponentSpec
-
-    if isinstance(v, ComponentSpec):
-        if not v.options:
-            return v.name
-        return f"{v.name}(" + " ".join(f"{k}={_value_text(x)}" for k, x in v.options.items()) + ")"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (list, tuple)):
-        return "[" + " ".join(_value_text(x) for x in v) + "]"
-    return str(v)
-
-
-def _toml_text(v: Any) -> str:
-    """An option's default as a study file would write it."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_text(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_text(x)}" for k, x in v.items()) + " }"
-    return str(v)
-
-
 def _variant_rows(study) -> tuple[list[str], list[list[str]]]:
     """One row per variant: its name and the settings that differ between variants."""
     firsts = {}
@@ -603,8 +577,8 @@ def _variant_rows(study) -> tuple[list[str], list[list[str]]]:
         for name, v in firsts.items()
     }
     keys = list(next(iter(configs.values()))) if configs else []
-    varying = [k for k in keys if len({_value_text(c[k]) for c in configs.values()}) > 1]
-    rows = [[name, *(_value_text(c[k]) for k in varying)] for name, c in configs.items()]
+    varying = [k for k in keys if len({compact_text(c[k]) for c in configs.values()}) > 1]
+    rows = [[name, *(compact_text(c[k]) for k in varying)] for name, c in configs.items()]
     return ["VARIANT", *varying], rows
 
 

@@ -7,11 +7,11 @@ Only stored results are read (complete variants, as the report reads them); noth
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
+from .formatting import finite, significant, significant_interval
 from .results import RESULTS_FILE, ResultStore
 
 KEY_COLUMNS = ("variant", "seed", "role", "nfe", "steps", "metric")
@@ -35,7 +35,7 @@ class SharedRow:
     @property
     def diff(self) -> float | None:
         va, vb = self.a.get("value"), self.b.get("value")
-        if _finite(va) and _finite(vb):
+        if finite(va) and finite(vb):
             return vb - va
         return None
 
@@ -62,13 +62,9 @@ class Comparison:
     only_b: list = field(default_factory=list)
 
 
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def interval(row: dict) -> tuple[float, float] | None:
     lo, hi = row.get("ci_low"), row.get("ci_high")
-    return (lo, hi) if _finite(lo) and _finite(hi) else None
+    return (lo, hi) if finite(lo) and finite(hi) else None
 
 
 def row_key(row: dict) -> tuple:
@@ -109,19 +105,15 @@ def compare_runs(run_a: Path, run_b: Path) -> Comparison:
 
 
 # --- text -----------------------------------------------------------------------------------------------
-def num(v) -> str:
-    return f"{v:.4g}" if _finite(v) else "n/a"
-
-
 def value_text(row: dict) -> str:
-    if row.get("status", "ok") != "ok" or not _finite(row.get("value")):
+    if row.get("status", "ok") != "ok" or not finite(row.get("value")):
         return "failed"
-    return num(row["value"])
+    return significant(row["value"])
 
 
 def interval_text(row: dict) -> str:
     ci = interval(row)
-    return f"[{num(ci[0])}, {num(ci[1])}]" if ci else ""
+    return significant_interval(*ci) if ci else ""
 
 
 def diff_text(r: SharedRow) -> str:

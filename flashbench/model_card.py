@@ -8,10 +8,10 @@ have no ``ci_low`` / ``ci_high`` and are shown with "no interval stored".
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
+from .formatting import significant, significant_interval
 from .results import ResultStore
 
 PAPER = "Flash Diffusion (Chadebec et al., [arXiv 2406.02347](https://arxiv.org/abs/2406.02347))"
@@ -88,10 +88,6 @@ def _cell(value) -> str:
     return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def _num(value) -> str:
-    return f"{value:.4g}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
-
-
 def interval_text(row: dict) -> str:
     """A row's 95% interval, e.g. ``[0.41, 0.52] (bootstrap)``, or "no interval stored"."""
     lo, hi = row.get("ci_low"), row.get("ci_high")
@@ -101,7 +97,7 @@ def interval_text(row: dict) -> str:
     notes = [str(row["ci_method"])] if row.get("ci_method") else []
     if isinstance(level, (int, float)) and abs(level - 0.95) > 1e-9:  # the column says 95%: say when it is not
         notes.append(f"{level:.0%} level")
-    return f"[{_num(lo)}, {_num(hi)}]" + (f" ({', '.join(notes)})" if notes else "")
+    return significant_interval(lo, hi) + (f" ({', '.join(notes)})" if notes else "")
 
 
 def metric_rows(run_dir: Path, key: str) -> list[dict]:
@@ -181,7 +177,7 @@ def _metrics(variant) -> list[str]:
         if r.get("status", "ok") != "ok" or r.get("value") is None:
             value, interval = "failed", _cell(r.get("reason") or "")
         else:
-            value, interval = _num(r["value"]), interval_text(r)
+            value, interval = significant(r["value"]), interval_text(r)
         out.append(f"| {_cell(r.get('metric'))}{arrow} | {_cell(r.get('nfe'))} | {_cell(r.get('steps'))} | {value} | "
                    f"{_cell(interval)} | {_cell(r.get('n') if r.get('n') is not None else '')} |")
     return out

@@ -15,7 +15,7 @@ Nothing here imports torch.
 """
 from __future__ import annotations
 
-import math
+from .formatting import finite
 
 __all__ = ["project_gpu_hours", "projection_lines"]
 
@@ -34,7 +34,7 @@ def project_gpu_hours(seconds_per_step: float, *, processes: int, global_batch: 
 
 def _number(row: dict, key: str) -> float | None:
     v = row.get(key)
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+    return float(v) if finite(v) else None
 
 
 def projection_lines(paper: dict, rows, provenance: dict | None = None) -> list[str]:

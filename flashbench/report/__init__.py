@@ -38,10 +38,10 @@ Optional runner files: ``variants/<key>/<stem>.json`` beside a grid ``<stem>.png
 ``{"prompts": [...], "caption": "..."}`` is shown with that grid.
 
 The package, one part per module: :mod:`.rows` (reading the stored rows), :mod:`.tables` (the pandas tables),
-:mod:`.formats` (numbers and tables as HTML cells, Markdown and LaTeX), :mod:`.claims` (verdicts and measured
-effects), :mod:`.plots` (inline SVG), :mod:`.samples` (sample grids), :mod:`.notes` (failures, provenance, caveats),
-:mod:`.render` (``render_report``) and :mod:`.publish` (the index, publishing, the summary table). The command is
-``flashbench report`` (:mod:`flashbench.cli`).
+:mod:`.formats` (tables as HTML cells, Markdown and LaTeX), :mod:`.claims` (verdicts and measured effects),
+:mod:`.plots` (inline SVG), :mod:`.samples` (sample grids), :mod:`.notes` (failures, provenance, caveats),
+:mod:`.render` (``render_report``) and :mod:`.publish` (the index, publishing, the summary table). Numbers are
+written as :mod:`flashbench.formatting` writes them. The command is ``flashbench report`` (:mod:`flashbench.cli`).
 """
 from __future__ import annotations
 

@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..formatting import DASH, decimals, interval, number
 from ..results import ResultStore
 from ..stats import CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, REPRODUCED, Difference, paired_difference, verdict
-from .formats import DASH, _decimals, _fmt
 from .rows import TEACHER, TEACHER_FEWSTEP, _measured_metric, _ok_rows, _primary_nfe, metric_directions
 
 @dataclass(frozen=True)
@@ -123,13 +123,12 @@ def evaluate_claims(study: dict, df, store: ResultStore | None = None) -> list[C
         diff = paired_difference(per_seed)
         result = verdict(diff, better)
         va, vb = _side_mean({s_: a[s_] for s_ in common}), _side_mean({s_: b[s_] for s_ in common})
-        d = _decimals(diff.value) if diff.value else 3
-        interval = (f"[{_fmt(diff.low, d)}, {_fmt(diff.high, d)}]" if diff.has_interval else "no interval")
+        value_text, interval_text = _difference_text(diff)
         baseline = (than_used if than_used == than else f"{than} ({than_used}: the stronger teacher baseline)"
                     if than_used.startswith(TEACHER_FEWSTEP) else f"{than} ({than_used}: its own teacher)")
-        sentence = (f"{result.capitalize()}: {metric} {_fmt(va)} for {variant} {at} vs {_fmt(vb)} for {baseline} {at_than}"
+        sentence = (f"{result.capitalize()}: {metric} {number(va)} for {variant} {at} vs {number(vb)} for {baseline} {at_than}"
                     f"{' (mean over ' + str(len(common)) + ' seeds)' if len(common) > 1 else ''}; "
-                    f"difference {_fmt(diff.value, d)}, 95% interval {interval} ({diff.method}); {better} is better.")
+                    f"difference {value_text}, 95% interval {interval_text or 'no interval'} ({diff.method}); {better} is better.")
         if not diff.has_interval:
             sentence += " Without an interval the data cannot decide (rows written before intervals were recorded)."
         elif len(common) == 1:
@@ -171,12 +170,16 @@ def _effects_table(effects: list[dict]):
     rows = []
     for e in effects:
         d = e["difference"]
-        digits = _decimals(d.value) if d is not None and d.value else 3
-        rows.append({"effect": e["text"], "metric": e["metric"], "nfe": e["nfe"],
-                     "difference": DASH if d is None else _fmt(d.value, digits),
-                     "95% interval": DASH if d is None or not d.has_interval else f"[{_fmt(d.low, digits)}, {_fmt(d.high, digits)}]",
-                     "seeds": 0 if d is None else d.seeds, "the data": e["verdict"]})
+        value_text, interval_text = _difference_text(d) if d is not None else (DASH, None)
+        rows.append({"effect": e["text"], "metric": e["metric"], "nfe": e["nfe"], "difference": value_text,
+                     "95% interval": interval_text or DASH, "seeds": 0 if d is None else d.seeds, "the data": e["verdict"]})
     return pd.DataFrame(rows, columns=["effect", "metric", "nfe", "difference", "95% interval", "seeds", "the data"])
+
+
+def _difference_text(diff: Difference) -> tuple[str, str | None]:
+    """A paired difference and its 95% interval (None without one), both at the difference's precision."""
+    places = decimals(diff.value) if diff.value else 3
+    return number(diff.value, places), interval(diff.low, diff.high, places) if diff.has_interval else None
 
 
 def _claims_summary(claims: list[ClaimResult]) -> dict[str, int]:

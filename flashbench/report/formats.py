@@ -1,18 +1,17 @@
-"""Numbers and tables for people: cell formatting ("mean ± std [low, high]"), headers with ↑/↓, the best
-non-teacher value of each metric in bold, and a table as HTML cells, Markdown or LaTeX (booktabs)."""
+"""Tables for people: each column's cells (numbers as :mod:`flashbench.formatting` writes them, a metric as
+"mean ± std [low, high]"), headers with ↑/↓, the best non-teacher value of each metric in bold, and a table as
+HTML cells, Markdown or LaTeX (booktabs)."""
 from __future__ import annotations
 
 import base64
 import math
-import numbers
 import re
-from typing import Any
 
-from .rows import CI_HIGH, CI_LOW, PAPER, TABLE_COST_COLUMNS, THIS_RUN, _isnan, _scalar
+from ..formatting import DASH, count, is_missing, mean_interval, number, params
+from .rows import CI_HIGH, CI_LOW, PAPER, TABLE_COST_COLUMNS, THIS_RUN, _scalar
 
 COUNT_COLUMNS = ("nfe", "steps", "seeds", "n", "teacher_nfe_per_step", "student_nfe_per_step")
 UP, DOWN = "↑", "↓"
-DASH = "–"
 # Display names of the cost columns (CSV keeps the column names).
 PRETTY = {
     "trainable_params": "trainable params",
@@ -22,62 +21,6 @@ PRETTY = {
     "train_hours": "train hours",
     "variant_group": "variant group",
 }
-
-
-def _decimals(x: float) -> int:
-    ax = abs(x)
-    return 3 if ax < 1 else 2 if ax < 100 else 1
-
-
-def _fmt(x: Any, decimals: int | None = None) -> str:
-    """A number for people: integers as such, floats with 3/2/1 decimals below 1/100/above."""
-    if _isnan(x):
-        return DASH
-    if isinstance(x, (bool, str)):
-        return str(x)
-    if isinstance(x, numbers.Integral) and decimals is None:
-        return f"{int(x):d}"
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    return f"{x:.{_decimals(x) if decimals is None else decimals}f}"
-
-
-def _fmt_pm(mean: float, std: float) -> str:
-    if _isnan(std):
-        return _fmt(mean)
-    d = _decimals(mean)
-    return f"{_fmt(mean, d)} ± {_fmt(std, d)}"
-
-
-def _fmt_ci(mean: float, std: float, low: float, high: float) -> str:
-    """"45.47 [43.90, 47.21]" (one seed), "45.5 ± 2.1 [40.3, 50.7]" (several); without an interval the
-    value alone (or with its std)."""
-    text = _fmt_pm(mean, std)
-    if _isnan(low) or _isnan(high):
-        return text
-    d = _decimals(mean)
-    return f"{text} [{_fmt(low, d)}, {_fmt(high, d)}]"
-
-
-def _fmt_params(x: Any) -> str:
-    if _isnan(x):
-        return DASH
-    x = float(x)
-    for div, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= div:
-            return f"{x / div:.1f}{unit}"
-    return f"{x:.0f}"
-
-
-def _fmt_int(x: Any) -> str:
-    if _isnan(x):
-        return DASH
-    try:
-        return f"{int(float(x)):d}"
-    except (TypeError, ValueError):
-        return str(x)
 
 
 def _header(col: str, directions: dict[str, bool | None]) -> str:
@@ -113,17 +56,17 @@ def _display_table(table, directions: dict[str, bool | None]) -> tuple[list[str]
             if col in directions:
                 std = rec.get(f"{col}_std", math.nan)
                 lo, hi = rec.get(f"{col}{CI_LOW}", math.nan), rec.get(f"{col}{CI_HIGH}", math.nan)
-                cells.append(_fmt_ci(v, std, lo, hi) if not _isnan(v) else DASH)
+                cells.append(mean_interval(v, std, lo, hi) if not is_missing(v) else DASH)
             elif base == "trainable_params":
-                cells.append(_fmt_params(v))
+                cells.append(params(v))
             elif base in COUNT_COLUMNS:
-                cells.append(_fmt_int(v) if not _isnan(v) and float(v).is_integer() else _fmt(v))
+                cells.append(count(v) if not is_missing(v) and float(v).is_integer() else number(v))
             elif base == "seconds_per_step":
-                cells.append(DASH if _isnan(v) else f"{float(v):.3g}")
+                cells.append(DASH if is_missing(v) else f"{float(v):.3g}")
             elif base == "train_hours":
-                cells.append(DASH if _isnan(v) else f"{float(v):.2g}")
+                cells.append(DASH if is_missing(v) else f"{float(v):.2g}")
             else:
-                cells.append(DASH if _isnan(v) else str(_scalar(v)))
+                cells.append(DASH if is_missing(v) else str(_scalar(v)))
         rows.append(cells)
     return headers, rows, shown
 
@@ -146,7 +89,7 @@ def _best_cells(table, shown: list[str], directions: dict[str, bool | None]) -> 
     for j, col in enumerate(shown):
         if directions.get(col) is None:
             continue
-        values = [(i, float(v)) for i, (v, c) in enumerate(zip(table[col], competes)) if c and not _isnan(v)]
+        values = [(i, float(v)) for i, (v, c) in enumerate(zip(table[col], competes)) if c and not is_missing(v)]
         if not values:
             continue
         target = (max if directions[col] else min)(v for _, v in values)
@@ -167,12 +110,17 @@ def _html_table(table, directions, caption: str = "") -> dict:
         "caption": caption,
         "headers": [{"text": h, "numeric": num, "paper": c.startswith(PAPER)} for h, num, c in zip(headers, numeric, shown)],
         "rows": [
-            {"role": re.sub(r"[^a-z-]", "-", str(roles[i])) if not _isnan(roles[i]) else "",
+            {"role": re.sub(r"[^a-z-]", "-", str(roles[i])) if not is_missing(roles[i]) else "",
              "cells": [{"text": t, "best": (i, j) in best, "numeric": numeric[j], "paper": shown[j].startswith(PAPER)}
                        for j, t in enumerate(cells)]}
             for i, cells in enumerate(rows)
         ],
     }
+
+
+def _md_cell(text) -> str:
+    """A Markdown table cell: a pipe would split it."""
+    return str(text).replace("|", "\\|")
 
 
 def _markdown(table, directions) -> str:
@@ -182,9 +130,8 @@ def _markdown(table, directions) -> str:
     if not rows:
         return "(no results)\n"
     best = _best_cells(table, shown, directions)
-    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731 - a pipe would split the cell
-    cells = [[f"**{esc(c)}**" if (i, j) in best else esc(c) for j, c in enumerate(r)] for i, r in enumerate(rows)]
-    disp = pd.DataFrame(cells, columns=[esc(h) for h in headers])
+    cells = [[f"**{_md_cell(c)}**" if (i, j) in best else _md_cell(c) for j, c in enumerate(r)] for i, r in enumerate(rows)]
+    disp = pd.DataFrame(cells, columns=[_md_cell(h) for h in headers])
     align = ["right" if _is_numeric_column(c, directions) else "left" for c in shown]
     return disp.to_markdown(index=False, colalign=align, disable_numparse=True) + "\n"
 

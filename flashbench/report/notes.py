@@ -3,8 +3,8 @@ notes a reader needs to weigh the numbers, the study's departures from the paper
 paper and the authors' code differ, which side ran."""
 from __future__ import annotations
 
+from ..formatting import DASH, count
 from ..results import ResultStore
-from .formats import DASH, _fmt_int
 from .rows import TEACHER, TEACHER_FEWSTEP, _unique_in_order
 
 FD_UNBIASED_N = 5000  # below this many samples a Fréchet distance is visibly biased upwards (Chong & Forsyth 2020)
@@ -19,7 +19,7 @@ def _failures(study: dict, df, store: ResultStore) -> tuple[list[dict], list[dic
             reasons = _unique_in_order(sub["reason"].tolist()) if "reason" in sub else []
             first = sub.iloc[0]
             failed.append({
-                "key": str(key), "variant": str(first["variant"]), "seed": _fmt_int(first["seed"]),
+                "key": str(key), "variant": str(first["variant"]), "seed": count(first["seed"]),
                 "role": str(first["role"]),
                 "metrics": ", ".join(str(m) for m in _unique_in_order(sub["metric"].tolist())) or DASH,
                 "reason": "; ".join(str(r) for r in reasons) or "no reason recorded",
@@ -34,7 +34,7 @@ def _failures(study: dict, df, store: ResultStore) -> tuple[list[dict], list[dic
         except ValueError:
             done = False
         if not done:
-            unfinished.append({"key": str(key), "variant": str(v.get("name", key)), "seed": _fmt_int(v.get("seed"))})
+            unfinished.append({"key": str(key), "variant": str(v.get("name", key)), "seed": count(v.get("seed"))})
     return failed, unfinished
 
 
@@ -82,7 +82,7 @@ def _provenance_view(provenance: dict, study: dict, df) -> dict:
             ("scale", str(provenance.get("scale", study.get("scale", "unknown")))),
             ("seeds", ", ".join(str(s) for s in (seeds or [])) or DASH),
             ("global batch", batch),
-            ("samples per evaluation (n)", ", ".join(_fmt_int(n) for n in sorted(n_values)) or DASH),
+            ("samples per evaluation (n)", ", ".join(count(n) for n in sorted(n_values)) or DASH),
             ("python", str(provenance.get("python", "unknown"))),
             ("platform", str(provenance.get("platform", "unknown"))),
             ("CPU", f"{provenance.get('cpu', 'unknown')} ({provenance.get('cpu_count', '?')} cores)"),

@@ -6,8 +6,9 @@ import html
 import math
 from typing import Any
 
-from .formats import DOWN, PRETTY, UP, _fmt, _fmt_ci
-from .rows import CI_HIGH, CI_LOW, TEACHER, _isnan
+from ..formatting import is_missing, mean_interval, number
+from .formats import DOWN, PRETTY, UP
+from .rows import CI_HIGH, CI_LOW, TEACHER
 
 GUIDANCE_AXIS = "guidance_fixed"
 
@@ -57,8 +58,8 @@ def _svg_bars(metric: str, higher: bool | None, points: list[tuple[str, float, f
     look the same."""
     label_w, plot_w, value_w, row_h, top, bottom = 210, 360, 170, 24, 44, 34
     width, height = label_w + plot_w + value_w, top + row_h * len(points) + bottom
-    lows = [m if _isnan(lo) else min(m, lo) for _, m, lo, _ in points]
-    highs = [m if _isnan(hi) else max(m, hi) for _, m, _, hi in points]
+    lows = [m if is_missing(lo) else min(m, lo) for _, m, lo, _ in points]
+    highs = [m if is_missing(hi) else max(m, hi) for _, m, _, hi in points]
     if reference is not None:
         lows.append(reference[1])
         highs.append(reference[1])
@@ -84,7 +85,7 @@ def _svg_bars(metric: str, higher: bool | None, points: list[tuple[str, float, f
         parts.append(f'<text x="{tx:.1f}" y="{height - bottom + 16}" text-anchor="middle" class="v">{_e(_tick_label(t, ticks))}</text>')
     zero = x(min(max(0.0, lo), hi))  # bars grow from zero, or from the axis' edge when it excludes zero
     for i, (label, mean, low, high) in enumerate(points):
-        shown = _fmt_ci(mean, math.nan, low, high)
+        shown = mean_interval(mean, math.nan, low, high)
         y = top + row_h * i
         cy = y + row_h / 2
         short = label if len(label) <= 30 else label[:29] + "…"
@@ -93,7 +94,7 @@ def _svg_bars(metric: str, higher: bool | None, points: list[tuple[str, float, f
         cls = "bar best" if best is not None and mean == best else "bar"
         parts.append(f'<rect x="{x0:.1f}" y="{y + 5:.1f}" width="{max(x1 - x0, 1):.1f}" height="{row_h - 10}" class="{cls}">'
                      f'<title>{_e(label)}: {_e(shown)}</title></rect>')
-        if not (_isnan(low) or _isnan(high)):
+        if not (is_missing(low) or is_missing(high)):
             a, b = x(low), x(high)
             parts.append(f'<path d="M{a:.1f},{cy - 4:.1f}v8M{a:.1f},{cy:.1f}H{b:.1f}M{b:.1f},{cy - 4:.1f}v8" class="err"/>')
         parts.append(f'<text x="{label_w + plot_w + 8}" y="{cy + 4:.1f}" class="v{" bestv" if cls.endswith("best") else ""}">'
@@ -103,7 +104,7 @@ def _svg_bars(metric: str, higher: bool | None, points: list[tuple[str, float, f
         rx = x(reference[1])
         parts.append(f'<line x1="{rx:.1f}" y1="{top - 8}" x2="{rx:.1f}" y2="{height - bottom + 2}" class="ref"/>')
         parts.append(f'<text x="{min(rx, label_w + plot_w):.1f}" y="{top - 12}" text-anchor="{"start" if rx < label_w + 90 else "end"}" class="refl">'
-                     f'{_e(reference[0])}: {_e(_fmt(reference[1]))}</text>')
+                     f'{_e(reference[0])}: {_e(number(reference[1]))}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -145,8 +146,8 @@ def _svg_tradeoff(x_metric: str, x_higher: bool | None, y_metric: str, y_higher:
     plot_w, plot_h = 420, 280
     width, height = left + plot_w + right, top + plot_h + bottom
     pts = fixed + sampled
-    xs = [v for p in pts for v in p[1:4] if not _isnan(v)] + ([teacher[1]] if teacher else [])
-    ys = [v for p in pts for v in p[4:7] if not _isnan(v)] + ([teacher[2]] if teacher else [])
+    xs = [v for p in pts for v in p[1:4] if not is_missing(v)] + ([teacher[1]] if teacher else [])
+    ys = [v for p in pts for v in p[4:7] if not is_missing(v)] + ([teacher[2]] if teacher else [])
     xt, yt = _ticks(min(xs), max(xs)), _ticks(min(ys), max(ys))
     X = lambda v: left + (v - xt[0]) / (xt[-1] - xt[0]) * plot_w  # noqa: E731
     Y = lambda v: top + plot_h - (v - yt[0]) / (yt[-1] - yt[0]) * plot_h  # noqa: E731
@@ -168,9 +169,9 @@ def _svg_tradeoff(x_metric: str, x_higher: bool | None, y_metric: str, y_higher:
 
     def whiskers(px, xlo, xhi, py, ylo, yhi):
         out = []
-        if not (_isnan(xlo) or _isnan(xhi)):
+        if not (is_missing(xlo) or is_missing(xhi)):
             out.append(f'<line x1="{X(xlo):.1f}" y1="{Y(py):.1f}" x2="{X(xhi):.1f}" y2="{Y(py):.1f}" class="err"/>')
-        if not (_isnan(ylo) or _isnan(yhi)):
+        if not (is_missing(ylo) or is_missing(yhi)):
             out.append(f'<line x1="{X(px):.1f}" y1="{Y(ylo):.1f}" x2="{X(px):.1f}" y2="{Y(yhi):.1f}" class="err"/>')
         return out
 
@@ -184,18 +185,18 @@ def _svg_tradeoff(x_metric: str, x_higher: bool | None, y_metric: str, y_higher:
         parts += whiskers(px, xlo, xhi, py, ylo, yhi)
         cx, cy = X(px), Y(py)
         parts.append(f'<path d="M{cx:.1f},{cy - 8:.1f}L{cx + 8:.1f},{cy:.1f}L{cx:.1f},{cy + 8:.1f}L{cx - 8:.1f},{cy:.1f}Z" '
-                     f'class="sampled"><title>{_e(label)}: {_e(x_metric)} {_e(_fmt_ci(px, math.nan, xlo, xhi))}, {_e(y_metric)} '
-                     f'{_e(_fmt_ci(py, math.nan, ylo, yhi))}</title></path>')
+                     f'class="sampled"><title>{_e(label)}: {_e(x_metric)} {_e(mean_interval(px, math.nan, xlo, xhi))}, {_e(y_metric)} '
+                     f'{_e(mean_interval(py, math.nan, ylo, yhi))}</title></path>')
         labels.append((*placer.place(cx, cy, label), "pl sl", label))
     for label, px, xlo, xhi, py, ylo, yhi in fixed:
         parts += whiskers(px, xlo, xhi, py, ylo, yhi)
         parts.append(f'<circle cx="{X(px):.1f}" cy="{Y(py):.1f}" r="5" class="dot"><title>{_e(label)}: {_e(x_metric)} '
-                     f'{_e(_fmt_ci(px, math.nan, xlo, xhi))}, {_e(y_metric)} {_e(_fmt_ci(py, math.nan, ylo, yhi))}</title></circle>')
+                     f'{_e(mean_interval(px, math.nan, xlo, xhi))}, {_e(y_metric)} {_e(mean_interval(py, math.nan, ylo, yhi))}</title></circle>')
         labels.append((*placer.place(X(px), Y(py), label), "pl", label))
     if teacher is not None:
         label, tx, ty = teacher
         parts.append(f'<rect x="{X(tx) - 5:.1f}" y="{Y(ty) - 5:.1f}" width="10" height="10" class="teacher">'
-                     f'<title>{_e(label)}: {_e(x_metric)} {_e(_fmt(tx))}, {_e(y_metric)} {_e(_fmt(ty))}</title></rect>')
+                     f'<title>{_e(label)}: {_e(x_metric)} {_e(number(tx))}, {_e(y_metric)} {_e(number(ty))}</title></rect>')
         labels.append((*placer.place(X(tx), Y(ty), label), "pl v", label))
     for lx_, ly_, anchor, cls, label in labels:
         parts.append(f'<text x="{lx_:.1f}" y="{ly_:.1f}" text-anchor="{anchor}" class="{cls}">{_e(label)}</text>')
@@ -254,14 +255,14 @@ def _figure_plots(study: dict, panel, main, directions, nfe) -> list[dict]:
     def cell(row, metric) -> tuple[float, float, float]:
         """(mean, low, high): the 95% interval, NaN where the row has none."""
         lo, hi = row.get(f"{metric}{CI_LOW}", math.nan), row.get(f"{metric}{CI_HIGH}", math.nan)
-        return float(row[metric]), (math.nan if _isnan(lo) else float(lo)), (math.nan if _isnan(hi) else float(hi))
+        return float(row[metric]), (math.nan if is_missing(lo) else float(lo)), (math.nan if is_missing(hi) else float(hi))
 
     pair = _tradeoff_metrics(directions)
     if GUIDANCE_AXIS in panel.columns and pair and all(m in panel for m in pair):
         xm, ym = pair
         fixed, sampled = [], []
         for _, r in panel.iterrows():
-            if _isnan(r[xm]) or _isnan(r[ym]):
+            if is_missing(r[xm]) or is_missing(r[ym]):
                 continue
             label, is_sampled = _guidance_label(r[GUIDANCE_AXIS], trains.get(str(r["variant"])))
             point = (label, *cell(r, xm), *cell(r, ym))
@@ -273,7 +274,7 @@ def _figure_plots(study: dict, panel, main, directions, nfe) -> list[dict]:
         fixed_pts = [p for _, p in sorted(fixed, key=lambda t: t[0])]
         sampled_pts = [p for _, p in sampled]
         tpoint = None
-        if not teacher.empty and not _isnan(teacher[xm].iloc[0]) and not _isnan(teacher[ym].iloc[0]):
+        if not teacher.empty and not is_missing(teacher[xm].iloc[0]) and not is_missing(teacher[ym].iloc[0]):
             tpoint = (f"teacher, {nfe} NFE", float(teacher[xm].iloc[0]), float(teacher[ym].iloc[0]))
         if fixed_pts or sampled_pts:
             plots.append({
@@ -289,7 +290,7 @@ def _figure_plots(study: dict, panel, main, directions, nfe) -> list[dict]:
             continue
         points = []
         for _, r in panel.iterrows():
-            if _isnan(r[metric]):
+            if is_missing(r[metric]):
                 continue
             label = str(r["variant"])
             if GUIDANCE_AXIS in panel.columns:
@@ -298,7 +299,7 @@ def _figure_plots(study: dict, panel, main, directions, nfe) -> list[dict]:
         if not points:
             continue
         reference = None
-        if not teacher.empty and metric in teacher and not _isnan(teacher[metric].iloc[0]):
+        if not teacher.empty and metric in teacher and not is_missing(teacher[metric].iloc[0]):
             reference = (f"teacher {nfe} NFE", float(teacher[metric].iloc[0]))
         plots.append({
             "title": f"{metric} at {nfe} NFE",
@@ -309,7 +310,7 @@ def _figure_plots(study: dict, panel, main, directions, nfe) -> list[dict]:
     if "teacher_nfe_per_step" in panel and panel["teacher_nfe_per_step"].notna().any():
         # the panel varies the teacher's cost per training step (K, Fig. 5e): plot it as well
         points = [(str(r["variant"]), float(r["teacher_nfe_per_step"]), math.nan, math.nan) for _, r in panel.iterrows()
-                  if not _isnan(r["teacher_nfe_per_step"])]
+                  if not is_missing(r["teacher_nfe_per_step"])]
         plots.append({"title": "teacher NFE per training step", "caption": "",
                       "svg": Markup(_svg_bars(PRETTY["teacher_nfe_per_step"], None, points, None))})
     return plots

@@ -14,7 +14,8 @@ from typing import Sequence
 from ..errors import UserError
 from ..results import ResultStore, atomic_write_text
 from .claims import _claims_summary, _summary_text, evaluate_claims
-from .formats import DASH, _display_table, _metric_part
+from ..formatting import DASH
+from .formats import _display_table, _md_cell, _metric_part
 from .render import _environment, render_report
 from .rows import CI_HIGH, CI_LOW, _ok_rows, _primary_nfe, metric_directions
 from .tables import main_table
@@ -142,8 +143,7 @@ def summary_markdown(run_dirs: Sequence[Path | str]) -> str:
     rows = [[DASH if c in ("nan", "<NA>") else c for c in row] for row in rows]
     rows = [[f"{float(c):.3g}" if h in ("s/step", "teacher NFE/step") and c != DASH else c for h, c in zip(headers, row)]
             for row in rows]
-    esc = lambda x: str(x).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(esc(h) for h in headers) + " |",
+    lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |",
              "| " + " | ".join("---:" if h not in ("study", "claims", "row") else "---" for h in headers) + " |"]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"

@@ -112,15 +112,3 @@ def _measured_metric(metric: str, measured: dict[str, bool | None]) -> str | Non
         if candidate in measured:
             return candidate
     return None
-
-
-def _isnan(x: Any) -> bool:
-    """Missing: None, NaN, pandas' NA/NaT (scalars only)."""
-    if x is None:
-        return True
-    import pandas as pd
-
-    try:
-        return bool(pd.api.types.is_scalar(x) and pd.isna(x))
-    except (TypeError, ValueError):
-        return False

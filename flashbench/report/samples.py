@@ -8,9 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..formatting import count, is_missing
 from ..results import DONE_FILE, VARIANTS_DIR
-from .formats import _fmt_int
-from .rows import _isnan
 
 STUDENT_GRID = re.compile(r"grid_nfe(\d+)\Z")
 TEACHER_GRID = re.compile(r"grid_steps(\d+)_nfe(\d+)\Z")
@@ -80,7 +79,7 @@ def _sample_comparisons(study: dict, df, run_dir: Path, primary_nfe: int | None,
                 m = STUDENT_GRID.match(png.stem)
                 if m and d.name in labels:
                     name, seed = labels[d.name]
-                    if _isnan(seed):
+                    if is_missing(seed):
                         continue
                     entry = seeds.setdefault(int(float(seed)), {"teacher": {}, "students": []})
                     entry["students"].append((name, int(m.group(1)), png, (d / DONE_FILE).is_file()))
@@ -140,6 +139,6 @@ def _other_grids(study: dict, df, run_dir: Path, images: _Images) -> list[dict]:
         if not pngs:
             continue
         name, seed = labels.get(d.name, (d.name, None))
-        out.append({"key": d.name, "variant": name, "seed": _fmt_int(seed) if not _isnan(seed) else "",
+        out.append({"key": d.name, "variant": name, "seed": count(seed) if not is_missing(seed) else "",
                     "done": (d / DONE_FILE).is_file(), "images": [images.get(p) for p in pngs]})
     return out

@@ -6,6 +6,7 @@ import math
 import re
 from typing import Any
 
+from ..formatting import is_missing
 from ..results import AXIS_PREFIX
 from .rows import (
     CI_HIGH,
@@ -15,7 +16,6 @@ from .rows import (
     TABLE_COST_COLUMNS,
     THIS_RUN,
     _cell,
-    _isnan,
     _mean_std,
     _measured_metric,
     _ok_rows,
@@ -224,7 +224,7 @@ def paper_table(study: dict, df):
     used: set[int] = set()
 
     def measured_row(role: str, variant: str | None, nfe) -> int | None:
-        if main.empty or not role or _isnan(nfe):
+        if main.empty or not role or is_missing(nfe):
             return None
         hit = main[(main["role"] == role) & (main["nfe"] == int(nfe)) & (main["variant"] == variant)]
         return int(hit.index[0]) if len(hit) else None
