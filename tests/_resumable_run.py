@@ -6,12 +6,12 @@ import sys
 import time
 from pathlib import Path
 
-from flashbench import runner
 from flashbench.cli import main
+from flashbench.run.evaluation import Evaluation
 
 MARKS = Path(os.environ["RESUME_MARKS"])
 PAUSE = float(os.environ.get("RESUME_PAUSE", "0"))
-_evaluate = runner.StudyRunner.sample_and_evaluate
+_evaluate = Evaluation.sample_and_evaluate
 
 
 def _marked(self, sample_fn, train, ev, seed, grid_path, **kwargs):
@@ -24,5 +24,5 @@ def _marked(self, sample_fn, train, ev, seed, grid_path, **kwargs):
     return _evaluate(self, sample, train, ev, seed, grid_path, **kwargs)
 
 
-runner.StudyRunner.sample_and_evaluate = _marked
+Evaluation.sample_and_evaluate = _marked
 sys.exit(main(sys.argv[1:]))

@@ -158,12 +158,13 @@ def test_the_runner_records_the_global_batch_in_provenance_and_student_rows():
     """The cost columns of a student row and the provenance, as the runner writes them (read from its source:
     the rows are written after a training run, which the end-to-end test checks on the toy world)."""
     from flashbench.results import COST_COLUMNS
+    from flashbench.run.training import VariantTraining
     from flashbench.runner import StudyRunner
 
     assert {"processes", "global_batch"} <= set(COST_COLUMNS)
     import inspect
 
-    source = inspect.getsource(StudyRunner.run_variant)
+    source = inspect.getsource(VariantTraining.run)
     assert re.search(r"global_batch=self\.state\.num_processes \* train\.batch_size", source)
     assert "batch_sizes=" in inspect.getsource(StudyRunner.run)
 

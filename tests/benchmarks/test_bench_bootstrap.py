@@ -24,6 +24,8 @@ import time
 import pytest
 import torch
 
+from flashbench.run.baselines import teacher_steps
+
 from . import _bench
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.benchmark(group="bootstrap", timer=time.perf_counter)]
@@ -53,7 +55,7 @@ def _study_shape(study, runner) -> tuple[int, int]:
     sets = sum(len(v.eval.nfe) for v in study.variants)
     for seed in study.seeds:
         ev = next(v for v in study.variants if v.seed == seed).eval
-        sets += len(runner.teacher_steps(ev)) + (len(ev.nfe) if ev.teacher_at_student_nfe else 0)
+        sets += len(teacher_steps(ev)) + (len(ev.nfe) if ev.teacher_at_student_nfe else 0)
     return steps, sets
 
 
@@ -64,15 +66,15 @@ def test_bootstrap_share_of_a_toy_study(benchmark, world, tmp_path, case):
     n = _bench.size(benchmark, 100, variant.eval.num_samples)
     ev = dataclasses.replace(variant.eval, num_samples=n, batch_size=min(n, variant.eval.batch_size), grid_size=0,
                              bootstrap_resamples=variant.eval.bootstrap_resamples if case == "with" else 0)
-    ref = runner.reference_dir(variant.train, ev, variant.seed)
+    ref = runner.names.reference_dir(variant.train, ev, variant.seed)
     if not (ref / "complete").exists():  # the teacher's many-step reference LPIPS-to-teacher reads
         ref.mkdir(parents=True, exist_ok=True)
-        runner.sample_and_evaluate(runner._teacher_sampler(variant.train, ev, max(ev.teacher_steps)), variant.train, ev,
-                                   variant.seed, tmp_path / "ref.png", save_reference=ref)
-    sampler = runner._student_sampler(variant.train, 2, variant.seed)
+        runner.evaluation.sample_and_evaluate(runner.evaluation.teacher_sampler(variant.train, ev, max(ev.teacher_steps)), variant.train, ev,
+                                              variant.seed, tmp_path / "ref.png", reference=ref, save_reference=True)
+    sampler = runner.evaluation.student_sampler(variant.train, 2, variant.seed)
 
     def one_set():
-        return runner.sample_and_evaluate(sampler, variant.train, ev, variant.seed, tmp_path / "grid.png")
+        return runner.evaluation.sample_and_evaluate(sampler, variant.train, ev, variant.seed, tmp_path / "grid.png", reference=ref)
 
     values, _, _ = _bench.measure(benchmark, one_set, rounds=_bench.size(benchmark, 1, 3), warmup_rounds=0)
     assert set(values) == {"fd", "kid", "clip_score", "lpips_to_teacher"}
