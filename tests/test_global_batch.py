@@ -188,10 +188,13 @@ def test_the_report_shows_the_global_batch_in_its_provenance():
 
 
 def _fingerprint_without(cfg, neutral) -> str:
-    """The fingerprint as the code computed it before ``global_batch`` existed (the field absent)."""
+    """The fingerprint as the code computed it before ``global_batch`` and ``student_prediction`` existed (the
+    fields absent; ``student_prediction`` at its default, which every earlier run had)."""
     from flashbench.checkpoint import _plain
 
-    data = {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name not in (*neutral, "global_batch")}
+    assert cfg.student_prediction == "teacher"
+    absent = ("global_batch", "student_prediction")
+    data = {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.name not in (*neutral, *absent)}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -207,6 +210,9 @@ def test_global_batch_changes_neither_the_done_recipe_nor_the_checkpoint_fingerp
     # ... while the per-process batch does change both
     bigger = dataclasses.replace(variant, train=dataclasses.replace(variant.train, batch_size=8))
     assert fingerprint(bigger.train) != fingerprint(variant.train) and StudyRunner.recipe(bigger) != StudyRunner.recipe(variant)
+    # a field added later counts once it leaves the value every earlier run had
+    v_read = dataclasses.replace(variant, train=dataclasses.replace(variant.train, student_prediction="v_prediction"))
+    assert fingerprint(v_read.train) != fingerprint(variant.train) and StudyRunner.recipe(v_read) != StudyRunner.recipe(variant)
 
 
 # --- the README's paper-scale examples ------------------------------------------------------------------------
