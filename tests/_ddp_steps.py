@@ -30,4 +30,5 @@ summary = tr.train(ds, STEPS, seed=seed, progress=False)
 weights = {f"lora.{i}": p.detach().contiguous() for i, p in enumerate(tr.lora_params)}
 weights.update({f"head.{n}": p.detach().contiguous() for n, p in acc.unwrap_model(tr.head).named_parameters()})
 save_file(weights, f"{out}/world{acc.num_processes}_rank{acc.process_index}_seed{seed}.safetensors")
-print("rank", acc.process_index, "of", acc.num_processes, "done", flush=True)
+sys.stdout.write(f"rank {acc.process_index} of {acc.num_processes} done\n")  # one write: the two ranks share stdout
+sys.stdout.flush()
