@@ -119,6 +119,7 @@ def run_study(study, *, output_dir, components=None, device: str | None = None, 
         print(warning, file=sys.stderr, flush=True)
         log.warning("%s", warning)
     claims, workers = None, None
+    saved_progress, saved_threads = os.environ.get(PROGRESS_ENV), torch.get_num_threads()  # restored on the way out
     try:
         store = ResultStore(run_dir)
         if worker is not None:
@@ -174,6 +175,12 @@ def run_study(study, *, output_dir, components=None, device: str | None = None, 
             workers.stop()
         if claims is not None and worker is None:
             remove_claims(claims)
+        if n_jobs > 1:  # a caller in the same process (a notebook, a test) keeps its own settings
+            torch.set_num_threads(saved_threads)
+            if saved_progress is None:
+                os.environ.pop(PROGRESS_ENV, None)
+            else:
+                os.environ[PROGRESS_ENV] = saved_progress
         log.removeHandler(handler)
         handler.close()
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import tomllib
 from pathlib import Path
 
@@ -116,11 +117,14 @@ def _rows(run: Path) -> dict:
 def test_two_workers_write_the_rows_one_process_writes(tmp_path, monkeypatch, capsys):
     study = _tiny_study(tmp_path)
     monkeypatch.setattr(jobs, "available_cores", lambda: 2)  # one thread per worker, as in the one-process run
+    monkeypatch.delenv(jobs.PROGRESS_ENV, raising=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         assert main(["run", str(study), "--jobs", "1", "--output", str(tmp_path / "one")]) == 0
         assert main(["run", str(study), "--jobs", "2", "--output", str(tmp_path / "two")]) == 0
+        # the parent's settings for its workers do not outlive the run (a later tqdm bar in this process stayed lines)
+        assert jobs.PROGRESS_ENV not in os.environ and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
