@@ -645,6 +645,19 @@ def test_the_report_says_which_side_ran_where_paper_and_code_differ(tmp_path):
     assert "WGAN without a Lipschitz constraint (code)" in box and "LSGAN on raw scores with the 1/2 (Eq. 8) (paper)" in box
 
 
+def test_the_lpips_crop_and_clamp_are_told_apart(tmp_path):
+    """The toy world's 16x16 images are decoded whole (the crop does nothing there) but still clamped."""
+    store = ResultStore(tmp_path)
+    store.write_study({"name": "d", "title": "d", "primary_nfe": 2, "variants": [
+        {"name": "lpips", "key": "l-s0", "seed": 0, "axes": {}, "train": {"distil_loss": "lpips"}},
+        {"name": "raw", "key": "r-s0", "seed": 0, "axes": {}, "train": {"distil_loss": {"name": "lpips", "crop": 0, "clamp": False}}},
+    ]})
+    box = re.search(r'<div class="box choices">.*?</div>', render_report(tmp_path).read_text(), flags=re.S).group(0)
+    assert "toy world&#39;s 16x16 pixels, is decoded whole) (lpips)" in box
+    assert "clamped to [-1, 1] before LPIPS (the authors&#39; code) (lpips)" in box
+    assert "LPIPS distillation on the full image (raw)" in box and "not clamped before LPIPS (raw)" in box
+
+
 def test_index_counts_seeds_and_flags_reports_rendered_before_three_way_verdicts(tmp_path):
     from flashbench.report import render_index
 

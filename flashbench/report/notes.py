@@ -159,7 +159,10 @@ PAPER_OR_CODE = {
                  "hinge": {"head": ("paper", {"paper": "the paper's discriminator head", "code": "the authors' small discriminator head"})},
                  "wgan": {"clip": (0.01, {0.01: "WGAN critic clipped to +-0.01 (Arjovsky et al., the authors' code)", 0: "WGAN without a Lipschitz constraint"}),  # noqa: E501
                           "head": ("paper", {"paper": "the paper's discriminator head", "code": "the authors' small discriminator head"})}},
-    "distil_loss": {"lpips": {"crop": (64, {64: "LPIPS distillation on the centre 64x64-latent crop (the authors' code)", 0: "LPIPS distillation on the full image"})}},  # noqa: E501
+    "distil_loss": {"lpips": {"crop": (64, {64: "LPIPS distillation on the centre 64x64-latent crop (the authors' code; a latent no larger than 64x64, as the toy world's 16x16 pixels, is decoded whole)",  # noqa: E501
+                                            0: "LPIPS distillation on the full image"}),
+                              "clamp": (True, {True: "decoded images clamped to [-1, 1] before LPIPS (the authors' code)",
+                                               False: "decoded images not clamped before LPIPS"})}},
 }
 
 
