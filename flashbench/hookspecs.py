@@ -92,6 +92,16 @@ def register_datasets(register: Register) -> None:
     """Register datasets and prompt sets. ``factory(config)`` returns a :class:`flashbench.method.data.Dataset`."""
 
 
+@hookspec
+def register_face_detectors(register: Register) -> None:
+    """Register face detectors (the ``face_detector`` option of a dataset with ``task = "faceswap"``).
+
+    ``factory(config)`` returns a callable ``detector(image) -> (x0, y0, x1, y1) | None``: ``image`` is the
+    sample's original image, (3, H, W) in [-1, 1]; the box is in its pixels (None: no face found). A dataset
+    finds its detector in the registries it was built from (:func:`flashbench.registry.lookup`).
+    """
+
+
 # --- lifecycle ------------------------------------------------------------------------------------
 
 

@@ -68,6 +68,8 @@ KIND_TABLE: tuple[Kind, ...] = (
          keys=(StudyKey("eval", "evaluators"),), context=("device",), base="flashbench.method.evaluation:Evaluator"),
     Kind("dataset", "register_datasets", "training data and prompt sets",
          keys=(StudyKey("train", "dataset"), StudyKey("eval", "prompts")), base="flashbench.method.data:Dataset"),
+    Kind("face_detector", "register_face_detectors", "find the face to swap in an image (a faceswap dataset's face_detector option)",
+         base=CALLABLE),
 )
 
 KINDS: tuple[str, ...] = tuple(k.name for k in KIND_TABLE)
@@ -97,7 +99,7 @@ def check_built(kind: str, obj, *, name: str, plugin: str, tags: tuple[str, ...]
     if path == CALLABLE:
         if not callable(obj):
             raise TypeError(f"{kind} {name!r} (plugin {plugin}): its factory returned {type(obj).__module__}.{type(obj).__qualname__}, "
-                            f"which is not callable; a {'/'.join(tags) or kind} {kind} factory must return a callable")
+                            f"which is not callable; a {'/'.join(tags) + ' ' if tags else ''}{kind} factory must return a callable")
         return
     base = import_base(path)
     if not isinstance(obj, base):

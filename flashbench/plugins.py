@@ -34,6 +34,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "flashbench_plugins.datasets.image_captions",
     "flashbench_plugins.datasets.webdataset",
     "flashbench_plugins.datasets.coco",
+    "flashbench_plugins.datasets.face_detectors",
     "flashbench_plugins.losses.mse",
     "flashbench_plugins.losses.lpips",
     "flashbench_plugins.losses.lsgan",
@@ -96,6 +97,10 @@ def collect_components(pm: pluggy.PluginManager | None = None) -> Components:
     pm = pm or get_plugin_manager()
     dists = {plugin: dist.project_name for plugin, dist in pm.list_plugin_distinfo()}
     registries = {kind: Registry(kind) for kind in KINDS}
+
+    def find(kind: str, name: str) -> Component:  # what flashbench.registry.lookup() gives these components' factories
+        return registries[kind].get(name)
+
     for kind, hookname in HOOK_FOR_KIND.items():
         hook = getattr(pm.hook, hookname)
         for impl in hook.get_hookimpls():
@@ -107,7 +112,7 @@ def collect_components(pm: pluggy.PluginManager | None = None) -> Components:
                     raise ValueError(f"{_kind} {name!r} (plugin {_p}): metric= names an evaluator's result rows, as a string")
                 registries[_kind].add(
                     Component(_kind, name, factory, config, description or (factory.__doc__ or "").strip().split("\n")[0], tuple(tags), _p, _d,
-                              metric)
+                              metric, find)
                 )
 
             impl.function(register=register)

@@ -1,7 +1,12 @@
 """Typed component registries: one per kind, duplicates rejected, unknown names answered with the
-closest match and the full list."""
+closest match and the full list.
+
+A factory that needs a component of another kind (a faceswap dataset, its face detector) finds it with
+:func:`lookup`, in the registries the component being built was collected into: the same plugin manager's
+built-ins, entry points and extra plugins, never a table of its own."""
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import difflib
 from dataclasses import dataclass, field
@@ -23,6 +28,9 @@ class Component:
     plugin: str = ""
     distribution: str = ""
     metric: str = ""  # evaluators: the metric name of their result rows, declared at registration ("": not declared)
+    # (kind, name) -> component, in the registries of the plugin manager this component was collected from: what
+    # lookup() gives its factory (a function, not the registries: a component holds no other component)
+    find: Callable[[str, str], "Component"] | None = field(default=None, compare=False, repr=False)
 
     def option_names(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self.config)] if self.config else []
@@ -74,7 +82,12 @@ class Component:
 
     def build(self, options: dict[str, Any] | None = None, **context):
         """The component's object, checked against its kind's base class (:mod:`flashbench.kinds`)."""
-        obj = self.factory(self.make_config(options), **context)
+        config = self.make_config(options)
+        token = _BUILDING.set(self.find)
+        try:
+            obj = self.factory(config, **context)
+        finally:
+            _BUILDING.reset(token)
         check_built(self.kind, obj, name=self.name, plugin=self.plugin or "(unknown)", tags=self.tags)
         return obj
 
@@ -126,3 +139,20 @@ def closest(name: str, choices) -> str:
     """`` did you mean 'x'?`` for the choice closest to ``name`` (difflib), or "": the one did-you-mean rule."""
     close = difflib.get_close_matches(str(name), sorted(choices), n=1)
     return f" did you mean {close[0]!r}?" if close else ""
+
+
+# the lookup of the component whose factory is running (None outside a build): set by Component.build only
+_BUILDING: contextvars.ContextVar[Callable[[str, str], Component] | None] = contextvars.ContextVar("flashbench_building", default=None)
+
+
+def lookup(kind: str, name: str) -> Component:
+    """The component ``name`` of ``kind`` for a factory that builds one of another kind (a faceswap dataset's
+    face detector): from the registries the component being built was collected into; outside a build (a
+    DataLoader worker rebuilding its batcher), from the installed plugins' (built-ins and entry points of group
+    ``flashbench``). Unknown: a one-line :class:`UserError` with the closest name and the full list."""
+    find = _BUILDING.get()
+    if find is None:
+        from .plugins import collect_components
+
+        find = collect_components().get
+    return find(kind, name)

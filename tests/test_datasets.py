@@ -19,7 +19,7 @@ import flashbench.plugins
 from flashbench.errors import UserError
 from flashbench.method.data import Batch, Dataset
 from flashbench_plugins.datasets import _degradations as deg
-from flashbench_plugins.datasets import image_captions, webdataset
+from flashbench_plugins.datasets import face_detectors, image_captions, webdataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -73,6 +73,7 @@ def comps():
     pm.add_hookspecs(flashbench.hookspecs)
     pm.register(image_captions)
     pm.register(webdataset)
+    pm.register(face_detectors)
     return flashbench.plugins.collect_components(pm)
 
 
@@ -274,7 +275,7 @@ def test_face_outside_the_crop_is_still_cropped_from_the_original(comps, tmp_pat
     assert ex["face_mask"].sum() == 0 and ex["face_box"][0, 2] == ex["face_box"][0, 0] == 0  # empty in the target
 
 
-def test_face_detectors(comps, tmp_path, monkeypatch):
+def test_face_detectors(comps, tmp_path, shards):
     root = write_folder(tmp_path / "nobox", n=3, boxes=False)
     ds = comps.get("dataset", "image-captions").build({"path": str(root), "resolution": 16, "task": "faceswap"})
     with pytest.raises(UserError, match="no face box for img0"):
@@ -283,23 +284,73 @@ def test_face_detectors(comps, tmp_path, monkeypatch):
     box = centre.train_batch(np.random.default_rng(0), 1).extras["face_box"][0]
     # on the 56x40 original: (18, 10, 38, 30), + 20% margin (14, 6, 42, 34); resized by (22/56, 16/40), crop at x = 3
     torch.testing.assert_close(box, torch.tensor([14 * 22 / 56 - 3, 2.4, 42 * 22 / 56 - 3, 13.6]))
-    with pytest.raises(UserError, match="unknown face_detector 'retina'.*boxes, center"):
+    with pytest.raises(UserError, match=r"^unknown face_detector 'retina'; available: boxes, center$"):
         comps.get("dataset", "image-captions").build({"path": str(root), "task": "faceswap", "face_detector": "retina"})
+    with pytest.raises(UserError, match=r"^unknown face_detector 'centre'; did you mean 'center'\? available: boxes, center$"):
+        comps.get("dataset", "webdataset").build({"shards": (str(shards / "part-{00000..00002}.tar"),), "task": "faceswap", "face_detector": "centre"})
+    assert [(c.name, c.plugin) for c in comps["face_detector"]] == [("boxes", face_detectors.__name__), ("center", face_detectors.__name__)]
 
-    # a third party's detector, found through the entry-point group
+
+def test_a_third_party_face_detector_is_a_plugin_component(tmp_path):
+    """A detector is added like any component: a register_face_detectors hook of a plugin (in a distribution's
+    module of the ``flashbench`` entry-point group); the dataset finds it in the registries it is built from."""
+    root = write_folder(tmp_path / "nobox", n=3, boxes=False)
+
     class Square:
         def __call__(self, image):
             assert image.shape == (3, 40, 56)  # detectors see the original image
             return FACE
 
-    fake = SimpleNamespace(name="corner", value="thirdparty:Square", load=lambda: Square)
-    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: [fake] if group == deg.FACE_DETECTOR_GROUP else [])
-    assert isinstance(deg.face_detector("corner"), deg.FaceDetector)
+    class ThirdParty:
+        @flashbench.hookimpl
+        def register_face_detectors(self, register):
+            register("corner", lambda config: Square(), description="a fixed box")
+            register("broken", lambda config: "not a detector")
+
+    pm = pluggy.PluginManager("flashbench")
+    pm.add_hookspecs(flashbench.hookspecs)
+    for plugin in (image_captions, face_detectors, ThirdParty()):
+        pm.register(plugin)
+    comps = flashbench.plugins.collect_components(pm)
+    assert comps["face_detector"].names() == ["boxes", "broken", "center", "corner"]
     plugged = comps.get("dataset", "image-captions").build({"path": str(root), "resolution": 16, "task": "faceswap", "face_detector": "corner"})
     found = plugged.train_batch(np.random.default_rng(0), 1).extras
     # FACE + 20% margin on the original: (16.8, 6.8, 39.2, 29.2), mapped as above
     torch.testing.assert_close(found["face_box"][0], torch.tensor([16.8 * 22 / 56 - 3, 6.8 * 0.4, 39.2 * 22 / 56 - 3, 29.2 * 0.4]))
     assert (found["source_face"][0, :, 6:10, 6:10] > 0.9).all()
+    with pytest.raises(TypeError, match=r"^face_detector 'broken' \(plugin .*\): its factory returned builtins.str, which is not callable; "
+                                        r"a face_detector factory must return a callable$"):
+        comps.get("dataset", "image-captions").build({"path": str(root), "task": "faceswap", "face_detector": "broken"})
+    # a factory called outside a build (a DataLoader worker rebuilding its batcher) looks in the installed plugins', which lack it
+    with pytest.raises(UserError, match="unknown face_detector 'corner'"):
+        comps.get("dataset", "image-captions").factory(image_captions.ImageCaptionsConfig(path=str(root), task="faceswap", face_detector="corner"))
+
+
+def test_the_former_face_detector_group_still_works_with_a_warning(tmp_path, monkeypatch):
+    """Deprecated: an entry point of group ``flashbench.face_detectors`` (an object returning the detector) is
+    registered under its name by the built-in face_detectors plugin, and warns when built."""
+    root = write_folder(tmp_path / "nobox", n=3, boxes=False)
+
+    class Square:
+        def __call__(self, image):
+            return FACE
+
+    legacy = SimpleNamespace(name="corner", value="thirdparty:Square", load=lambda: Square)
+    shadow = SimpleNamespace(name="center", value="thirdparty:Other", load=lambda: Square)  # a built-in name: skipped
+    monkeypatch.setattr("importlib.metadata.entry_points",
+                        lambda group: [legacy, shadow] if group == face_detectors.LEGACY_GROUP else [])
+    pm = pluggy.PluginManager("flashbench")
+    pm.add_hookspecs(flashbench.hookspecs)
+    pm.register(image_captions)
+    pm.register(face_detectors)
+    comps = flashbench.plugins.collect_components(pm)
+    assert comps["face_detector"].names() == ["boxes", "center", "corner"]
+    assert "deprecated" in comps.get("face_detector", "corner").description
+    with pytest.warns(FutureWarning, match="deprecated entry-point group 'flashbench.face_detectors'"):
+        plugged = comps.get("dataset", "image-captions").build({"path": str(root), "resolution": 16, "task": "faceswap", "face_detector": "corner"})
+    assert isinstance(plugged.batcher.task.detector, Square)
+    monkeypatch.setenv("FLASHBENCH_DISABLE_PLUGIN_AUTOLOAD", "1")
+    assert flashbench.plugins.collect_components(pm)["face_detector"].names() == ["boxes", "center"]
 
 
 # --- webdataset ----------------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ HOOK_TESTS = {
     "register_samplers": ["test_samplers.py::test_a_third_party_sampler_is_registered_and_runs", "test_docs.py::test_hook_example_works"],
     "register_evaluators": ["test_e2e.py::test_missing_weights_fail_before_any_training", "test_docs.py::test_hook_example_works"],
     "register_datasets": ["test_e2e.py::test_tables_shape_and_finite_metrics", "test_docs.py::test_hook_example_works"],
+    "register_face_detectors": ["test_datasets.py::test_a_third_party_face_detector_is_a_plugin_component",
+                                "test_docs.py::test_hook_example_works"],
     "before_study": ["test_e2e.py::test_lifecycle_hooks_and_single_loads", "test_docs.py::test_hook_example_works"],
     "after_variant": ["test_e2e.py::test_lifecycle_hooks_and_single_loads", "test_docs.py::test_hook_example_works"],
     "after_study": ["test_e2e.py::test_lifecycle_hooks_and_single_loads", "test_docs.py::test_hook_example_works"],
@@ -208,6 +210,11 @@ def _check_component(kind: str, component) -> None:
         assert batch.images.shape == (5, 3, 8, 8) and len(batch.prompts) == 5
         assert float(batch.images.abs().max()) == 1.0
         assert ds.eval_prompts(4) == ds.eval_prompts(4) and len(ds.reference_images(4)) == 4
+    elif kind == "face_detector":
+        detector = component.build({})
+        image = -torch.ones(3, 40, 56)
+        image[:, 30, 10] = 1.0
+        assert detector(image) == pytest.approx((10 - 40 / 6, 30 - 40 / 6, 10 + 40 / 6, 30 + 40 / 6))
     else:  # pragma: no cover - a new kind needs a check here
         raise AssertionError(f"no check for kind {kind!r}")
 

@@ -34,6 +34,7 @@ def test_every_built_in_builds_its_kinds_base(components):
         ("solver", "ddim", {}, {}), ("sampler", "lcm", {}, {}), ("timesteps", "flash", {}, dict(num_timesteps=8, phase_length=10, num_phases=4)),
         ("loss", "mse", {}, dict(device="cpu", teacher=None)), ("loss", "lsgan", {}, dict(device="cpu", teacher=None)),
         ("loss", "dmd", {}, dict(device="cpu", teacher=None)), ("dataset", "toy-digits", {}, {}),
+        ("face_detector", "boxes", {}, {}), ("face_detector", "center", {}, {}),
     ]:
         components.get(kind, name).build(options, **context)  # raises TypeError otherwise
 
@@ -115,3 +116,31 @@ def test_the_runner_passes_each_factory_its_kinds_context(components):
     res.conditioning(ComponentSpec("c"))
     for kind, keys in seen.items():
         assert keys == sorted(kinds.BY_NAME[kind].context), kind
+
+
+def test_a_factory_looks_up_another_kind_in_the_registries_it_was_collected_into():
+    """flashbench.registry.lookup: what a factory building a component of another kind (a faceswap dataset's face
+    detector) sees is its own plugin manager's registries, during its build only."""
+    from flashbench.errors import UserError
+    from flashbench.registry import _BUILDING, lookup
+
+    class Plugin:
+        @hookimpl
+        def register_solvers(self, register):
+            register("mine", lambda config: ("solver", config))
+
+        @hookimpl
+        def register_datasets(self, register):
+            register("uses-mine", lambda config: lookup("solver", "mine").factory(None))
+            register("uses-mein", lambda config: lookup("solver", "mein"))
+
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    pm.register(Plugin(), name="lookup-plugin")
+    components = collect_components(pm)
+    assert _BUILDING.get() is None
+    with pytest.raises(TypeError, match="not a flashbench.method.data.Dataset"):  # built: the solver's tuple came back
+        components.get("dataset", "uses-mine").build({})
+    assert _BUILDING.get() is None  # reset after a failed build too
+    with pytest.raises(UserError, match=r"^unknown solver 'mein'; did you mean 'mine'\? available: mine$"):
+        components.get("dataset", "uses-mein").build({})

@@ -23,15 +23,12 @@ state gives the same batch, degradations included.
 Face boxes. A sample's box comes from its record (the ``face_box`` key of the captions file / the
 webdataset json, ``[x0, y0, x1, y1]`` in pixels of the original image); a sample without one is given to
 the *face detector*, any callable ``image (3, H, W) in [-1, 1] -> (x0, y0, x1, y1) | None`` (the
-:class:`FaceDetector` protocol), called on the original image. Built-in detectors: ``boxes`` (the default: the given boxes only; a sample
-without one is an error) and ``center`` (a centred square of half the short side, for pre-aligned face
-crops such as FFHQ). A third party plugs a real detector (RetinaFace, MTCNN, ...) with an entry point in
-the group ``flashbench.face_detectors`` whose object, called with no argument, returns the detector::
-
-    [project.entry-points."flashbench.face_detectors"]
-    retinaface = "my_package.faces:RetinaFaceDetector"
-
-and selects it with the dataset option ``face_detector = "retinaface"``.
+:class:`FaceDetector` protocol), called on the original image. Detectors are components of kind
+``face_detector``, found in the registries the dataset is built from: the built-ins ``boxes`` (the default:
+the given boxes only; a sample without one is an error) and ``center`` (a centred square of half the short
+side, for pre-aligned face crops such as FFHQ), registered by :mod:`.face_detectors`, and any plugin's (a
+real detector, RetinaFace, MTCNN, ..., registered with the ``register_face_detectors`` hook of a module of the
+``flashbench`` entry-point group), selected with the dataset option ``face_detector = "retinaface"``.
 """
 from __future__ import annotations
 
@@ -39,8 +36,7 @@ import hashlib
 import io
 import math
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -50,7 +46,6 @@ from flashbench.errors import UserError
 from flashbench.method.data import Batch, Dataset
 
 Box = tuple[float, float, float, float]
-FACE_DETECTOR_GROUP = "flashbench.face_detectors"
 FACE_MARGIN = 0.2  # the source face crop: the face box's square, grown by this fraction of its side on each side
 
 
@@ -256,25 +251,13 @@ class CenterBox:
         return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
 
 
-#: the two built-in detectors, read-only: other detectors come from entry points only, never by adding here
-_BUILTIN_DETECTORS: Mapping[str, Callable[[], FaceDetector]] = MappingProxyType({"boxes": GivenBoxes, "center": CenterBox})
-
-
 def face_detector(name: str) -> FaceDetector:
-    """The built-in detector ``name``, else the entry point ``name`` of group ``flashbench.face_detectors``."""
-    if name in _BUILTIN_DETECTORS:
-        return _BUILTIN_DETECTORS[name]()
-    from importlib.metadata import entry_points
+    """The face detector ``name``: the component of kind ``face_detector`` of the registries the dataset being
+    built was collected from (:func:`flashbench.registry.lookup`); unknown: one line with the closest name and
+    the available ones."""
+    from flashbench.registry import lookup
 
-    found = {ep.name: ep for ep in entry_points(group=FACE_DETECTOR_GROUP)}
-    if name not in found:
-        names = sorted(set(_BUILTIN_DETECTORS) | set(found))
-        raise UserError(f"unknown face_detector {name!r}; available: {', '.join(names)} "
-                        f"(third-party detectors register an entry point in group {FACE_DETECTOR_GROUP!r})")
-    detector = found[name].load()()
-    if not isinstance(detector, FaceDetector):
-        raise UserError(f"face_detector {name!r} ({found[name].value}) did not give a callable image -> box")
-    return detector
+    return lookup("face_detector", name).build()
 
 
 def square_box(box: Box, margin: float) -> Box:

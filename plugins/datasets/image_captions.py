@@ -27,8 +27,8 @@ task = "inpaint" }``) and the same task option on ``webdataset``.
 Config: ``path`` (the folder, required), ``captions`` (the caption file's name in it; empty: captions.jsonl,
 else captions.csv), ``file_key`` / ``text_key`` / ``box_key`` (column names: file, text, face_box),
 ``resolution`` (512), ``center_crop`` (true), ``heldout_fraction`` (0.05), ``task`` ("t2i"),
-``sr_scale`` (4), ``face_detector`` ("boxes": given boxes only; "center"; or a third party's, see
-``_degradations``).
+``sr_scale`` (4), ``face_detector`` ("boxes": given boxes only; "center"; or a plugin's: a component of kind
+``face_detector``, see ``face_detectors``).
 """
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ SD2 (datasets may give empty prompts).
 
 Training data: a dataset with ``task = "faceswap"`` (``image-captions``, ``webdataset``) gives the batch's
 images as targets and ``extras["source_face"]`` (B, 3, h, w), plus ``face_mask`` / ``masked_image``; the
-face crop comes from each sample's box or a face-detector plugin (see
-:mod:`flashbench_plugins.datasets._degradations`). CFG's null conditioning: the empty prompt and the
+face crop comes from each sample's box or a face detector (a component of kind ``face_detector``, see
+:mod:`flashbench_plugins.datasets.face_detectors`). CFG's null conditioning: the empty prompt and the
 source-face latents zeroed.
 
 The scheduler's ``prediction_type`` may be ``epsilon`` or ``v_prediction`` (common for SD2); the teacher's
