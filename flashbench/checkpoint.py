@@ -1,4 +1,6 @@
 """Mid-variant training checkpoints: one safetensors file per variant, replaced atomically.
+:func:`save_training` and :func:`load_training` write and restore a trainer's (the training loop,
+:mod:`flashbench.training`, calls them); :func:`save` and :func:`load` any parameter groups and optimisers.
 
 Tensors: the student's LoRA parameters, the discriminator head, both Adam states and the torch
 generator's (and global RNGs') states. Metadata (JSON in the safetensors header): the step to run next,
@@ -56,6 +58,29 @@ def tracker_config(cfg) -> dict[str, Any]:
         v = _plain(getattr(cfg, f.name))
         out[f.name] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v, default=str)
     return out
+
+
+def _training_state(trainer) -> tuple[dict[str, list], dict]:
+    """A trainer's saved parameter groups and optimisers (the discriminator's empty without one)."""
+    modules = {"lora": trainer.lora_params, "head": list(trainer.head.parameters()) if trainer.head else []}
+    return modules, {"opt": trainer.opt, "head_opt": trainer.head_opt}
+
+
+def save_training(path: Path, trainer, *, step: int, data_rng: np.random.Generator, counters: dict) -> None:
+    """Write ``trainer``'s state before step ``step`` (:class:`~flashbench.method.trainer.FlashTrainer`: LoRA,
+    head, optimisers, generator; ``data_rng``; ``counters``: the loop's NFE/time counters and loss history)."""
+    modules, optimizers = _training_state(trainer)
+    phase = trainer.timesteps.phase(trainer.counted(max(0, step - 1)))
+    save(path, modules=modules, optimizers=optimizers, generator=trainer.generator, data_rng=data_rng,
+         meta={"step": step, "phase": phase, "fingerprint": fingerprint(trainer.cfg), **counters})
+
+
+def load_training(path: Path, trainer, data_rng: np.random.Generator) -> dict | None:
+    """Restore a checkpoint written for ``trainer``'s configuration into it and ``data_rng``; None (start
+    afresh) when there is none or it belongs to another configuration of the variant."""
+    modules, optimizers = _training_state(trainer)
+    return load(path, modules=modules, optimizers=optimizers, generator=trainer.generator, data_rng=data_rng,
+                fingerprint=fingerprint(trainer.cfg))
 
 
 def save(path: Path, *, modules: dict[str, list], optimizers: dict, generator: torch.Generator,

@@ -907,21 +907,15 @@ def flash_training_smoke(teacher: Teacher, batches, *, num_timesteps: int = 8, l
     The adapter stays active so the caller can sample and export; call ``trainer.close()`` afterwards.
     """
     from .config import TrainConfig
-    from .method.losses import LSGAN, DMDLoss, MSEDistillation
-    from .method.solvers import DPMSolverPP2M
-    from .method.timesteps import FlashMixture
-    from .method.trainer import FlashTrainer
-
-    class _Text:
-        def prepare(self, t, prompts, extras=None):
-            return t.encode_prompts(list(prompts), extras), t.null_condition(list(prompts), extras)
+    from .plugins import collect_components, get_plugin_manager
+    from .training import build_trainer
 
     steps = len(batches)
     cfg = TrainConfig(num_timesteps=num_timesteps, phase_length=1, iterations=steps, batch_size=len(batches[0].prompts),
                       learning_rate=lr, disc_learning_rate=lr, guidance_min=guidance[0], guidance_max=guidance[1],
                       lora_rank=lora_rank, **(train_options or {}))
-    torch.manual_seed(seed)
-    trainer = FlashTrainer(teacher, _Text(), DPMSolverPP2M(), FlashMixture(num_timesteps, 1, 4), cfg,
-                           distil=MSEDistillation(), gan=LSGAN(), dmd=DMDLoss(), adapter_name=adapter_name, seed=seed)
+    # the built-in components the defaults name: text conditioning, dpm-solver, flash pi, mse + lsgan + dmd
+    builtins = collect_components(get_plugin_manager(load_entry_points=False))
+    trainer = build_trainer(cfg, builtins, teacher=teacher, seed=seed, adapter_name=adapter_name)
     stats = [trainer.step(batch, i) for i, batch in enumerate(batches)]
     return trainer, stats

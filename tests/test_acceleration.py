@@ -255,20 +255,12 @@ def test_mixed_precision_support_on_cpu():
 
 def test_bf16_flash_step_on_cpu_keeps_lora_float32(toy_teacher):
     from flashbench.config import TrainConfig
-    from flashbench.method.losses import LSGAN, DMDLoss, MSEDistillation
-    from flashbench.method.solvers import DPMSolverPP2M
-    from flashbench.method.timesteps import FlashMixture
-    from flashbench.method.trainer import FlashTrainer
-
-    class Text:
-        def prepare(self, t, prompts, extras=None):
-            return t.encode_prompts(list(prompts), extras), t.null_condition(list(prompts), extras)
+    from flashbench.plugins import collect_components
+    from flashbench.training import build_trainer
 
     cfg = TrainConfig(num_timesteps=4, phase_length=1, iterations=2, batch_size=2, learning_rate=1e-3, disc_learning_rate=1e-3,
                       guidance_min=1.5, guidance_max=3.0, lora_rank=4, mixed_precision="bf16")
-    torch.manual_seed(0)
-    trainer = FlashTrainer(toy_teacher, Text(), DPMSolverPP2M(), FlashMixture(4, 1, 4), cfg, distil=MSEDistillation(), gan=LSGAN(),
-                           dmd=DMDLoss(), adapter_name="bf16", seed=0)
+    trainer = build_trainer(cfg, collect_components(), teacher=toy_teacher, seed=0, adapter_name="bf16")  # mse + lsgan + dmd
     try:
         before = [p.detach().clone() for p in trainer.lora_params]
         for i, batch in enumerate(toy_batches()):

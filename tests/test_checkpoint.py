@@ -15,31 +15,31 @@ from flashbench.errors import UserError
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CFG = TrainConfig(
-    teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("toy-digits"), num_timesteps=8, phase_length=2,
-    iterations=6, batch_size=2, learning_rate=1e-2, disc_learning_rate=1e-2, guidance_min=1.5, guidance_max=3,
+    teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("toy-digits"), solver=ComponentSpec("ddim"), num_timesteps=8,
+    phase_length=2, iterations=6, batch_size=2, learning_rate=1e-2, disc_learning_rate=1e-2, guidance_min=1.5, guidance_max=3,
     checkpoint_every=3, trackers=(),
 )
 
 
 @pytest.fixture(scope="module")
 def parts(components):
-    teacher = components.get("teacher", "toy-digits").build({}, device="cpu")
     return {
-        "teacher": teacher,
+        "teacher": components.get("teacher", "toy-digits").build({}, device="cpu"),
         "dataset": components.get("dataset", "toy-digits").build({}),
-        "conditioning": components.get("conditioning", "text").build({}),
-        "solver": components.get("solver", "ddim").build({}),
-        "losses": {k: components.get("loss", n).build({}, device="cpu") for k, n in (("distil", "mse"), ("gan", "lsgan"), ("dmd", "dmd"))},
         "components": components,
     }
 
 
 def _trainer(parts, cfg, name):
-    from flashbench.method.trainer import FlashTrainer
+    from flashbench.training import build_trainer
 
-    timesteps = parts["components"].get("timesteps", "flash").build({}, num_timesteps=cfg.num_timesteps, phase_length=cfg.phase_length, num_phases=4)
-    torch.manual_seed(0)
-    return FlashTrainer(parts["teacher"], parts["conditioning"], parts["solver"], timesteps, cfg, **parts["losses"], adapter_name=name, seed=0)
+    return build_trainer(cfg, parts["components"], teacher=parts["teacher"], seed=0, adapter_name=name)  # mse + lsgan + dmd
+
+
+def _train(trainer, dataset, iterations, **options):
+    from flashbench.training import TrainingLoop
+
+    return TrainingLoop(trainer).run(dataset, iterations, progress=False, **options)
 
 
 def _state(trainer):
@@ -64,7 +64,7 @@ def _run(parts, cfg, name, checkpoint, *, stop_after=None):
 
         trainer.step = crashing
     try:
-        summary = trainer.train(parts["dataset"], cfg.iterations, seed=0, progress=False, checkpoint=checkpoint)
+        summary = _train(trainer, parts["dataset"], cfg.iterations, seed=0, checkpoint=checkpoint)
         return _state(trainer), summary
     finally:
         trainer.close()
@@ -98,7 +98,7 @@ def test_fresh_run_differs_from_resumed_one(parts, tmp_path):
     assert meta["step"] == 3 and meta["format"] == 1 and set(meta["optimizers"]) == {"opt", "head_opt"}
     trainer = _trainer(parts, CFG, "partial")
     try:
-        trainer.train(parts["dataset"], 3, seed=1, progress=False)  # another data stream
+        _train(trainer, parts["dataset"], 3, seed=1)  # another data stream
         other = _state(trainer)
     finally:
         trainer.close()
@@ -114,7 +114,9 @@ def test_checkpoint_of_another_recipe_is_ignored(parts, tmp_path, caplog):
     try:
         import numpy as np
 
-        assert trainer.load_checkpoint(ckpt, np.random.default_rng(0)) is None
+        from flashbench.checkpoint import load_training
+
+        assert load_training(ckpt, trainer, np.random.default_rng(0)) is None
     finally:
         trainer.close()
     assert "another configuration" in caplog.text
@@ -127,8 +129,10 @@ def test_damaged_checkpoint_is_a_one_line_error(parts, tmp_path):
     try:
         import numpy as np
 
+        from flashbench.checkpoint import load_training
+
         with pytest.raises(UserError, match="unreadable checkpoint.*delete it"):
-            trainer.load_checkpoint(ckpt, np.random.default_rng(0))
+            load_training(ckpt, trainer, np.random.default_rng(0))
     finally:
         trainer.close()
 
@@ -168,7 +172,7 @@ def test_nan_loss_keeps_the_last_good_checkpoint(parts, tmp_path):
     trainer.step = poisoned
     try:
         with pytest.raises(NonFiniteLoss) as info:
-            trainer.train(parts["dataset"], CFG.iterations, seed=0, progress=False, checkpoint=ckpt)
+            _train(trainer, parts["dataset"], CFG.iterations, seed=0, checkpoint=ckpt)
     finally:
         trainer.close()
     assert info.value.step == 4
@@ -190,3 +194,40 @@ def test_variants_in_one_process_may_differ_in_precision(parts):
             trainer.step(parts["dataset"].train_batch(__import__("numpy").random.default_rng(0), 2), 0)
         finally:
             trainer.close()
+
+
+def test_build_trainer_and_the_loop_equal_the_hand_wired_trainer_and_its_former_loop(parts, tmp_path):
+    """The factory wires what a study run wired by hand before it (conditioning, solver, timesteps, the global RNG
+    seeded, the losses), and the training loop is the trainer's former ``train``, kept as a shim: the same LoRA,
+    head, loss history and checkpoint, bit for bit; the former checkpoint methods and ``TrainSummary`` remain."""
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from flashbench.method.trainer import FlashTrainer, TrainSummary
+    from flashbench.training import TrainingLoop
+
+    c, cfg = parts["components"], dataclasses.replace(CFG, iterations=2, checkpoint_every=2, log_every=1)
+    timesteps = c.get("timesteps", "flash").build({}, num_timesteps=cfg.num_timesteps, phase_length=cfg.phase_length, num_phases=4)
+    conditioning, solver = c.get("conditioning", "text").build({}), c.get("solver", "ddim").build({})
+    torch.manual_seed(0)
+    by_hand = FlashTrainer(parts["teacher"], conditioning, solver, timesteps, cfg, distil=c.get("loss", "mse").build({}),
+                           gan=c.get("loss", "lsgan").build({}), dmd=c.get("loss", "dmd").build({}), adapter_name="by-hand", seed=0)
+    try:
+        old = by_hand.train(parts["dataset"], 2, seed=0, progress=False, checkpoint=tmp_path / "hand.safetensors")
+        hand = _state(by_hand)
+    finally:
+        by_hand.close()
+    factory = _trainer(parts, cfg, "factory")
+    try:
+        new = TrainingLoop(factory).run(parts["dataset"], 2, seed=0, progress=False, checkpoint=tmp_path / "factory.safetensors")
+        built = _state(factory)
+        assert factory.load_checkpoint(tmp_path / "hand.safetensors", np.random.default_rng(0))["step"] == 2
+        factory.save_checkpoint(tmp_path / "again.safetensors", step=2, data_rng=np.random.default_rng(0), counters={})
+    finally:
+        factory.close()
+    assert isinstance(old, TrainSummary) and isinstance(new, TrainSummary)
+    assert old.history == new.history and len(new.history) == 2
+    assert all(torch.equal(a, b) for a, b in zip(hand, built, strict=True))
+    files = [load_file(tmp_path / name) for name in ("hand.safetensors", "factory.safetensors", "again.safetensors")]
+    assert files[0].keys() == files[1].keys() == files[2].keys()
+    assert all(torch.equal(files[0][k], f[k]) for f in files[1:] for k in files[0])

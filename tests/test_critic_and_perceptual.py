@@ -2,6 +2,8 @@
 critic's weight clipping, run by the trainer, and the LPIPS distillation's centre-crop decode on a tiny VAE."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -11,10 +13,10 @@ from flashbench.method import losses as L
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CFG = TrainConfig(
-    teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("toy-digits"), num_timesteps=8, phase_length=1,
-    iterations=4, batch_size=2, learning_rate=1e-2, disc_learning_rate=1e-2, guidance_min=1.5, guidance_max=3,
-    trackers=(),
-)
+    teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("toy-digits"), solver=ComponentSpec("ddim"), num_timesteps=8,
+    phase_length=1, iterations=4, batch_size=2, learning_rate=1e-2, disc_learning_rate=1e-2, guidance_min=1.5, guidance_max=3,
+    adv_loss=ComponentSpec("none"), dmd_loss=ComponentSpec("none"), trackers=(),
+)  # MSE alone: each test names the other terms it trains with
 
 
 @pytest.fixture(scope="module")
@@ -22,21 +24,23 @@ def toy(components):
     return {
         "teacher": components.get("teacher", "toy-digits").build({}, device="cpu"),
         "dataset": components.get("dataset", "toy-digits").build({}),
-        "conditioning": components.get("conditioning", "text").build({}),
-        "solver": components.get("solver", "ddim").build({}),
-        "timesteps": components.get("timesteps", "flash").build({}, num_timesteps=8, phase_length=1, num_phases=4),
         "components": components,
     }
 
 
-def _critic_weight_bounds(toy, gan, name, steps=4):
-    """Train ``steps`` steps with ``gan``; the largest |parameter| of the head each time the critic's loss is
-    evaluated (after the trainer's pre-critic hook), and after the last update."""
-    from flashbench.method.trainer import FlashTrainer
+def _trainer(toy, cfg, name):
+    from flashbench.training import build_trainer
 
-    torch.manual_seed(0)
-    trainer = FlashTrainer(toy["teacher"], toy["conditioning"], toy["solver"], toy["timesteps"], CFG,
-                           distil=L.MSEDistillation(), gan=gan, dmd=None, adapter_name=name, seed=0)
+    return build_trainer(cfg, toy["components"], teacher=toy["teacher"], seed=0, adapter_name=name)
+
+
+def _critic_weight_bounds(toy, options, name, steps=4):
+    """Train ``steps`` steps with the ``wgan`` loss of ``options``; the largest |parameter| of the head each time
+    the critic's loss is evaluated (after the trainer's pre-critic hook), and after the last update."""
+    from flashbench.training import TrainingLoop
+
+    trainer = _trainer(toy, dataclasses.replace(CFG, adv_loss=ComponentSpec("wgan", options)), name)
+    gan = trainer.gan
     seen = []
     critic = gan.discriminator
 
@@ -46,24 +50,22 @@ def _critic_weight_bounds(toy, gan, name, steps=4):
 
     gan.discriminator = spy
     try:
-        trainer.train(toy["dataset"], steps, seed=0, progress=False)
+        TrainingLoop(trainer).run(toy["dataset"], steps, seed=0, progress=False)
         return seen, max(float(p.detach().abs().max()) for p in trainer.head.parameters())
     finally:
         trainer.close()
 
 
 def test_wgan_critic_weights_stay_inside_the_clip_while_training(toy):
-    gan = toy["components"].get("loss", "wgan").build({}, device="cpu")
-    assert gan.clip == 0.01  # the authors' default
-    seen, last = _critic_weight_bounds(toy, gan, "wgan-clipped")
+    assert toy["components"].get("loss", "wgan").build({}, device="cpu").clip == 0.01  # the authors' default
+    seen, last = _critic_weight_bounds(toy, {}, "wgan-clipped")
     assert len(seen) == 4 and max(seen) <= 0.01
     # after the last Adam step (lr 1e-2 here) the weights are at most one step outside, clipped again next step
     assert last <= 0.01 + 1.5e-2
 
 
 def test_wgan_clip_zero_is_an_unconstrained_critic(toy):
-    gan = toy["components"].get("loss", "wgan").build({"clip": 0}, device="cpu")
-    seen, _ = _critic_weight_bounds(toy, gan, "wgan-free", steps=1)
+    seen, _ = _critic_weight_bounds(toy, {"clip": 0}, "wgan-free", steps=1)
     assert seen[0] > 0.1  # the head's initialisation (GroupNorm's weight is 1), untouched
 
 
@@ -81,17 +83,15 @@ def test_other_gan_losses_leave_the_head_alone():
 @pytest.mark.parametrize("loss", ["lsgan", "hinge", "wgan"])
 def test_head_option_picks_the_discriminator_the_trainer_trains(toy, loss):
     from flashbench.method.discriminator import AuthorsHead, DiscriminatorHead
-    from flashbench.method.trainer import FlashTrainer
+    from flashbench.training import TrainingLoop
 
     component = toy["components"].get("loss", loss)
     for options, cls in (({}, DiscriminatorHead), ({"head": "code"}, AuthorsHead)):
-        torch.manual_seed(0)
-        trainer = FlashTrainer(toy["teacher"], toy["conditioning"], toy["solver"], toy["timesteps"], CFG, distil=L.MSEDistillation(),
-                               gan=component.build(options, device="cpu"), dmd=None, adapter_name=f"{loss}-head", seed=0)
+        trainer = _trainer(toy, dataclasses.replace(CFG, adv_loss=ComponentSpec(loss, options)), f"{loss}-head")
         try:
             assert type(trainer.head) is cls
             before = [p.detach().clone() for p in trainer.head.parameters()]
-            trainer.train(toy["dataset"], 2, seed=0, progress=False)  # phase 1 of CFG: the generator uses the head too
+            TrainingLoop(trainer).run(toy["dataset"], 2, seed=0, progress=False)  # phase 1 of CFG: the generator uses the head too
             assert any(not torch.equal(a, p) for a, p in zip(before, trainer.head.parameters()))
         finally:
             trainer.close()
@@ -197,8 +197,6 @@ def test_lcm_boundary_scalings_hand_values():
 def test_lcm_boundary_option_reaches_the_students_prediction(toy, monkeypatch):
     """With ``lcm_boundary`` the student's z~0 is c_skip z_t + c_out x0: with scalings forced to (1, 0) the
     student predicts z_t itself, so the distillation loss is |z_t - target|^2, not the plain student's."""
-    import dataclasses
-
     from flashbench.method import trainer as trainer_module
 
     seen = []
@@ -208,10 +206,7 @@ def test_lcm_boundary_option_reaches_the_students_prediction(toy, monkeypatch):
         return torch.ones((), dtype=like.dtype), torch.zeros((), dtype=like.dtype)
 
     def distil_loss(lcm, name):
-        cfg = dataclasses.replace(CFG, lcm_boundary=lcm)
-        torch.manual_seed(0)
-        trainer = trainer_module.FlashTrainer(toy["teacher"], toy["conditioning"], toy["solver"], toy["timesteps"], cfg,
-                                              distil=L.MSEDistillation(), gan=None, dmd=None, adapter_name=name, seed=0)
+        trainer = _trainer(toy, dataclasses.replace(CFG, lcm_boundary=lcm), name)
         captured = {}
         mse = trainer.distil
 
@@ -242,16 +237,14 @@ def test_lcm_boundary_option_reaches_the_students_prediction(toy, monkeypatch):
 # --- draws per batch, and the authors' phase counter ------------------------------------------------------
 
 
-def _spy_step(toy, cfg, name, *, gan=None, dmd=None, iteration=0, timesteps=None):
+def _spy_step(toy, cfg, name, *, iteration=0):
     """One training step; what the teacher target and the DMD term were asked for (start indices, omegas)."""
 
     import numpy as np
 
     from flashbench.method import trainer as trainer_module
 
-    torch.manual_seed(0)
-    trainer = trainer_module.FlashTrainer(toy["teacher"], toy["conditioning"], toy["solver"], timesteps or toy["timesteps"], cfg,
-                                          distil=L.MSEDistillation(), gan=gan, dmd=dmd, adapter_name=name, seed=0)
+    trainer = _trainer(toy, cfg, name)
     seen = {}
     target = trainer.teacher_target
 
@@ -277,13 +270,10 @@ def _spy_step(toy, cfg, name, *, gan=None, dmd=None, iteration=0, timesteps=None
 
 
 def test_draws_per_sample_by_default_and_per_batch_as_the_authors(toy):
-    import dataclasses
-
-    dmd = toy["components"].get("loss", "dmd").build({}, device="cpu")
-    cfg = dataclasses.replace(CFG, lambda_dmd=(0.5, 0.5, 0.5, 0.5))
-    paper, _, _ = _spy_step(toy, cfg, "draws-paper", dmd=dmd)
+    cfg = dataclasses.replace(CFG, dmd_loss=ComponentSpec("dmd"), lambda_dmd=(0.5, 0.5, 0.5, 0.5))
+    paper, _, _ = _spy_step(toy, cfg, "draws-paper")
     assert len(set(paper["omega"].tolist())) == 8 and torch.equal(paper["omega_dmd"], paper["omega"])
-    code, _, _ = _spy_step(toy, dataclasses.replace(cfg, draws="per_batch"), "draws-code", dmd=dmd)
+    code, _, _ = _spy_step(toy, dataclasses.replace(cfg, draws="per_batch"), "draws-code")
     assert len(set(code["omega"].tolist())) == 1 and len(set(code["start"].tolist())) == 1  # one of each per batch
     assert len(set(code["omega_dmd"].tolist())) == 1 and not torch.equal(code["omega_dmd"], code["omega"])  # DMD's own
     lo, hi = cfg.guidance_min, cfg.guidance_max
@@ -291,14 +281,10 @@ def test_draws_per_sample_by_default_and_per_batch_as_the_authors(toy):
 
 
 def test_the_authors_phase_counter_switches_phases_twice_as_fast_with_a_discriminator(toy):
-    import dataclasses
-
-    gan = toy["components"].get("loss", "lsgan").build({}, device="cpu")
-    cfg = dataclasses.replace(CFG, phase_length=10)
-    ts = toy["components"].get("timesteps", "flash").build({}, num_timesteps=8, phase_length=10, num_phases=4)
-    _, by_batch, _ = _spy_step(toy, cfg, "phase-batches", gan=gan, iteration=15, timesteps=ts)
+    cfg = dataclasses.replace(CFG, phase_length=10, adv_loss=ComponentSpec("lsgan"))
+    _, by_batch, _ = _spy_step(toy, cfg, "phase-batches", iteration=15)
     calls = dataclasses.replace(cfg, phase_counting="optimizer_calls")
-    _, by_calls, _ = _spy_step(toy, calls, "phase-calls", gan=gan, iteration=15, timesteps=ts)
+    _, by_calls, _ = _spy_step(toy, calls, "phase-calls", iteration=15)
     assert (by_batch.phase, by_calls.phase) == (1, 3)  # iteration 15 of phases of 10: 15 batches, 30 optimizer calls
-    _, no_gan, _ = _spy_step(toy, calls, "phase-nogan", iteration=15, timesteps=ts)
+    _, no_gan, _ = _spy_step(toy, dataclasses.replace(calls, adv_loss=ComponentSpec("none")), "phase-nogan", iteration=15)
     assert no_gan.phase == 1  # without a discriminator there is one optimizer call per batch

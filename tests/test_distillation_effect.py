@@ -8,7 +8,7 @@ import torch
 
 from flashbench.config import ComponentSpec, TrainConfig
 from flashbench.method.sampling import student_sample, teacher_sample
-from flashbench.method.trainer import FlashTrainer
+from flashbench.training import TrainingLoop, build_trainer
 
 pytestmark = pytest.mark.slow
 N = 300
@@ -31,15 +31,9 @@ def test_flash_student_beats_the_teacher_at_the_same_nfe(components):
         phase_length=iters // 4, iterations=iters, batch_size=8, learning_rate=1e-3, disc_learning_rate=1e-3,
         guidance_min=1.5, guidance_max=3.0,
     )
-    torch.manual_seed(0)
-    trainer = FlashTrainer(
-        teacher, components.get("conditioning", "text").build({}), solver,
-        components.get("timesteps", "flash").build({}, num_timesteps=8, phase_length=iters // 4, num_phases=4), cfg,
-        distil=components.get("loss", "mse").build({}), gan=components.get("loss", "lsgan").build({}),
-        dmd=components.get("loss", "dmd").build({}), adapter_name="effect", seed=0,
-    )
+    trainer = build_trainer(cfg, components, teacher=teacher, seed=0, adapter_name="effect")  # dpm-solver, mse + lsgan + dmd
     try:
-        summary = trainer.train(dataset, iters, seed=0, progress=False)
+        summary = TrainingLoop(trainer).run(dataset, iters, seed=0, progress=False)
         student_4nfe = fd.evaluate(student_sample(teacher, cond, noise, 4, torch.Generator().manual_seed(1)), prompts)
     finally:
         trainer.close()

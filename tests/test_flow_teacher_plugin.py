@@ -9,8 +9,7 @@ import pytest
 import torch
 
 import _flow_teacher_plugin as plugin
-from flashbench.config import TrainConfig
-from flashbench.method import losses as L
+from flashbench.config import ComponentSpec, TrainConfig
 from flashbench.method.data import Batch
 from flashbench.method.noise import RectifiedFlow
 from flashbench.plugins import collect_components, get_plugin_manager
@@ -69,7 +68,7 @@ def test_the_teacher_declares_rectified_flow(teacher):
 
 @pytest.mark.parametrize("solver_name", ["flow-euler", "dpm-solver"])
 def test_flash_training_steps_on_the_flow_teacher(components, teacher, solver_name):
-    from flashbench.method.trainer import FlashTrainer
+    from flashbench.training import build_trainer
 
     seen = []
     forward = teacher._forward
@@ -78,13 +77,10 @@ def test_flash_training_steps_on_the_flow_teacher(components, teacher, solver_na
         seen.append(torch.as_tensor(t).detach().clone())
         return forward(module, x, t, cond)
 
-    cfg = TrainConfig(num_timesteps=8, phase_length=1, iterations=3, batch_size=2, learning_rate=1e-3, disc_learning_rate=1e-3,
-                      guidance_min=1.5, guidance_max=3.0, lora_rank=4, trackers=())
-    solver = components.get("solver", solver_name).build({})
-    timesteps = components.get("timesteps", "flash").build({}, num_timesteps=8, phase_length=1, num_phases=4)
-    torch.manual_seed(0)
-    trainer = FlashTrainer(teacher, components.get("conditioning", "text").build({}), solver, timesteps, cfg,
-                           distil=L.MSEDistillation(), gan=L.LSGAN(), dmd=L.DMDLoss(), adapter_name=f"flow-{solver_name}", seed=0)
+    cfg = TrainConfig(solver=ComponentSpec(solver_name), num_timesteps=8, phase_length=1, iterations=3, batch_size=2,
+                      learning_rate=1e-3, disc_learning_rate=1e-3, guidance_min=1.5, guidance_max=3.0, lora_rank=4, trackers=())
+    trainer = build_trainer(cfg, components, teacher=teacher, seed=0, adapter_name=f"flow-{solver_name}")  # mse + lsgan + dmd
+    solver = trainer.solver
     try:
         before = [p.detach().clone() for p in trainer.lora_params]
         teacher._forward = spy

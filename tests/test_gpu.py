@@ -15,8 +15,8 @@ def test_bf16_flash_steps_on_cuda():
     import numpy as np
 
     from flashbench.config import ComponentSpec, TrainConfig
-    from flashbench.method.trainer import FlashTrainer
     from flashbench.plugins import collect_components
+    from flashbench.training import build_trainer
 
     c = collect_components()
     teacher = c.get("teacher", "toy-digits").build({}, device="cuda")
@@ -25,12 +25,7 @@ def test_bf16_flash_steps_on_cuda():
         iterations=4, batch_size=8, learning_rate=1e-3, disc_learning_rate=1e-3, guidance_min=1.5, guidance_max=3.0,
         mixed_precision="bf16",
     )
-    trainer = FlashTrainer(
-        teacher, c.get("conditioning", "text").build({}), c.get("solver", "dpm-solver").build({}),
-        c.get("timesteps", "flash").build({}, num_timesteps=8, phase_length=1, num_phases=4), cfg,
-        distil=c.get("loss", "mse").build({}), gan=c.get("loss", "lsgan").build({}), dmd=c.get("loss", "dmd").build({}),
-        adapter_name="gpu", seed=0,
-    )
+    trainer = build_trainer(cfg, c, teacher=teacher, seed=0, adapter_name="gpu")  # dpm-solver, mse + lsgan + dmd
     base = {n: p.detach().clone() for n, p in teacher.unet.named_parameters() if "lora_" not in n}
     dataset = c.get("dataset", "toy-digits").build({})
     rng = np.random.default_rng(0)

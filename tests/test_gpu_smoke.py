@@ -106,19 +106,15 @@ def test_random_configs_are_sd15s_published_sizes():
 # --- peak memory ----------------------------------------------------------------------------------------------
 def test_peak_memory_is_none_on_a_cpu(components):
     from flashbench.config import ComponentSpec, TrainConfig
-    from flashbench.method.trainer import FlashTrainer
+    from flashbench.training import TrainingLoop, build_trainer
 
     c = components
-    teacher = c.get("teacher", "toy-digits").build({}, device="cpu")
     train = TrainConfig(teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("toy-digits"), num_timesteps=8, phase_length=1,
-                        iterations=2, batch_size=2, guidance_min=1.5, guidance_max=3.0, trackers=())
-    trainer = FlashTrainer(
-        teacher, c.get("conditioning", "text").build({}), c.get("solver", "dpm-solver").build({}),
-        c.get("timesteps", "flash").build({}, num_timesteps=8, phase_length=1, num_phases=4), train,
-        distil=c.get("loss", "mse").build({}), gan=None, dmd=None, adapter_name="peak", seed=0,
-    )
+                        iterations=2, batch_size=2, guidance_min=1.5, guidance_max=3.0, adv_loss=ComponentSpec("none"),
+                        dmd_loss=ComponentSpec("none"), trackers=())
+    trainer = build_trainer(train, c, seed=0, adapter_name="peak")
     try:
-        summary = trainer.train(c.get("dataset", "toy-digits").build({}), 2, seed=0, progress=False)
+        summary = TrainingLoop(trainer).run(c.get("dataset", "toy-digits").build({}), 2, seed=0, progress=False)
     finally:
         trainer.close()
     assert summary.peak_memory_gb is None and summary.iterations == 2

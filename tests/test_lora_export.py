@@ -22,23 +22,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def trained(components, tmp_path_factory):
     """(teacher with the trained adapter active, training summary, folder of the saved LoRA)."""
-    from flashbench.method.trainer import FlashTrainer
+    from flashbench.training import TrainingLoop, build_trainer
 
     cfg = TrainConfig(
         teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("toy-digits"), num_timesteps=8, phase_length=2,
         iterations=8, batch_size=4, learning_rate=1e-2, guidance_min=1.5, guidance_max=3,
     )
-    teacher = components.get("teacher", "toy-digits").build({}, device="cpu")
-    dataset = components.get("dataset", "toy-digits").build({})
-    conditioning = components.get("conditioning", "text").build({})
-    solver = components.get("solver", cfg.solver.name).build({})
-    timesteps = components.get("timesteps", cfg.timesteps.name).build(
-        {}, num_timesteps=cfg.num_timesteps, phase_length=cfg.phase_length, num_phases=len(cfg.lambda_adv)
-    )
-    losses = {kind: components.get("loss", name).build({}, device="cpu") for kind, name in (("distil", "mse"), ("gan", "lsgan"), ("dmd", "dmd"))}
-    torch.manual_seed(0)  # LoRA initialisation
-    trainer = FlashTrainer(teacher, conditioning, solver, timesteps, cfg, **losses, adapter_name=ADAPTER, seed=0)
-    summary = trainer.train(dataset, cfg.iterations, seed=0, progress=False)
+    trainer = build_trainer(cfg, components, seed=0, adapter_name=ADAPTER)  # mse + lsgan + dmd
+    teacher = trainer.teacher
+    summary = TrainingLoop(trainer).run(components.get("dataset", "toy-digits").build({}), cfg.iterations, seed=0, progress=False)
     folder = teacher.save_lora(ADAPTER, tmp_path_factory.mktemp("export") / "lora")
     yield teacher, summary, folder
     trainer.close()

@@ -75,21 +75,16 @@ def test_the_default_stream_is_standard_error_at_call_time(capsys):
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_trainer_train_writes_plain_lines_when_stderr_is_not_a_terminal(components, capsys):
+def test_the_training_loop_writes_plain_lines_when_stderr_is_not_a_terminal(components, capsys):
     from flashbench.config import ComponentSpec, TrainConfig
-    from flashbench.method.trainer import FlashTrainer
+    from flashbench.training import TrainingLoop, build_trainer
 
     cfg = TrainConfig(teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("toy-digits"), num_timesteps=4,
                       phase_length=10, iterations=30, batch_size=2, adv_loss=ComponentSpec("none"),
                       dmd_loss=ComponentSpec("none"), log_every=1)
-    teacher = components.get("teacher", "toy-digits").build({}, device="cpu")
-    build = lambda kind, name, **kw: components.get(kind, name).build({}, **kw)  # noqa: E731
-    timesteps = build("timesteps", cfg.timesteps.name, num_timesteps=cfg.num_timesteps, phase_length=cfg.phase_length,
-                      num_phases=len(cfg.lambda_adv))
-    trainer = FlashTrainer(teacher, build("conditioning", "text"), build("solver", cfg.solver.name), timesteps, cfg,
-                           distil=build("loss", "mse", device="cpu"), gan=None, dmd=None, adapter_name="progress", seed=0)
+    trainer = build_trainer(cfg, components, seed=0, adapter_name="progress")
     try:
-        trainer.train(build("dataset", "toy-digits"), cfg.iterations, seed=0, progress=True, desc="distil")
+        TrainingLoop(trainer).run(components.get("dataset", "toy-digits").build({}), cfg.iterations, seed=0, progress=True, desc="distil")
     finally:
         trainer.close()
     err = capsys.readouterr().err

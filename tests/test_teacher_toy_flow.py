@@ -111,7 +111,7 @@ def test_flash_student_beats_the_flow_teacher_at_2_nfe(components, seed):
     2-NFE student has a clearly lower toy-fd (200 samples) than the teacher at 2 NFE, sampled with its own
     flow-euler solver and CFG (1 step) and with the student's few-step sampler without CFG (2 steps)."""
     from flashbench.config import ComponentSpec, TrainConfig
-    from flashbench.method.trainer import FlashTrainer
+    from flashbench.training import TrainingLoop, build_trainer
 
     teacher = _build()
     dataset = components.get("dataset", "toy-digits").build({})
@@ -130,15 +130,9 @@ def test_flash_student_beats_the_flow_teacher_at_2_nfe(components, seed):
         num_timesteps=8, phase_length=iters // 4, iterations=iters, batch_size=16, learning_rate=1e-3,
         disc_learning_rate=1e-3, guidance_min=1.5, guidance_max=3.0,
     )
-    torch.manual_seed(seed)
-    trainer = FlashTrainer(
-        teacher, components.get("conditioning", "text").build({}), solver,
-        components.get("timesteps", "flash").build({}, num_timesteps=8, phase_length=iters // 4, num_phases=4), cfg,
-        distil=components.get("loss", "mse").build({}), gan=components.get("loss", "lsgan").build({}),
-        dmd=components.get("loss", "dmd").build({}), adapter_name="flow-effect", seed=seed,
-    )
+    trainer = build_trainer(cfg, components, teacher=teacher, seed=seed, adapter_name="flow-effect")  # mse + lsgan + dmd
     try:
-        trainer.train(dataset, iters, seed=seed, progress=False)
+        TrainingLoop(trainer).run(dataset, iters, seed=seed, progress=False)
         student = fd.evaluate(student_sample(teacher, cond, noise, 2, torch.Generator().manual_seed(1)), prompts)
     finally:
         trainer.close()

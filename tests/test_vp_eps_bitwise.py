@@ -10,6 +10,7 @@ teacher's own 4-step samples. The test reruns the same thing and compares every 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -18,7 +19,6 @@ import pytest
 import torch
 
 from flashbench.config import ComponentSpec, TrainConfig
-from flashbench.method import losses as L
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,7 +37,6 @@ def toy(components):
     return {
         "teacher": components.get("teacher", "toy-digits").build({}, device="cpu"),
         "dataset": components.get("dataset", "toy-digits").build({}),
-        "conditioning": components.get("conditioning", "text").build({}),
         "components": components,
     }
 
@@ -46,15 +45,12 @@ def _run(toy, solver_name: str) -> dict[str, torch.Tensor]:
     import numpy as np
 
     from flashbench.method.sampling import student_sample, teacher_sample
-    from flashbench.method.trainer import FlashTrainer
+    from flashbench.training import build_trainer
 
-    c = toy["components"]
-    solver = c.get("solver", solver_name).build({})
-    timesteps = c.get("timesteps", "flash").build({}, num_timesteps=8, phase_length=1, num_phases=4)
     teacher = toy["teacher"]
-    torch.manual_seed(0)
-    trainer = FlashTrainer(teacher, toy["conditioning"], solver, timesteps, CFG, distil=L.MSEDistillation(), gan=L.LSGAN(),
-                           dmd=L.DMDLoss(), adapter_name=f"bitwise-{solver_name}", seed=0)
+    cfg = dataclasses.replace(CFG, solver=ComponentSpec(solver_name))  # mse + lsgan + dmd, flash pi
+    trainer = build_trainer(cfg, toy["components"], teacher=teacher, seed=0, adapter_name=f"bitwise-{solver_name}")
+    solver = trainer.solver
     out: dict[str, torch.Tensor] = {}
     try:
         rng = np.random.default_rng(0)

@@ -225,23 +225,20 @@ def test_two_processes_read_disjoint_samples(build, folder):
 
 
 def test_training_on_the_stream_resumes_bit_for_bit(components, build, folder, tmp_path):
-    """FlashTrainer.train on the stream (2 workers): a run stopped after its step-2 checkpoint and resumed by a
+    """The training loop on the stream (2 workers): a run stopped after its step-2 checkpoint and resumed by a
     fresh trainer ends with the uninterrupted run's weights (the resumed stream skips the batches already used)."""
     from flashbench.config import ComponentSpec, TrainConfig
-    from flashbench.method.trainer import FlashTrainer
+    from flashbench.training import TrainingLoop, build_trainer
 
-    cfg = TrainConfig(teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("webdataset"), num_timesteps=8, phase_length=2,
+    cfg = TrainConfig(teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("webdataset"), solver=ComponentSpec("ddim"),
+                      adv_loss=ComponentSpec("none"), dmd_loss=ComponentSpec("none"), num_timesteps=8, phase_length=2,
                       iterations=4, batch_size=2, learning_rate=1e-2, disc_learning_rate=1e-2, guidance_min=1.5, guidance_max=3,
                       checkpoint_every=2, trackers=())
     teacher = components.get("teacher", "toy-digits").build({}, device="cpu")
     dataset = build(folder, num_workers=2, task="t2i")
 
     def run(name, checkpoint, stop_after=None):
-        timesteps = components.get("timesteps", "flash").build({}, num_timesteps=8, phase_length=2, num_phases=4)
-        torch.manual_seed(0)
-        trainer = FlashTrainer(teacher, components.get("conditioning", "text").build({}), components.get("solver", "ddim").build({}),
-                               timesteps, cfg, distil=components.get("loss", "mse").build({}, device="cpu"), gan=None, dmd=None,
-                               adapter_name=name, seed=0)
+        trainer = build_trainer(cfg, components, teacher=teacher, seed=0, adapter_name=name)
         seen, step = [], trainer.step
 
         def recording(batch, it):
@@ -252,7 +249,7 @@ def test_training_on_the_stream_resumes_bit_for_bit(components, build, folder, t
 
         trainer.step = recording
         try:
-            trainer.train(dataset, cfg.iterations, seed=0, progress=False, checkpoint=checkpoint)
+            TrainingLoop(trainer).run(dataset, cfg.iterations, seed=0, progress=False, checkpoint=checkpoint)
             return [p.detach().clone() for p in trainer.lora_params], seen
         finally:
             trainer.close()

@@ -1,4 +1,4 @@
-"""One Flash Diffusion training step (Algorithm 1) and the loop around it.
+"""One Flash Diffusion training step (Algorithm 1).
 
 Per step: draw (z0, c), omega ~ U[omega_min, omega_max] and a grid index i ~ pi per sample; z_{t_i} =
 alpha z0 + sigma eps (pure noise at i = K, as at inference); the teacher solves the PF-ODE with CFG from
@@ -10,22 +10,22 @@ Data-parallel (``accelerate launch``): every rank draws the randomness of the *g
 omega, grid indices, noise) from the same seeded generators and keeps its own slice, so N ranks with
 per-process batch b follow the single-process run with batch N*b up to float reassociation, and
 gradients are averaged by DDP. A streaming dataset (one with ``train_batches``) instead gives each rank its
-own share of the data, so no process reads or decodes another's samples. Checkpoints (``checkpoint.py``)
-make the loop resumable bit for bit.
+own share of the data, so no process reads or decodes another's samples.
+
+No I/O here: :func:`flashbench.training.build_trainer` wires a trainer from a configuration, and
+:class:`flashbench.training.TrainingLoop` drives its steps with the progress, trackers and checkpoints
+(``checkpoint.py``) that make a run resumable bit for bit.
 """
 from __future__ import annotations
 
-import logging
 import math
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..config import TrainConfig
-from .. import checkpoint as ckpt
 from . import acceleration as acc
 from .data import Batch
 from .guidance import cond_index, guided_nfe, guided_output
@@ -36,8 +36,6 @@ from .solvers import Solver
 from .teacher import Teacher, network, process_of
 from .timesteps import TimestepDistribution
 
-logger = logging.getLogger("flashbench")
-
 
 def _allow_precision_change(mixed_precision: str) -> None:
     """accelerate keeps one process-wide state and refuses an Accelerator with another precision; variants
@@ -47,6 +45,16 @@ def _allow_precision_change(mixed_precision: str) -> None:
     current = AcceleratorState._shared_state.get("_mixed_precision")
     if current is not None and str(current) != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
+
+
+def new_accelerator(mixed_precision: str, device, *, log_with=None, project_dir: str | None = None):
+    """A fresh Accelerator for one trainer (on the CPU when ``device`` is); ``log_with`` and ``project_dir``
+    are the trackers the host configures (:func:`flashbench.training.make_accelerator`), none by default."""
+    from accelerate import Accelerator
+
+    _allow_precision_change(mixed_precision)
+    return Accelerator(mixed_precision=mixed_precision, cpu=torch.device(device).type == "cpu",
+                       log_with=log_with, project_dir=project_dir)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -63,21 +71,14 @@ class StepStats:
     phase: int
 
 
-@dataclass
-class TrainSummary:
-    iterations: int
-    seconds: float
-    seconds_per_step: float
-    teacher_nfe_per_step: float
-    student_nfe_per_step: float
-    trainable_params: int
-    history: list[dict] = field(default_factory=list)
-    #: torch.cuda.max_memory_allocated over the training loop, in GiB (2**30 bytes), the teacher's weights included
-    #: (reset when the loop starts); None on a CPU
-    peak_memory_gb: float | None = None
-
-
 class FlashTrainer:
+    """Algorithm 1's step on a teacher with a LoRA student (and a discriminator head with an adversarial
+    loss). :func:`flashbench.training.build_trainer` builds one from a configuration.
+
+    ``accelerator``: the Accelerator to train with (default: a fresh one, ``cfg``'s mixed precision on the
+    teacher's device). ``tracking_dir``: the training loop (:class:`flashbench.training.TrainingLoop`) logs to
+    the accelerator's trackers only with one (``cfg.trackers`` under it when no accelerator is given)."""
+
     def __init__(
         self,
         teacher: Teacher,
@@ -94,21 +95,20 @@ class FlashTrainer:
         accelerator=None,
         tracking_dir: Path | None = None,
     ):
-        from accelerate import Accelerator
-
         self.teacher, self.conditioning, self.solver, self.timesteps, self.cfg = teacher, conditioning, solver, timesteps, cfg
         supports = getattr(solver, "supports", None)
         if supports is not None and not supports(self.process):
             raise ValueError(f"solver {getattr(solver, 'name', type(solver).__name__)!r} cannot integrate the teacher's "
                              f"{self.process.describe()} process")
         self.distil, self.gan, self.dmd = distil, gan, dmd
-        trackers = list(cfg.trackers) if tracking_dir is not None else []
-        if accelerator is None:
-            _allow_precision_change(cfg.mixed_precision)
-        self.accelerator = accelerator or Accelerator(
-            mixed_precision=cfg.mixed_precision, cpu=teacher.device.type == "cpu",
-            log_with=trackers or None, project_dir=str(tracking_dir) if trackers else None,
-        )
+        if accelerator is None and tracking_dir is not None:
+            # the trackers are the host's: build_trainer makes this accelerator; kept for direct callers
+            from ..training import make_accelerator
+
+            accelerator = make_accelerator(cfg, teacher.device, tracking_dir)
+        self.accelerator = accelerator or new_accelerator(cfg.mixed_precision, teacher.device)
+        # whether the training loop (flashbench.training.TrainingLoop) logs to the accelerator's trackers: only
+        # with a tracking folder, as before the loop moved out
         self.tracking = bool(self.accelerator.log_with) if tracking_dir is not None else False
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.device = teacher.device
@@ -124,7 +124,7 @@ class FlashTrainer:
         self.student_module = acc.maybe_compile(module, cfg.compile_student)
         self.acceleration = acc.describe(self.student_module)
         self.opt = self.accelerator.prepare_optimizer(torch.optim.Adam(self.lora_params, lr=cfg.learning_rate))
-        self.head = None
+        self.head = self.head_opt = None
         if gan is not None:
             ch, size = teacher.discriminator_input()
             torch.manual_seed(seed)
@@ -309,75 +309,35 @@ class FlashTrainer:
         losses["total"] = float(total.item())
         return StepStats(losses, teacher_nfe, student_nfe, phase)
 
-    # -- checkpoints --------------------------------------------------------------------------------
-    def save_checkpoint(self, path: Path, *, step: int, data_rng: np.random.Generator, counters: dict) -> None:
-        """Everything the loop needs to continue bit for bit, written atomically by the main process."""
-        if self.accelerator.is_main_process:
-            ckpt.save(path, modules={"lora": self.lora_params, "head": list(self.head.parameters()) if self.head else []},
-                      optimizers={"opt": self.opt, "head_opt": getattr(self, "head_opt", None)},
-                      generator=self.generator, data_rng=data_rng,
-                      meta={"step": step, "phase": self.timesteps.phase(self.counted(max(0, step - 1))), "fingerprint": ckpt.fingerprint(self.cfg), **counters})
-        self.accelerator.wait_for_everyone()
-
-    def load_checkpoint(self, path: Path, data_rng: np.random.Generator) -> dict | None:
-        """Restore a checkpoint written for this configuration; None (start afresh) when there is none
-        or it belongs to another configuration of the variant."""
-        return ckpt.load(path, modules={"lora": self.lora_params, "head": list(self.head.parameters()) if self.head else []},
-                         optimizers={"opt": self.opt, "head_opt": getattr(self, "head_opt", None)},
-                         generator=self.generator, data_rng=data_rng, fingerprint=ckpt.fingerprint(self.cfg))
-
-    # -- the loop --------------------------------------------------------------------------------------
+    # -- kept for callers of the trainer's former loop API: the loop and checkpoints are flashbench.training's ----
     def train(self, dataset, iterations: int, *, seed: int, progress: bool = True, log=None, desc: str = "train",
               checkpoint: Path | None = None):
-        """Run iterations [0, iterations), continuing from ``checkpoint`` when it holds one for this
-        configuration; with ``cfg.checkpoint_every`` > 0 a checkpoint is written every that many steps
-        and at the end (so a run killed while evaluating does not train again)."""
-        from ..progress import progress_bar  # tqdm on a terminal, a line every 5% in a log file
+        """``TrainingLoop(self).run(...)`` (:class:`flashbench.training.TrainingLoop`)."""
+        from ..training import TrainingLoop
 
-        rng = np.random.default_rng(seed)
-        history: list[dict] = []
-        counters = {"teacher_nfe": 0.0, "student_nfe": 0.0, "seconds": 0.0}
-        start = 0
-        state = self.load_checkpoint(checkpoint, rng) if checkpoint is not None else None
-        if state is not None:
-            start = int(state["step"])
-            history = list(state.get("history", []))
-            counters = {k: float(state.get(k, 0.0)) for k in counters}
-            logger.info("%s: resuming from the checkpoint at step %d of %d", desc, start, iterations)
-        if self.tracking:
-            self.accelerator.init_trackers(desc, config=ckpt.tracker_config(self.cfg))
-        every = self.cfg.checkpoint_every if checkpoint is not None else 0
-        cuda = self.device.type == "cuda"
-        if cuda:
-            torch.cuda.reset_peak_memory_stats(self.device)
-        t0 = time.perf_counter()
-        bar = progress_bar(range(start, iterations), desc=desc, disable=not progress)
-        batches = self.local_batches(dataset, rng, start)
-        for it in bar:
-            batch = next(batches)
-            stats = self.step(batch, it)
-            counters["teacher_nfe"] += stats.teacher_nfe
-            counters["student_nfe"] += stats.student_nfe
-            if it % self.cfg.log_every == 0 or it == iterations - 1:
-                row = {"step": it, "phase": stats.phase, **stats.losses}
-                history.append(row)
-                if log:
-                    log(row)
-                if self.tracking:
-                    self.accelerator.log({f"loss/{k}": v for k, v in stats.losses.items()} | {"phase": stats.phase}, step=it)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in stats.losses.items() if k != "total"})
-            if every and ((it + 1) % every == 0 or it + 1 == iterations):
-                elapsed = counters["seconds"] + time.perf_counter() - t0
-                self.save_checkpoint(checkpoint, step=it + 1, data_rng=rng, counters={**counters, "seconds": elapsed, "history": history})
-        seconds = counters["seconds"] + time.perf_counter() - t0
-        n = max(1, iterations)
-        peak = torch.cuda.max_memory_allocated(self.device) / 2**30 if cuda else None
-        return TrainSummary(iterations, seconds, seconds / n,
-                            counters["teacher_nfe"] / n, counters["student_nfe"] / n, self.trainable_params, history,
-                            peak_memory_gb=peak)
+        return TrainingLoop(self).run(dataset, iterations, seed=seed, progress=progress, log=log, desc=desc, checkpoint=checkpoint)
+
+    def save_checkpoint(self, path: Path, *, step: int, data_rng: np.random.Generator, counters: dict) -> None:
+        """``TrainingLoop(self).save_checkpoint(...)`` (:class:`flashbench.training.TrainingLoop`)."""
+        from ..training import TrainingLoop
+
+        TrainingLoop(self).save_checkpoint(path, step=step, data_rng=data_rng, counters=counters)
+
+    def load_checkpoint(self, path: Path, data_rng: np.random.Generator) -> dict | None:
+        """:func:`flashbench.checkpoint.load_training` on this trainer."""
+        from ..checkpoint import load_training
+
+        return load_training(path, self, data_rng)
 
     def close(self) -> None:
-        if self.tracking:  # not end_training(): it would also tear down the process group other variants use
-            for tracker in self.accelerator.trackers:
-                tracker.finish()
+        """Remove the student's adapter from the teacher."""
         self.teacher.remove_lora(self.adapter_name)
+
+
+def __getattr__(name: str):
+    # TrainSummary moved with the loop to flashbench.training (which imports this module): still importable here
+    if name == "TrainSummary":
+        from ..training import TrainSummary
+
+        return TrainSummary
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

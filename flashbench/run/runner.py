@@ -54,6 +54,7 @@ class StudyRunner:
         """Build every component the pending variants need, before anything trains: missing weights, a
         missing dataset folder or a bad option fail here (one line, exit 2), not hours into a run."""
         from ..method.acceleration import supports_gradient_checkpointing
+        from ..training import build_components
 
         for v in variants:
             train, ev = v.train, v.eval
@@ -69,13 +70,7 @@ class StudyRunner:
                                  f"the {train.teacher.name} teacher's {type(teacher.denoiser).__name__} cannot checkpoint its activations; allowed: false")
             self.resources.dataset(train.dataset)
             self.resources.dataset(ev.prompts)
-            self.resources.conditioning(train.conditioning)
-            for spec in (train.distil_loss,):
-                self.resources.loss(spec, teacher)
-            for spec in (train.adv_loss, train.dmd_loss):
-                self.resources.loss(spec)
-            self.resources.solver(train.solver)
-            self.resources.timesteps(train)
+            build_components(train, self.resources, teacher)  # what build_trainer will build (nothing seeded)
             if train.evaluate_only and train.pretrained_lora:  # a published LoRA must be on the machine
                 teacher.load_lora("preflight", train.pretrained_lora)
                 teacher.remove_lora("preflight")

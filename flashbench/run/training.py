@@ -33,31 +33,25 @@ class VariantTraining:
         """Train ``variant`` and evaluate its student; then evaluate the same student for each of
         ``siblings`` (variants of the same training recipe and seed that differ only in evaluation: they
         would train an identical student). Returns ``[(variant, [ResultRow, ...]), ...]``, the variant first."""
-        import torch
-
-        from ..method.trainer import FlashTrainer, NonFiniteLoss
+        from ..method.trainer import NonFiniteLoss
+        from ..training import TrainingLoop, build_trainer
 
         train, seed = variant.train, variant.seed
         if train.evaluate_only:
             return [(variant, self.run_published(variant, index))]
         teacher = self.resources.teacher(train.teacher)
         dataset = self.resources.dataset(train.dataset)
-        cond_plugin = self.resources.conditioning(train.conditioning)
-        solver = self.resources.solver(train.solver)
-        timesteps = self.resources.timesteps(train)
-        torch.manual_seed(seed)  # LoRA initialisation
-        trainer = FlashTrainer(
-            teacher, cond_plugin, solver, timesteps, train,
-            distil=self.resources.loss(train.distil_loss, teacher), gan=self.resources.loss(train.adv_loss), dmd=self.resources.loss(train.dmd_loss),
-            adapter_name=f"flash_{index}", seed=seed, tracking_dir=self.store.variant_dir(variant.key) / "logs",
-        )
         vdir = self.store.variant_dir(variant.key)
+        # the study's components (one teacher, one perceptual network); the LoRA initialisation seeded with the variant's seed
+        trainer = build_trainer(train, self.resources.components, teacher=teacher, seed=seed, adapter_name=f"flash_{index}",
+                                tracking_dir=vdir / "logs", resources=self.resources)
         log.info("%s: student %s", variant.name, trainer.acceleration)
         try:
             try:
-                summary = trainer.train(dataset, train.iterations, seed=seed, progress=self.progress and self.state.is_main_process,
-                                        desc=variant.name if len(self.study.seeds) == 1 else f"{variant.name} (seed {seed})",
-                                        log=lambda r: log.info("%s %s", variant.name, r), checkpoint=vdir / "checkpoint.safetensors")
+                summary = TrainingLoop(trainer).run(
+                    dataset, train.iterations, seed=seed, progress=self.progress and self.state.is_main_process,
+                    desc=variant.name if len(self.study.seeds) == 1 else f"{variant.name} (seed {seed})",
+                    log=lambda r: log.info("%s %s", variant.name, r), checkpoint=vdir / "checkpoint.safetensors")
             except NonFiniteLoss as exc:  # the last good checkpoint stays on disk
                 log.error("%s failed: %s", variant.name, exc)
                 return [(v, [ResultRow(self.stamp, Subject("student", v.name, v.key, seed, v.axes), None, None, exc.term, None, 0, None,

@@ -493,25 +493,19 @@ def build_train_world(teacher, *, study: str = "ablation_losses.toml", variant: 
 
     import numpy as np
 
-    from flashbench.method.trainer import FlashTrainer
     from flashbench.plugins import collect_components
-    from flashbench.runner import StudyResources
     from flashbench.study import load_study
+    from flashbench.training import build_trainer
 
     components = collect_components()
     spec = next(v for v in load_study(ROOT / "studies" / study, scale="toy", components=components).variants if v.name == variant)
     train = spec.train
     changes = {k: v for k, v in {"batch_size": batch_size, "mixed_precision": mixed_precision}.items() if v is not None}
     train = dataclasses.replace(train, **changes)
-    res = StudyResources(components, teacher.device)  # the teacher is the caller's (one per benchmark session)
-    dataset, cond = res.dataset(train.dataset), res.conditioning(train.conditioning)
-    solver = components.get("solver", train.solver.name).build(train.solver.options)
+    dataset = components.get("dataset", train.dataset.name).build(train.dataset.options)
+    # the teacher is the caller's (one per benchmark session)
+    trainer = build_trainer(train, components, teacher=teacher, seed=seed, adapter_name="bench")
     phases = len(train.lambda_adv)
-    timesteps = components.get("timesteps", train.timesteps.name).build(
-        train.timesteps.options, num_timesteps=train.num_timesteps, phase_length=train.phase_length, num_phases=phases)
-    torch.manual_seed(seed)
-    trainer = FlashTrainer(teacher, cond, solver, timesteps, train, distil=res.loss(train.distil_loss, teacher), gan=res.loss(train.adv_loss),
-                           dmd=res.loss(train.dmd_loss), adapter_name="bench", seed=seed)
     steps = [(p * train.phase_length + train.phase_length // 2, 1000 + p, dataset.train_batch(np.random.default_rng(p), train.batch_size))
              for p in range(phases)]
     return TrainWorld(trainer, teacher, steps)

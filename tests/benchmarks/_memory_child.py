@@ -55,17 +55,15 @@ def main(argv=None) -> dict:
 
     from flashbench.config import TrainConfig
     from flashbench.method.data import Batch
-    from flashbench.method.losses import LSGAN, DMDLoss, MSEDistillation
-    from flashbench.method.solvers import DPMSolverPP2M
-    from flashbench.method.timesteps import FlashMixture
-    from flashbench.method.trainer import FlashTrainer
     from flashbench.plugins import collect_components
+    from flashbench.training import build_trainer
     from flashbench_plugins.teachers import _sd_configs
     from flashbench_plugins.teachers._sd_family import SDFamilyTeacher
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    teacher = collect_components().get("teacher", "toy-digits").build({}, device=device)  # tokenizer, text encoder, schedule
+    components = collect_components()
+    teacher = components.get("teacher", "toy-digits").build({}, device=device)  # tokenizer, text encoder, schedule
     baseline_mb = rss_peak_mb()
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
@@ -100,8 +98,7 @@ def main(argv=None) -> dict:
 
     cfg = TrainConfig(num_timesteps=4, phase_length=1, iterations=3, batch_size=2, learning_rate=1e-5, disc_learning_rate=1e-5,
                       guidance_min=3.0, guidance_max=13.0, lora_rank=4)
-    trainer = FlashTrainer(teacher, _Text(), DPMSolverPP2M(), FlashMixture(4, 1, 4), cfg, distil=MSEDistillation(), gan=LSGAN(),
-                           dmd=DMDLoss(), adapter_name="memory", seed=0)
+    trainer = build_trainer(cfg, components, teacher=teacher, seed=0, adapter_name="memory")  # dpm-solver, mse + lsgan + dmd
     g = torch.Generator().manual_seed(0)
     prompts = ["a red digit three", "a blue digit seven"]
     losses = {}
@@ -126,11 +123,6 @@ def main(argv=None) -> dict:
         "weight_copies": len(storages) / base_params, "losses": losses,
         "measure": "torch.cuda.max_memory_allocated" if cuda else "peak resident set (VmHWM)",
     }
-
-
-class _Text:
-    def prepare(self, teacher, prompts, extras=None):
-        return teacher.encode_prompts(list(prompts), extras), teacher.null_condition(list(prompts), extras)
 
 
 if __name__ == "__main__":
