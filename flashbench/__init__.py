@@ -2,6 +2,7 @@
 
 Importing this package is cheap: torch and the diffusion libraries load only when a component is built.
 """
+
 from __future__ import annotations
 
 import pluggy

@@ -1,4 +1,5 @@
 """``python -m flashbench``: the ``flashbench`` command."""
+
 import sys
 
 from .cli import main

@@ -14,6 +14,7 @@ folder) are named by their path only: set ``FLASHBENCH_CACHE=off`` when they cha
 
 Location: ``$FLASHBENCH_CACHE`` (a folder; ``off`` disables the cache), else ``~/.cache/flashbench``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,8 +61,7 @@ def code_fingerprint() -> str:
 def cache_key(teacher_recipe: str, seed: int, device: str) -> str:
     import torch
 
-    data = {"recipe": teacher_recipe, "seed": seed, "code": code_fingerprint(), "torch": torch.__version__,
-            "device": str(device).split(":")[0]}
+    data = {"recipe": teacher_recipe, "seed": seed, "code": code_fingerprint(), "torch": torch.__version__, "device": str(device).split(":")[0]}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:20]
 
 

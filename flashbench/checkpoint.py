@@ -11,6 +11,7 @@ A SIGKILL during a write leaves the previous checkpoint intact (temporary file +
 temporary file is ignored. A checkpoint whose fingerprint differs (the study changed the variant's
 recipe) is ignored with a warning and the variant starts afresh.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,11 @@ _UNSET = object()
 
 
 def fingerprint(cfg) -> str:
-    data = {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
-            if f.name not in NEUTRAL_FIELDS and getattr(cfg, f.name) != FINGERPRINT_SINCE.get(f.name, _UNSET)}
+    data = {
+        f.name: _plain(getattr(cfg, f.name))
+        for f in dataclasses.fields(cfg)
+        if f.name not in NEUTRAL_FIELDS and getattr(cfg, f.name) != FINGERPRINT_SINCE.get(f.name, _UNSET)
+    }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -71,20 +75,24 @@ def save_training(path: Path, trainer, *, step: int, data_rng: np.random.Generat
     head, optimisers, generator; ``data_rng``; ``counters``: the loop's NFE/time counters and loss history)."""
     modules, optimizers = _training_state(trainer)
     phase = trainer.timesteps.phase(trainer.counted(max(0, step - 1)))
-    save(path, modules=modules, optimizers=optimizers, generator=trainer.generator, data_rng=data_rng,
-         meta={"step": step, "phase": phase, "fingerprint": fingerprint(trainer.cfg), **counters})
+    save(
+        path,
+        modules=modules,
+        optimizers=optimizers,
+        generator=trainer.generator,
+        data_rng=data_rng,
+        meta={"step": step, "phase": phase, "fingerprint": fingerprint(trainer.cfg), **counters},
+    )
 
 
 def load_training(path: Path, trainer, data_rng: np.random.Generator) -> dict | None:
     """Restore a checkpoint written for ``trainer``'s configuration into it and ``data_rng``; None (start
     afresh) when there is none or it belongs to another configuration of the variant."""
     modules, optimizers = _training_state(trainer)
-    return load(path, modules=modules, optimizers=optimizers, generator=trainer.generator, data_rng=data_rng,
-                fingerprint=fingerprint(trainer.cfg))
+    return load(path, modules=modules, optimizers=optimizers, generator=trainer.generator, data_rng=data_rng, fingerprint=fingerprint(trainer.cfg))
 
 
-def save(path: Path, *, modules: dict[str, list], optimizers: dict, generator: torch.Generator,
-         data_rng: np.random.Generator, meta: dict) -> None:
+def save(path: Path, *, modules: dict[str, list], optimizers: dict, generator: torch.Generator, data_rng: np.random.Generator, meta: dict) -> None:
     from safetensors.torch import save as to_bytes
 
     tensors: dict[str, torch.Tensor] = {}
@@ -109,8 +117,7 @@ def save(path: Path, *, modules: dict[str, list], optimizers: dict, generator: t
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
-    header = {"format": FORMAT, **meta, "optimizers": opt_meta, "data_rng": data_rng.bit_generator.state,
-              "groups": {g: len(p) for g, p in modules.items()}}
+    header = {"format": FORMAT, **meta, "optimizers": opt_meta, "data_rng": data_rng.bit_generator.state, "groups": {g: len(p) for g, p in modules.items()}}
     blob = to_bytes(tensors, metadata={"flashbench": json.dumps(header, default=_json_default)})
     atomic_write_with(path, lambda f: f.write(blob), binary=True)
 
@@ -133,8 +140,7 @@ def read_meta(path: Path) -> dict:
         raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc}); delete it to restart this variant") from exc
 
 
-def load(path: Path, *, modules: dict[str, list], optimizers: dict, generator: torch.Generator,
-         data_rng: np.random.Generator, fingerprint: str) -> dict | None:
+def load(path: Path, *, modules: dict[str, list], optimizers: dict, generator: torch.Generator, data_rng: np.random.Generator, fingerprint: str) -> dict | None:
     """Restore ``path`` into the given parameters, optimisers and RNGs; returns its metadata, or None
     when there is no checkpoint or it was written for another configuration."""
     from safetensors.torch import load_file
@@ -144,8 +150,9 @@ def load(path: Path, *, modules: dict[str, list], optimizers: dict, generator: t
         return None
     meta = read_meta(path)
     if meta.get("fingerprint") != fingerprint:
-        log.warning("%s: written for another configuration of this variant (fingerprint %s, now %s); starting afresh",
-                    path, meta.get("fingerprint"), fingerprint)
+        log.warning(
+            "%s: written for another configuration of this variant (fingerprint %s, now %s); starting afresh", path, meta.get("fingerprint"), fingerprint
+        )
         return None
     groups = {g: len(p) for g, p in modules.items()}
     if meta.get("groups") != groups:
@@ -163,7 +170,7 @@ def load(path: Path, *, modules: dict[str, list], optimizers: dict, generator: t
         prefix = f"{name}.state."
         for key, t in tensors.items():
             if key.startswith(prefix):
-                idx, k = key[len(prefix):].split(".", 1)
+                idx, k = key[len(prefix) :].split(".", 1)
                 state.setdefault(int(idx), {})[k] = t
         for key, v in saved["scalars"].items():
             idx, k = key.split(".", 1)

@@ -4,6 +4,7 @@ Every :class:`flashbench.errors.UserError` is printed as ``flashbench: error: <m
 problem, a study's problems all at once) with exit status 2 and no traceback. ``validate`` and
 ``plugins`` never import torch: plugins import their heavy libraries only when a component is built.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -120,6 +121,7 @@ examples:
   flashbench compare runs/ablation_losses-toy /scratch/other-commit/ablation_losses-toy
   flashbench compare runs/a runs/b --html compare.html"""
 
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with a usage error as one line like every other error (argparse prints the usage
     block first: a wall of text in a SLURM log, and the one line that matters last)."""
@@ -136,23 +138,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("run", help="train and evaluate every variant of a study, then write its report",
-                       description="Train and evaluate every variant of a study, then write its report.",
-                       epilog=RUN_EPILOG, formatter_class=fmt)
+    p = sub.add_parser(
+        "run",
+        help="train and evaluate every variant of a study, then write its report",
+        description="Train and evaluate every variant of a study, then write its report.",
+        epilog=RUN_EPILOG,
+        formatter_class=fmt,
+    )
     p.add_argument("file", metavar="FILE", help="the study file (.toml)")
     p.add_argument("--scale", metavar="SCALE", help="a scale the study defines (default: its default_scale, else 'paper')")
     p.add_argument("--output", "-o", metavar="DIR", help="run directory (default: runs/<study name>-<scale>)")
-    p.add_argument("--shard", metavar="I/N", help="run only every N-th variant starting at I (0-based), e.g. "
-                   "0/4 ... 3/4 as four jobs of a SLURM array sharing one --output")
-    p.add_argument("--jobs", "-j", metavar="N", default=os.environ.get(JOBS_ENV),
-                   help="worker processes sharing the teacher baselines and variants on this machine (default: "
-                   "$FLASHBENCH_JOBS, else 'auto': one per core on a CPU, one on a GPU)")
+    p.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run only every N-th variant starting at I (0-based), e.g. 0/4 ... 3/4 as four jobs of a SLURM array sharing one --output",
+    )
+    p.add_argument(
+        "--jobs",
+        "-j",
+        metavar="N",
+        default=os.environ.get(JOBS_ENV),
+        help="worker processes sharing the teacher baselines and variants on this machine (default: "
+        "$FLASHBENCH_JOBS, else 'auto': one per core on a CPU, one on a GPU)",
+    )
     p.add_argument("--worker", metavar="DIR", type=Path, help=argparse.SUPPRESS)  # a worker of another process's --jobs run
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("validate", help="check a study file and list its variants, without running anything",
-                       description="Check a study file and list its variants, without running anything.",
-                       epilog=VALIDATE_EPILOG, formatter_class=fmt)
+    p = sub.add_parser(
+        "validate",
+        help="check a study file and list its variants, without running anything",
+        description="Check a study file and list its variants, without running anything.",
+        epilog=VALIDATE_EPILOG,
+        formatter_class=fmt,
+    )
     p.add_argument("file", metavar="FILE", help="the study file (.toml)")
     scales = p.add_mutually_exclusive_group()
     scales.add_argument("--scale", metavar="SCALE", help="check this scale only (default: every scale the study defines)")
@@ -160,39 +178,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the resolved study (every variant's full configuration) as JSON")
     p.set_defaults(func=_cmd_validate)
 
-    p = sub.add_parser("plugins", help="list every installed component and the distribution providing it",
-                       description="List every installed component: kind, name, distribution, tags, description.",
-                       epilog=PLUGINS_EPILOG, formatter_class=fmt)
+    p = sub.add_parser(
+        "plugins",
+        help="list every installed component and the distribution providing it",
+        description="List every installed component: kind, name, distribution, tags, description.",
+        epilog=PLUGINS_EPILOG,
+        formatter_class=fmt,
+    )
     p.add_argument("--kind", metavar="KIND", help=f"only this kind ({', '.join(KINDS)})")
     p.add_argument("--json", action="store_true", help="machine-readable output, options included")
     p.add_argument("-v", "--verbose", action="store_true", help="also list each component's options and defaults")
     p.set_defaults(func=_cmd_plugins)
 
-    p = sub.add_parser("report", help="render the reports of run directories from their stored results",
-                       description="Render the reports of run directories from their stored results; publish them "
-                                   "into a folder with its index.",
-                       epilog=REPORT_EPILOG, formatter_class=fmt)
+    p = sub.add_parser(
+        "report",
+        help="render the reports of run directories from their stored results",
+        description="Render the reports of run directories from their stored results; publish them into a folder with its index.",
+        epilog=REPORT_EPILOG,
+        formatter_class=fmt,
+    )
     p.add_argument("run_dirs", metavar="RUN_DIR", type=Path, nargs="*", help="directories written by `flashbench run`")
     p.add_argument("--publish", metavar="DIR", type=Path, help="copy each report into DIR and rewrite DIR/index.html")
     p.add_argument("--index", metavar="DIR", type=Path, help="write DIR/index.html over the reports in DIR")
-    p.add_argument("--summary", action="store_true",
-                   help="print one Markdown table over the runs (primary NFE) and stop; writes nothing")
+    p.add_argument("--summary", action="store_true", help="print one Markdown table over the runs (primary NFE) and stop; writes nothing")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("export", help="write a variant's student LoRA (diffusers, ComfyUI or peft) with a model card",
-                       description="Write a variant's student LoRA in diffusers, ComfyUI (kohya) or peft format, with a model card.",
-                       epilog=EXPORT_EPILOG, formatter_class=fmt)
+    p = sub.add_parser(
+        "export",
+        help="write a variant's student LoRA (diffusers, ComfyUI or peft) with a model card",
+        description="Write a variant's student LoRA in diffusers, ComfyUI (kohya) or peft format, with a model card.",
+        epilog=EXPORT_EPILOG,
+        formatter_class=fmt,
+    )
     p.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a directory written by `flashbench run`")
     p.add_argument("variant", metavar="VARIANT", help="a variant's name or key (e.g. distil or distil-s0)")
-    p.add_argument("--format", default="diffusers", choices=("diffusers", "comfyui", "peft"),
-                   help="diffusers (default), comfyui (kohya, also A1111) or peft")
-    p.add_argument("--output", "-o", metavar="DIR", type=Path,
-                   help="folder to write (default: RUN_DIR/exports/<variant key>-<format>)")
+    p.add_argument("--format", default="diffusers", choices=("diffusers", "comfyui", "peft"), help="diffusers (default), comfyui (kohya, also A1111) or peft")
+    p.add_argument("--output", "-o", metavar="DIR", type=Path, help="folder to write (default: RUN_DIR/exports/<variant key>-<format>)")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("compare", help="the result rows two runs share, side by side, with differences",
-                       description="Print the result rows two runs share, side by side, with their differences.",
-                       epilog=COMPARE_EPILOG, formatter_class=fmt)
+    p = sub.add_parser(
+        "compare",
+        help="the result rows two runs share, side by side, with differences",
+        description="Print the result rows two runs share, side by side, with their differences.",
+        epilog=COMPARE_EPILOG,
+        formatter_class=fmt,
+    )
     p.add_argument("run_a", metavar="RUN_A", type=Path, help="a directory written by `flashbench run`")
     p.add_argument("run_b", metavar="RUN_B", type=Path, help="another one")
     p.add_argument("--html", metavar="OUT", type=Path, help="also write the comparison as an HTML page to this file")
@@ -226,8 +256,7 @@ def main(argv: Sequence[str] | None = None, *, components=None) -> int:
             pass
         return 1
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted" + ("; run the same command again to resume" if args.command == "run" else ""),
-              file=sys.stderr)
+        print(f"{PROG}: interrupted" + ("; run the same command again to resume" if args.command == "run" else ""), file=sys.stderr)
         return 130
 
 
@@ -250,8 +279,10 @@ class _Lazy:
             try:
                 self._components = collect_components()
             except Exception as e:  # an import error in a plugin module, a name registered twice
-                hint = "" if os.environ.get("FLASHBENCH_DISABLE_PLUGIN_AUTOLOAD") else (
-                    " (set FLASHBENCH_DISABLE_PLUGIN_AUTOLOAD=1 to load only the built-in plugins)"
+                hint = (
+                    ""
+                    if os.environ.get("FLASHBENCH_DISABLE_PLUGIN_AUTOLOAD")
+                    else (" (set FLASHBENCH_DISABLE_PLUGIN_AUTOLOAD=1 to load only the built-in plugins)")
                 )
                 raise UserError(f"could not load the plugins: {type(e).__name__}: {e}{hint}") from e
         return self._components
@@ -316,12 +347,15 @@ def _check_same_study(output: Path, study, what: str) -> None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UserError(f"{path}: unreadable ({type(e).__name__}); {what} does not look like a run directory of "
-                        f"{study.name!r}; give another --output") from None
+        raise UserError(
+            f"{path}: unreadable ({type(e).__name__}); {what} does not look like a run directory of {study.name!r}; give another --output"
+        ) from None
     stored = (data.get("name"), data.get("scale")) if isinstance(data, dict) else (None, None)
     if stored != (study.name, study.scale):
-        raise UserError(f"{what}: holds the results of study {stored[0]!r} at scale {stored[1]!r}, not {study.name!r} "
-                        f"at scale {study.scale!r}; give another --output (nothing was changed)")
+        raise UserError(
+            f"{what}: holds the results of study {stored[0]!r} at scale {stored[1]!r}, not {study.name!r} "
+            f"at scale {study.scale!r}; give another --output (nothing was changed)"
+        )
 
 
 def _cmd_run(args, components: _Lazy) -> int:
@@ -346,12 +380,10 @@ def _cmd_run(args, components: _Lazy) -> int:
     n = len(study.variant_names)
     main_process = os.environ.get("RANK", "0") == "0" and args.worker is None  # one process speaks
     if main_process:
-        print(f"{study.name} (scale {study.scale}): {n} variant{'s' * (n != 1)} x {len(study.seeds)} "
-              f"seed{'s' * (len(study.seeds) != 1)} -> {output}")
+        print(f"{study.name} (scale {study.scale}): {n} variant{'s' * (n != 1)} x {len(study.seeds)} seed{'s' * (len(study.seeds) != 1)} -> {output}")
     from .runner import run_study  # imports torch: only once the study is known to be valid
 
-    report = run_study(study, output_dir=Path(output), components=comps, jobs=jobs, worker=args.worker,
-                       **({"shard": shard} if shard else {}))
+    report = run_study(study, output_dir=Path(output), components=comps, jobs=jobs, worker=args.worker, **({"shard": shard} if shard else {}))
     if report is not None:
         print(f"results and tables: {output}")
         print(f"report: {report}")
@@ -393,8 +425,11 @@ def _cmd_validate(args, components: _Lazy) -> int:
         for line in parametrisation_warnings(study, components.get()):
             print(f"warning: {args.file}: {line}", file=sys.stderr)
         for axis in idle_axes(study):
-            print(f"warning: {args.file}: axis {axis!r} changes neither the training nor the evaluation of any variant "
-                  f"at scale {study.scale}; its variants would give identical rows", file=sys.stderr)
+            print(
+                f"warning: {args.file}: axis {axis!r} changes neither the training nor the evaluation of any variant "
+                f"at scale {study.scale}; its variants would give identical rows",
+                file=sys.stderr,
+            )
     for i, study in enumerate(studies):
         if i:
             print()
@@ -501,8 +536,10 @@ def _cmd_report(args, components: _Lazy) -> int:
         ResultStore(run_dir).read_study()  # refuses a folder without study.json, naming what is missing
         results = run_dir / RESULTS_FILE
         if not _has_rows(results):
-            raise UserError(f"{run_dir}: no results yet ({RESULTS_FILE} {'is empty' if results.exists() else 'is missing'}); "
-                            f"run the study into it first (flashbench run FILE --output {run_dir})")
+            raise UserError(
+                f"{run_dir}: no results yet ({RESULTS_FILE} {'is empty' if results.exists() else 'is missing'}); "
+                f"run the study into it first (flashbench run FILE --output {run_dir})"
+            )
     from .report import INDEX_FILE, publish_reports, render_index, render_report, summary_markdown
 
     if args.summary:
@@ -572,8 +609,10 @@ def _variant_rows(study) -> tuple[list[str], list[list[str]]]:
     for v in study.variants:
         firsts.setdefault(v.name, v)
     configs = {
-        name: {**{f.name: getattr(v.train, f.name) for f in dataclasses.fields(v.train)},
-               **{f"eval.{f.name}": getattr(v.eval, f.name) for f in dataclasses.fields(v.eval)}}
+        name: {
+            **{f.name: getattr(v.train, f.name) for f in dataclasses.fields(v.train)},
+            **{f"eval.{f.name}": getattr(v.eval, f.name) for f in dataclasses.fields(v.eval)},
+        }
         for name, v in firsts.items()
     }
     keys = list(next(iter(configs.values()))) if configs else []

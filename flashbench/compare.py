@@ -5,6 +5,7 @@ two commits or on two machines. For each shared row: A's value, B's, B - A, and 
 row stores one (``ci_low`` / ``ci_high``); rows only in one run are counted (and listed in the HTML page).
 Only stored results are read (complete variants, as the report reads them); nothing is recomputed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -72,8 +73,7 @@ def row_key(row: dict) -> tuple:
 
 
 def _sort_key(key: tuple) -> tuple:
-    return tuple((v is None, str(v) if not isinstance(v, (int, float)) else "", v if isinstance(v, (int, float)) else 0)
-                 for v in key)
+    return tuple((v is None, str(v) if not isinstance(v, (int, float)) else "", v if isinstance(v, (int, float)) else 0) for v in key)
 
 
 def load_side(run_dir: Path, label: str) -> RunSide:
@@ -85,8 +85,7 @@ def load_side(run_dir: Path, label: str) -> RunSide:
     store = ResultStore(run_dir)
     rows = store.rows()
     if not rows:
-        what = "is missing" if not store.results_path.exists() else (
-            "has no rows of a finished variant" if store.all_rows() else "is empty")
+        what = "is missing" if not store.results_path.exists() else ("has no rows of a finished variant" if store.all_rows() else "is empty")
         raise UserError(f"{label} {run_dir}: no results ({RESULTS_FILE} {what}); give a directory written by `flashbench run`")
     by_key = {}
     for row in rows:
@@ -148,13 +147,17 @@ def side_text(side: RunSide) -> str:
 def render_html(c: Comparison) -> str:
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
-    env = Environment(loader=PackageLoader("flashbench", "templates"), autoescape=True, undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True)
+    env = Environment(loader=PackageLoader("flashbench", "templates"), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     headers, rows = table(c)
     overlap_col = headers.index("OVERLAP") if "OVERLAP" in headers else None
     return env.get_template("compare.html.j2").render(
-        a=side_text(c.a), b=side_text(c.b), headers=headers, rows=rows, overlap_col=overlap_col,
-        key_columns=KEY_COLUMNS, only_a=[["" if v is None else str(v) for v in k] for k in c.only_a],
+        a=side_text(c.a),
+        b=side_text(c.b),
+        headers=headers,
+        rows=rows,
+        overlap_col=overlap_col,
+        key_columns=KEY_COLUMNS,
+        only_a=[["" if v is None else str(v) for v in k] for k in c.only_a],
         only_b=[["" if v is None else str(v) for v in k] for k in c.only_b],
     )
 

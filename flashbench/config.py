@@ -4,6 +4,7 @@ variants set. Paper-faithful defaults: SD1.5's recipe of Appendix A.1.
 A component field holds either a registry name (``"lsgan"``) or a table ``{ name = "lsgan", ... }``
 whose other keys are that component's options (checked against its config dataclass).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,7 +69,9 @@ class TrainConfig:
     guidance_max: float = 13.0
     guidance_fixed: float = 0.0  # > 0: omega fixed at this value instead of sampled (Fig. 5d)
     adv_timesteps: tuple[float, ...] = (0.01, 0.25, 0.5, 0.75)  # t' for re-noising before the discriminator
-    student_prediction: str = "teacher"  # how the student's output is read: "teacher" (the teacher's parametrisation: the paper), "epsilon", "v_prediction" or "sample" (x0)  # noqa: E501
+    student_prediction: str = (
+        "teacher"  # how the student's output is read: "teacher" (the teacher's parametrisation: the paper), "epsilon", "v_prediction" or "sample" (x0)  # noqa: E501
+    )
     lcm_boundary: bool = False  # the authors' code: the student outputs c_skip z_t + c_out x0 (LCM's boundary condition)
     draws: str = "per_sample"  # the paper: a start index i and an omega per sample; "per_batch": one of each per batch, DMD its own omega (the authors' code)
     phase_counting: str = "batches"  # the paper: a phase is phase_length batches; "optimizer_calls": the authors' counter, which advances on each of the student's and the discriminator's updates  # noqa: E501

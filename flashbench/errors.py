@@ -1,4 +1,5 @@
 """User-facing errors: one line, exit code 2, no traceback."""
+
 from __future__ import annotations
 
 import re

@@ -18,6 +18,7 @@ alphas is read with that same assumption; the kohya ``alpha`` and peft's ``lora_
 Every export also writes ``README.md``, a model card (:mod:`flashbench.model_card`), and copies the
 variant's sample grids next to it.
 """
+
 from __future__ import annotations
 
 import re
@@ -95,8 +96,7 @@ def _stored_lora(variant: RunVariant) -> tuple[str, Path]:
         return "diffusers", folder / DIFFUSERS_WEIGHTS
     if (folder / PEFT_WEIGHTS).is_file() and (folder / PEFT_CONFIG).is_file():
         return "peft", folder / PEFT_WEIGHTS
-    why = "an evaluation-only variant has none" if variant.data.get("train", {}).get("evaluate_only") else \
-        "the variant has not finished training"
+    why = "an evaluation-only variant has none" if variant.data.get("train", {}).get("evaluate_only") else "the variant has not finished training"
     raise UserError(f"{variant.run_dir}: variant {variant.key!r} has no LoRA ({folder / DIFFUSERS_WEIGHTS} is missing; {why})")
 
 
@@ -110,8 +110,10 @@ def _load_unet_lora(path: Path) -> dict:
         raise UserError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
     odd = [k for k in state if not k.startswith(UNET_PREFIX) or not _LORA_KEY.match(k)]
     if odd or not state:
-        raise UserError(f"{path}: expected UNet LoRA weights named 'unet.<module>.lora_A|lora_B.weight' "
-                        f"(as flashbench's teachers save them), found {odd[0] if odd else 'no weights'!r}")
+        raise UserError(
+            f"{path}: expected UNet LoRA weights named 'unet.<module>.lora_A|lora_B.weight' "
+            f"(as flashbench's teachers save them), found {odd[0] if odd else 'no weights'!r}"
+        )
     return state
 
 
@@ -133,7 +135,7 @@ def to_peft(state: dict) -> tuple[dict, dict]:
     """(weights named as ``PeftModel.save_pretrained`` names them, LoraConfig keyword arguments)."""
     weights, ranks = {}, {}
     for key, tensor in state.items():
-        m = _LORA_KEY.match(key[len(UNET_PREFIX):])
+        m = _LORA_KEY.match(key[len(UNET_PREFIX) :])
         module = m["module"]
         weights[f"{PEFT_PREFIX}{module}.lora_{m['part']}.weight"] = tensor
         if m["part"] == "A":
@@ -141,8 +143,15 @@ def to_peft(state: dict) -> tuple[dict, dict]:
     modules = sorted(ranks)
     rank = max(set(ranks.values()), key=list(ranks.values()).count)  # the most common rank; others in rank_pattern
     pattern = {m: r for m, r in ranks.items() if r != rank}
-    config = dict(r=rank, lora_alpha=rank, target_modules=modules,  # exact module paths: nothing else matches
-                  rank_pattern=pattern, alpha_pattern=dict(pattern), init_lora_weights=True, inference_mode=True)
+    config = dict(
+        r=rank,
+        lora_alpha=rank,
+        target_modules=modules,  # exact module paths: nothing else matches
+        rank_pattern=pattern,
+        alpha_pattern=dict(pattern),
+        init_lora_weights=True,
+        inference_mode=True,
+    )
     return weights, config
 
 
@@ -181,8 +190,7 @@ def export_variant(run_dir: Path, variant_text: str, fmt: str, output: Path | No
     stored, weights_path = _stored_lora(variant)
     teacher, base = teacher_source(variant, components)
     if stored == "peft" and fmt != "peft":
-        raise UserError(f"{variant.run_dir}: variant {variant.key!r} was saved as a peft adapter (teacher {teacher!r}); "
-                        f"it exports with --format peft only")
+        raise UserError(f"{variant.run_dir}: variant {variant.key!r} was saved as a peft adapter (teacher {teacher!r}); it exports with --format peft only")
     output = _output_dir(Path(output) if output else variant.run_dir / "exports" / f"{variant.key}-{fmt}")
     written: list[Path] = []
     if stored == "peft":
@@ -208,8 +216,9 @@ def export_variant(run_dir: Path, variant_text: str, fmt: str, output: Path | No
         grids.append(Path(shutil.copyfile(grid, output / grid.name)))
     from .model_card import write_model_card
 
-    written.append(write_model_card(variant, fmt, output, files=[p.name for p in written + grids], grids=[g.name for g in grids],
-                                    teacher=teacher, base_model=base))
+    written.append(
+        write_model_card(variant, fmt, output, files=[p.name for p in written + grids], grids=[g.name for g in grids], teacher=teacher, base_model=base)
+    )
     return written + grids
 
 
@@ -221,4 +230,3 @@ def comfyui_file_name(variant: RunVariant) -> str:
 def _nfe_of(path: Path) -> int:
     m = re.search(r"grid_nfe(\d+)", path.name)
     return int(m.group(1)) if m else 0
-

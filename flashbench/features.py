@@ -24,6 +24,7 @@ The forward is abandoned by raising an exception from a hook once the features a
 removed before anything else runs, so a gradient-checkpointed block recomputed in the backward pass does
 not stop again.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -42,8 +43,7 @@ class _Reached(Exception):
         self.value = value
 
 
-def run_until(model: nn.Module, module: nn.Module, *args, where: str = "output", select: Callable[[Any], Any] | None = None,
-              **kwargs) -> Any:
+def run_until(model: nn.Module, module: nn.Module, *args, where: str = "output", select: Callable[[Any], Any] | None = None, **kwargs) -> Any:
     """Run ``model(*args, **kwargs)`` until ``module`` (a submodule of it) is called, and return that call's
     ``where="input"`` (its first argument, or its ``hidden_states`` keyword) or ``where="output"`` (its return
     value), passed through ``select`` when given (e.g. ``lambda out: out[1]`` for a block returning a pair).
@@ -58,11 +58,13 @@ def run_until(model: nn.Module, module: nn.Module, *args, where: str = "output",
         raise _Reached(select(value) if select is not None else value)
 
     if where == "input":
+
         def pre_hook(_, hook_args, hook_kwargs):
             leave(hook_args[0] if hook_args else hook_kwargs["hidden_states"])
 
         handles.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
     else:
+
         def hook(_, __, output):
             leave(output)
 
@@ -89,8 +91,7 @@ def unet_encoder_features(unet: nn.Module, sample: torch.Tensor, timestep, **for
     return run_until(unet, up_blocks[0], sample, timestep, where="input", **forward_kwargs)
 
 
-def transformer_block_tokens(transformer: nn.Module, n_blocks: int, *args, blocks: str = "transformer_blocks",
-                             **forward_kwargs) -> torch.Tensor:
+def transformer_block_tokens(transformer: nn.Module, n_blocks: int, *args, blocks: str = "transformer_blocks", **forward_kwargs) -> torch.Tensor:
     """(B, N, D): the image tokens after the first ``n_blocks`` of ``transformer.<blocks>`` in the transformer's
     ``forward(*args, **forward_kwargs)``. A block returning a pair (SD3's and Flux's joint blocks return
     ``(text tokens, image tokens)``) gives its second element. Reshape to the token grid for the discriminator:

@@ -19,6 +19,7 @@ Configured values
 The two TOML spellings differ only in how they quote strings ('lsgan' against "lsgan"); each keeps what its
 readers have always seen, so both stay. Nothing here imports torch; pandas only to recognise its missing values.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -30,8 +31,23 @@ from typing import Any, Callable
 DASH = "–"  # a missing value in a table or a report
 
 __all__ = [
-    "DASH", "is_missing", "finite", "decimals", "number", "mean_std", "interval", "mean_interval", "count", "params",
-    "significant", "significant_interval", "echo_text", "toml_text", "compact_text", "short_repr", "describe",
+    "DASH",
+    "is_missing",
+    "finite",
+    "decimals",
+    "number",
+    "mean_std",
+    "interval",
+    "mean_interval",
+    "count",
+    "params",
+    "significant",
+    "significant_interval",
+    "echo_text",
+    "toml_text",
+    "compact_text",
+    "short_repr",
+    "describe",
 ]
 
 
@@ -72,7 +88,7 @@ def number(x: Any, places: int | None = None) -> str:
 
 
 def mean_std(mean: float, std: float) -> str:
-    """"45.5 ± 2.1", both at the mean's precision; the mean alone without a std."""
+    """ "45.5 ± 2.1", both at the mean's precision; the mean alone without a std."""
     if is_missing(std):
         return number(mean)
     d = decimals(mean)
@@ -80,12 +96,12 @@ def mean_std(mean: float, std: float) -> str:
 
 
 def interval(low: float, high: float, places: int) -> str:
-    """"[40.3, 50.7]": an interval at ``places`` decimals (those of the value it surrounds)."""
+    """ "[40.3, 50.7]": an interval at ``places`` decimals (those of the value it surrounds)."""
     return f"[{number(low, places)}, {number(high, places)}]"
 
 
 def mean_interval(mean: float, std: float, low: float, high: float) -> str:
-    """"45.47 [43.90, 47.21]" (one seed), "45.5 ± 2.1 [40.3, 50.7]" (several); without an interval the
+    """ "45.47 [43.90, 47.21]" (one seed), "45.5 ± 2.1 [40.3, 50.7]" (several); without an interval the
     value alone (or with its std)."""
     text = mean_std(mean, std)
     if is_missing(low) or is_missing(high):
@@ -129,7 +145,7 @@ def significant(v: Any, digits: int = 4) -> str:
 
 
 def significant_interval(low: Any, high: Any, digits: int = 4) -> str:
-    """"[0.8631, 0.8733]": an interval at ``digits`` significant digits."""
+    """ "[0.8631, 0.8733]": an interval at ``digits`` significant digits."""
     return f"[{significant(low, digits)}, {significant(high, digits)}]"
 
 

@@ -13,6 +13,7 @@ Built-in plugins are registered through these same hooks, before the entry point
 
 Lifecycle hooks are called by the runner and receive plain data (no torch objects).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Protocol, Sequence
@@ -27,8 +28,10 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 class Register(Protocol):
     """The ``register`` callable a component hook receives, bound to its kind's registry."""
 
-    def __call__(self, name: str, factory: Callable[..., Any], *, config: type | None = None, description: str = "",
-                 tags: Sequence[str] = (), metric: str = "") -> None: ...
+    def __call__(
+        self, name: str, factory: Callable[..., Any], *, config: type | None = None, description: str = "", tags: Sequence[str] = (), metric: str = ""
+    ) -> None: ...
+
 
 # --- components -----------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ writes the rows ``--jobs 1`` writes (tested).
 
 ``--shard I/N`` (SLURM arrays, several machines) keeps its static split: each shard runs every N-th variant.
 """
+
 from __future__ import annotations
 
 import os
@@ -119,8 +120,7 @@ class Workers:
 
     def __init__(self, file: Path, scale: str, output: Path, claims: Claims, n: int, threads: int):
         self.procs: list[subprocess.Popen] = []
-        cmd = [sys.executable, "-m", "flashbench.cli", "run", str(file), "--scale", scale, "--output", str(output),
-               "--worker", str(claims.folder)]
+        cmd = [sys.executable, "-m", "flashbench.cli", "run", str(file), "--scale", scale, "--output", str(output), "--worker", str(claims.folder)]
         env = worker_environment(threads)
         for _ in range(1, n):
             self.procs.append(subprocess.Popen(cmd, env=env))

@@ -5,6 +5,7 @@ and the sample grids, so that the export folder can be published as it is.
 Only stored results are read (``results.jsonl``, ``study.json``); rows from runs older than the intervals
 have no ``ci_low`` / ``ci_high`` and are shown with "no interval stored".
 """
+
 from __future__ import annotations
 
 import json
@@ -35,12 +36,20 @@ KNOWN_LICENSES = {
 
 #: the model family of each built-in teacher, as a Hub tag
 FAMILY_TAGS = {
-    "sd15": "stable-diffusion", "inpaint": "stable-diffusion", "superres": "stable-diffusion",
-    "faceswap": "stable-diffusion", "toy-digits": "stable-diffusion",
+    "sd15": "stable-diffusion",
+    "inpaint": "stable-diffusion",
+    "superres": "stable-diffusion",
+    "faceswap": "stable-diffusion",
+    "toy-digits": "stable-diffusion",
     "toy-digits-flow": "stable-diffusion",  # SD1.5 classes and loader, trained with rectified flow
-    "sdxl": "stable-diffusion-xl", "adapter-canny": "stable-diffusion-xl", "adapter-depth": "stable-diffusion-xl",
-    "pixart-alpha": "pixart-alpha", "pixart-sigma": "pixart-sigma", "sd21-v": "stable-diffusion",
-    "sd3": "stable-diffusion-3", "flux": "flux",
+    "sdxl": "stable-diffusion-xl",
+    "adapter-canny": "stable-diffusion-xl",
+    "adapter-depth": "stable-diffusion-xl",
+    "pixart-alpha": "pixart-alpha",
+    "pixart-sigma": "pixart-sigma",
+    "sd21-v": "stable-diffusion",
+    "sd3": "stable-diffusion-3",
+    "flux": "flux",
 }
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -110,8 +119,7 @@ def render_model_card(variant, fmt: str, *, files: list[str], grids: list[str], 
     study = variant.study
     hub = hub_id(base_model)
     license_ = teacher_license(base_model)
-    tags = list(dict.fromkeys(["flashbench", "flash-diffusion", "lora", "diffusers",
-                               *([FAMILY_TAGS[teacher]] if teacher in FAMILY_TAGS else []), teacher]))
+    tags = list(dict.fromkeys(["flashbench", "flash-diffusion", "lora", "diffusers", *([FAMILY_TAGS[teacher]] if teacher in FAMILY_TAGS else []), teacher]))
     front = ["---"]
     if hub:
         front += [f"base_model: {_yaml(hub)}", "base_model_relation: adapter"]
@@ -125,23 +133,38 @@ def render_model_card(variant, fmt: str, *, files: list[str], grids: list[str], 
     where = f"`{hub}`" if hub else (f"the local folder `{base_model}`" if base_model else "its bundled weights")
     title = f"{study.get('name', '?')} / {variant.key}"
     lines = [
-        *front, "",
-        f"# Flash Diffusion student: {title}", "",
+        *front,
+        "",
+        f"# Flash Diffusion student: {title}",
+        "",
         f"A few-step LoRA student of the `{teacher}` teacher ({where}), distilled with {PAPER} by "
         f"flashbench, variant `{variant.name}` (seed {variant.data.get('seed')}) of study "
-        f"`{study.get('name')}` at scale `{study.get('scale')}`"
-        + (f": {study.get('title')}" if study.get("title") else "") + ".", "",
-        f"**Licence**: {license_} (the teacher's)." if license_ else
-        "**Licence**: unknown: the teacher's licence could not be determined here; check it before publishing.", "",
-        "## Files", "",
-        *(f"- `{name}`" for name in files + ["README.md"]), "",
-        "## Use", "",
-        *_usage(fmt, files, hub or base_model), "",
-        "## Recipe", "",
-        "The variant's resolved training and evaluation configuration (`study.json` of the run):", "",
-        "```json", json.dumps({"train": variant.data.get("train"), "eval": variant.data.get("eval")}, indent=2), "```", "",
-        "## Metrics", "",
-        *_metrics(variant), "",
+        f"`{study.get('name')}` at scale `{study.get('scale')}`" + (f": {study.get('title')}" if study.get("title") else "") + ".",
+        "",
+        f"**Licence**: {license_} (the teacher's)."
+        if license_
+        else "**Licence**: unknown: the teacher's licence could not be determined here; check it before publishing.",
+        "",
+        "## Files",
+        "",
+        *(f"- `{name}`" for name in files + ["README.md"]),
+        "",
+        "## Use",
+        "",
+        *_usage(fmt, files, hub or base_model),
+        "",
+        "## Recipe",
+        "",
+        "The variant's resolved training and evaluation configuration (`study.json` of the run):",
+        "",
+        "```json",
+        json.dumps({"train": variant.data.get("train"), "eval": variant.data.get("eval")}, indent=2),
+        "```",
+        "",
+        "## Metrics",
+        "",
+        *_metrics(variant),
+        "",
     ]
     if grids:
         lines += ["## Samples", ""]
@@ -154,17 +177,28 @@ def render_model_card(variant, fmt: str, *, files: list[str], grids: list[str], 
 def _usage(fmt: str, files: list[str], base: str) -> list[str]:
     base = base or "<the teacher's diffusers folder>"
     if fmt == "comfyui":
-        return [f"Copy `{files[0]}` into `ComfyUI/models/loras/` (or A1111's `models/Lora/`) and apply it to the teacher "
-                "model with strength 1; sample with an LCM sampler in 1-4 steps, CFG 1."]
+        return [
+            f"Copy `{files[0]}` into `ComfyUI/models/loras/` (or A1111's `models/Lora/`) and apply it to the teacher "
+            "model with strength 1; sample with an LCM sampler in 1-4 steps, CFG 1."
+        ]
     if fmt == "peft":
-        return ["```python", "from peft import PeftModel", "",
-                f"unet = PeftModel.from_pretrained(pipe.unet, \"path/to/this/folder\")  # pipe: the teacher's pipeline ({base})",
-                "```"]
-    return ["```python", "from diffusers import AutoPipelineForText2Image, LCMScheduler", "",
-            f"pipe = AutoPipelineForText2Image.from_pretrained({_yaml(base)})",
-            "pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config, timestep_spacing=\"trailing\")",
-            "pipe.load_lora_weights(\"path/to/this/folder\")",
-            "image = pipe(\"a prompt\", num_inference_steps=4, guidance_scale=0).images[0]", "```"]
+        return [
+            "```python",
+            "from peft import PeftModel",
+            "",
+            f"unet = PeftModel.from_pretrained(pipe.unet, \"path/to/this/folder\")  # pipe: the teacher's pipeline ({base})",
+            "```",
+        ]
+    return [
+        "```python",
+        "from diffusers import AutoPipelineForText2Image, LCMScheduler",
+        "",
+        f"pipe = AutoPipelineForText2Image.from_pretrained({_yaml(base)})",
+        "pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config, timestep_spacing=\"trailing\")",
+        "pipe.load_lora_weights(\"path/to/this/folder\")",
+        "image = pipe(\"a prompt\", num_inference_steps=4, guidance_scale=0).images[0]",
+        "```",
+    ]
 
 
 def _metrics(variant) -> list[str]:
@@ -178,8 +212,10 @@ def _metrics(variant) -> list[str]:
             value, interval = "failed", _cell(r.get("reason") or "")
         else:
             value, interval = significant(r["value"]), interval_text(r)
-        out.append(f"| {_cell(r.get('metric'))}{arrow} | {_cell(r.get('nfe'))} | {_cell(r.get('steps'))} | {value} | "
-                   f"{_cell(interval)} | {_cell(r.get('n') if r.get('n') is not None else '')} |")
+        out.append(
+            f"| {_cell(r.get('metric'))}{arrow} | {_cell(r.get('nfe'))} | {_cell(r.get('steps'))} | {value} | "
+            f"{_cell(interval)} | {_cell(r.get('n') if r.get('n') is not None else '')} |"
+        )
     return out
 
 

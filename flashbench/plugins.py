@@ -3,6 +3,7 @@
 There is no global manager: every call builds a fresh one. Set ``FLASHBENCH_DISABLE_PLUGIN_AUTOLOAD=1``
 to load only the built-ins (useful to bisect a broken third-party plugin).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -111,8 +112,7 @@ def collect_components(pm: pluggy.PluginManager | None = None) -> Components:
                 if not isinstance(metric, str) or (metric and _kind != "evaluator"):
                     raise ValueError(f"{_kind} {name!r} (plugin {_p}): metric= names an evaluator's result rows, as a string")
                 registries[_kind].add(
-                    Component(_kind, name, factory, config, description or (factory.__doc__ or "").strip().split("\n")[0], tuple(tags), _p, _d,
-                              metric, find)
+                    Component(_kind, name, factory, config, description or (factory.__doc__ or "").strip().split("\n")[0], tuple(tags), _p, _d, metric, find)
                 )
 
             impl.function(register=register)

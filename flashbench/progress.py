@@ -9,6 +9,7 @@ at the end (at most 100 / every_percent + 1 lines per loop), e.g.::
 
 ``progress_bar`` is what the training loop calls; it takes the same ``set_postfix`` either way.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,15 @@ from typing import Any, Iterable, Iterator, TextIO
 DEFAULT_EVERY_PERCENT = 5
 
 
-def progress_bar(iterable: Iterable, *, desc: str = "", total: int | None = None, disable: bool = False,
-                 stream: TextIO | None = None, every_percent: float = DEFAULT_EVERY_PERCENT):
+def progress_bar(
+    iterable: Iterable,
+    *,
+    desc: str = "",
+    total: int | None = None,
+    disable: bool = False,
+    stream: TextIO | None = None,
+    every_percent: float = DEFAULT_EVERY_PERCENT,
+):
     """Wrap ``iterable``: tqdm when ``stream`` (default: standard error at call time) is a terminal or a
     notebook, else a :class:`LineProgress`; ``disable``: no output at all."""
     stream = sys.stderr if stream is None else stream
@@ -57,8 +65,9 @@ class LineProgress:
     done passes another multiple of ``every_percent``, and after the last item. Without a known length,
     one line at the end."""
 
-    def __init__(self, iterable: Iterable, *, desc: str = "", total: int | None = None, stream: TextIO | None = None,
-                 every_percent: float = DEFAULT_EVERY_PERCENT):
+    def __init__(
+        self, iterable: Iterable, *, desc: str = "", total: int | None = None, stream: TextIO | None = None, every_percent: float = DEFAULT_EVERY_PERCENT
+    ):
         if not every_percent > 0:
             raise ValueError(f"every_percent must be > 0, got {every_percent}")
         self.iterable = iterable

@@ -13,6 +13,7 @@ step time), so read it as the order of magnitude it is.
 
 Nothing here imports torch.
 """
+
 from __future__ import annotations
 
 from .formatting import finite
@@ -20,14 +21,12 @@ from .formatting import finite
 __all__ = ["project_gpu_hours", "projection_lines"]
 
 
-def project_gpu_hours(seconds_per_step: float, *, processes: int, global_batch: int, iterations: int,
-                      paper_global_batch: int | None = None) -> float:
+def project_gpu_hours(seconds_per_step: float, *, processes: int, global_batch: int, iterations: int, paper_global_batch: int | None = None) -> float:
     """GPU-hours of ``iterations`` steps at ``seconds_per_step`` wall time per step on ``processes`` GPUs
     training ``global_batch`` samples a step; ``paper_global_batch``: the paper's samples per step (None: the
     run's), the step's work scaled by ``paper_global_batch / global_batch``."""
     if seconds_per_step < 0 or processes < 1 or global_batch < 1 or iterations < 0:
-        raise ValueError(f"cannot project seconds_per_step={seconds_per_step}, processes={processes}, "
-                         f"global_batch={global_batch}, iterations={iterations}")
+        raise ValueError(f"cannot project seconds_per_step={seconds_per_step}, processes={processes}, global_batch={global_batch}, iterations={iterations}")
     per_step = seconds_per_step * processes * (paper_global_batch or global_batch) / global_batch
     return per_step * iterations / 3600.0
 
@@ -64,8 +63,7 @@ def projection_lines(paper: dict, rows, provenance: dict | None = None) -> list[
             f"student NFE/step {_number(r, 'student_nfe_per_step') or 0:.1f}, {memory}"
         )
         paper_batch = compute.get("global_batch")
-        hours = project_gpu_hours(sps, processes=int(processes), global_batch=int(batch), iterations=int(compute["iterations"]),
-                                  paper_global_batch=paper_batch)
+        hours = project_gpu_hours(sps, processes=int(processes), global_batch=int(batch), iterations=int(compute["iterations"]), paper_global_batch=paper_batch)
         where = f"{device} GPU" if device and peak is not None else ("GPU" if peak is not None else "CPU")
         lines.append(
             f"  projected: the paper's {int(compute['iterations']):,} iterations (global batch {paper_batch or int(batch)}) at this "

@@ -4,6 +4,7 @@ closest match and the full list.
 A factory that needs a component of another kind (a faceswap dataset, its face detector) finds it with
 :func:`lookup`, in the registries the component being built was collected into: the same plugin manager's
 built-ins, entry points and extra plugins, never a table of its own."""
+
 from __future__ import annotations
 
 import contextvars
@@ -62,8 +63,7 @@ class Component:
         except (TypeError, ValueError) as e:
             whole = str(e)
         fields = dataclasses.fields(self.config)
-        required = {f.name: options.get(f.name) for f in fields
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}  # type: ignore[misc]
+        required = {f.name: options.get(f.name) for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}  # type: ignore[misc]
         if len(options) < 2 or not set(required) <= set(options):
             return [whole]
         try:
@@ -93,13 +93,13 @@ class Component:
 
     def __post_init__(self):
         where = f"{self.kind} {self.name!r} (plugin {self.plugin or '(unknown)'})"
-        if self.config is not None and not (dataclasses.is_dataclass(self.config) and isinstance(self.config, type)
-                                            and self.config.__dataclass_params__.frozen):
+        if self.config is not None and not (
+            dataclasses.is_dataclass(self.config) and isinstance(self.config, type) and self.config.__dataclass_params__.frozen
+        ):
             raise ValueError(f"{where}: config= must be a frozen dataclass (@dataclass(frozen=True)), got {self.config!r}")
         unknown = [t for t in self.tags if t not in KNOWN_TAGS]
         if unknown:
-            raise ValueError(f"{where}: unknown tag{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; "
-                             f"known tags: {', '.join(sorted(KNOWN_TAGS))}")
+            raise ValueError(f"{where}: unknown tag{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; known tags: {', '.join(sorted(KNOWN_TAGS))}")
 
 
 @dataclass
@@ -110,9 +110,7 @@ class Registry:
     def add(self, component: Component) -> None:
         if component.name in self._items:
             other = self._items[component.name]
-            raise ValueError(
-                f"{self.kind} {component.name!r} registered twice (by {other.plugin} and {component.plugin})"
-            )
+            raise ValueError(f"{self.kind} {component.name!r} registered twice (by {other.plugin} and {component.plugin})")
         self._items[component.name] = component
 
     def get(self, name: str) -> Component:

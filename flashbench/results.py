@@ -64,6 +64,7 @@ The teacher baselines follow the same contract with their ``teacher-s<seed>`` ke
 Nothing here imports torch or the diffusion libraries: provenance reads installed versions from
 package metadata.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -97,19 +98,44 @@ BOOTSTRAP_DIR = "bootstrap"
 
 # Columns every row has once stored (missing ones are filled with null), in this order.
 CORE_COLUMNS = (
-    "study", "scale", "variant", "variant_key", "seed", "role", "nfe", "steps", "metric", "value",
-    "n", "higher_is_better", "status",
+    "study",
+    "scale",
+    "variant",
+    "variant_key",
+    "seed",
+    "role",
+    "nfe",
+    "steps",
+    "metric",
+    "value",
+    "n",
+    "higher_is_better",
+    "status",
 )
 COST_COLUMNS = (
-    "trainable_params", "iterations", "seconds_per_step", "teacher_nfe_per_step",
-    "student_nfe_per_step", "train_seconds", "processes", "global_batch",
+    "trainable_params",
+    "iterations",
+    "seconds_per_step",
+    "teacher_nfe_per_step",
+    "student_nfe_per_step",
+    "train_seconds",
+    "processes",
+    "global_batch",
 )
 AXIS_PREFIX = "axis."
 
 # Distributions whose versions go into the provenance (read from metadata, never imported).
 PROVENANCE_PACKAGES = (
-    "torch", "diffusers", "transformers", "peft", "accelerate", "open_clip_torch", "clean-fid",
-    "pandas", "pluggy", "flashbench",
+    "torch",
+    "diffusers",
+    "transformers",
+    "peft",
+    "accelerate",
+    "open_clip_torch",
+    "clean-fid",
+    "pandas",
+    "pluggy",
+    "flashbench",
 )
 
 
@@ -169,7 +195,7 @@ def atomic_write_with(path: Path | str, write: Callable[[Any], None], *, binary:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="\n")) as f:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -215,8 +241,7 @@ class ResultStore:
         return self.run_dir / RESULTS_FILE
 
     def _variant_path(self, key: str) -> Path:
-        if not isinstance(key, str) or not key or key in (".", "..") or "/" in key or "\\" in key \
-                or "\0" in key:
+        if not isinstance(key, str) or not key or key in (".", "..") or "/" in key or "\\" in key or "\0" in key:
             raise ValueError(f"invalid variant key {key!r}: it names a directory under {VARIANTS_DIR}/")
         return self.run_dir / VARIANTS_DIR / key
 
@@ -529,6 +554,13 @@ def collect_provenance(scale: str, *, processes: int = 1, batch_sizes: Sequence[
 
 
 __all__ = [
-    "ResultStore", "atomic_write_text", "atomic_write_json", "collect_provenance", "git_hash",
-    "to_jsonable", "CORE_COLUMNS", "COST_COLUMNS", "AXIS_PREFIX",
+    "ResultStore",
+    "atomic_write_text",
+    "atomic_write_json",
+    "collect_provenance",
+    "git_hash",
+    "to_jsonable",
+    "CORE_COLUMNS",
+    "COST_COLUMNS",
+    "AXIS_PREFIX",
 ]

@@ -17,6 +17,7 @@ says where its time went; the parts live in :mod:`flashbench.run`:
 - :mod:`~flashbench.run.recipes`: the fingerprints a done marker records;
 - :mod:`~flashbench.run.runner`: the run loop (:class:`StudyRunner`).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -37,8 +38,20 @@ from .run.runner import StudyRunner
 log = logging.getLogger("flashbench")
 
 __all__ = [
-    "PHASES", "TEACHER", "TEACHER_FEWSTEP", "TEACHER_SIDE", "Measurement", "ResultRow", "StudyResources", "StudyRunner",
-    "baseline_suffixes", "global_batch_warning", "measure", "phase_seconds", "run_study", "time_breakdown",
+    "PHASES",
+    "TEACHER",
+    "TEACHER_FEWSTEP",
+    "TEACHER_SIDE",
+    "Measurement",
+    "ResultRow",
+    "StudyResources",
+    "StudyRunner",
+    "baseline_suffixes",
+    "global_batch_warning",
+    "measure",
+    "phase_seconds",
+    "run_study",
+    "time_breakdown",
 ]
 
 
@@ -69,8 +82,7 @@ def global_batch_warning(study, processes: int) -> str | None:
     fixes = []
     if stated % batch == 0:
         n = stated // batch
-        fixes.append("run one process (without accelerate launch)" if n == 1 else
-                     f"launch {n} processes (accelerate launch --num_processes {n})")
+        fixes.append("run one process (without accelerate launch)" if n == 1 else f"launch {n} processes (accelerate launch --num_processes {n})")
     if stated % processes == 0:
         fixes.append(f"set batch_size = {stated // processes}")
     fix = " or ".join(fixes) or "choose processes and batch_size whose product is the recipe's"
@@ -78,12 +90,20 @@ def global_batch_warning(study, processes: int) -> str | None:
     if len(differing) < len(study.variant_names) or len(set(differing.values())) > 1:
         names = list(differing)
         which = f" (variant{'s' * (len(names) != 1)} {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}: {len(names)} of {len(study.variant_names)})"
-    return (f"warning: {study.path}: {run} differs from the recipe's global_batch = {stated}{which}; "
-            f"to train the recipe, {fix}")
+    return f"warning: {study.path}: {run} differs from the recipe's global_batch = {stated}{which}; to train the recipe, {fix}"
 
 
-def run_study(study, *, output_dir, components=None, device: str | None = None, progress: bool = True,
-              shard: tuple[int, int] = (0, 1), jobs: int | None = 1, worker: Path | None = None) -> Path | None:
+def run_study(
+    study,
+    *,
+    output_dir,
+    components=None,
+    device: str | None = None,
+    progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
+    jobs: int | None = 1,
+    worker: Path | None = None,
+) -> Path | None:
     """Run every pending variant of ``study`` (of shard ``i`` of ``n``) into ``output_dir``; returns the
     HTML report's path (None on the processes other than the main one under ``accelerate launch``, and in
     a ``--jobs`` worker). Shards of one study may run at once against the same ``output_dir``.
@@ -131,17 +151,27 @@ def run_study(study, *, output_dir, components=None, device: str | None = None, 
             claims = new_claims(run_dir)
             log.info("%d worker processes, %d torch thread%s each", n_jobs, threads, "s" * (threads != 1))
             if progress:
-                print(f"{n_jobs} worker processes ({threads} thread{'s' * (threads != 1)} each) share the teacher baselines and variants",
-                      flush=True)
+                print(f"{n_jobs} worker processes ({threads} thread{'s' * (threads != 1)} each) share the teacher baselines and variants", flush=True)
             workers = Workers(Path(study.path), study.scale, run_dir, claims, n_jobs, threads)
 
         def check_workers():
             if workers is not None and workers.failed():
-                raise RuntimeError(f"a worker process failed (exit status {workers.failed()[0]}); see {run_dir / 'run.log'}. "
-                                   "What finished is stored: run the same command again to resume")
+                raise RuntimeError(
+                    f"a worker process failed (exit status {workers.failed()[0]}); see {run_dir / 'run.log'}. "
+                    "What finished is stored: run the same command again to resume"
+                )
 
-        runner = StudyRunner(study, store, components, device=device, progress=progress, shard=shard,
-                             claims=claims, primary=worker is None, check_workers=check_workers if workers else None)
+        runner = StudyRunner(
+            study,
+            store,
+            components,
+            device=device,
+            progress=progress,
+            shard=shard,
+            claims=claims,
+            primary=worker is None,
+            check_workers=check_workers if workers else None,
+        )
         hook = components.pm.hook
         if state.is_main_process and worker is None:
             hook.before_study(study=study, run_dir=run_dir)

@@ -24,6 +24,7 @@ each seed's paired difference) is one draw that carries both training noise and 
 interval is ``mean +- t_{S-1, 0.975} * sd / sqrt(S)``. It is wide with 3 seeds (t = 4.30), as it
 should be. With one seed only the sampling noise is covered, and verdicts say so.
 """
+
 from __future__ import annotations
 
 import math
@@ -95,8 +96,7 @@ def psd_sqrt(matrix: np.ndarray) -> np.ndarray:
     return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
 
 
-def frechet_replicates(features: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray, counts: np.ndarray,
-                       ref_sqrt: np.ndarray | None = None) -> np.ndarray:
+def frechet_replicates(features: np.ndarray, mu_ref: np.ndarray, sigma_ref: np.ndarray, counts: np.ndarray, ref_sqrt: np.ndarray | None = None) -> np.ndarray:
     """Fréchet distances of the resampled generated features (rows of ``features`` weighted by each row
     of ``counts``) to the fixed reference statistics, batched: the resampled mean and covariance (ddof=1,
     as ``np.cov`` of the resampled rows) and ``tr sqrt(S_r^1/2 S S_r^1/2)`` from a symmetric eigenvalue
@@ -136,8 +136,9 @@ def kid(gen: np.ndarray, ref: np.ndarray) -> float:
     return float(kid_replicates(gen, ref, np.ones((1, len(gen)), dtype=np.int32))[0])
 
 
-def kid_replicates(gen: np.ndarray, ref: np.ndarray, counts: np.ndarray, *, gram: np.ndarray | None = None,
-                   ref_term: float | None = None, cross: np.ndarray | None = None) -> np.ndarray:
+def kid_replicates(
+    gen: np.ndarray, ref: np.ndarray, counts: np.ndarray, *, gram: np.ndarray | None = None, ref_term: float | None = None, cross: np.ndarray | None = None
+) -> np.ndarray:
     """KID of the resampled generated features (reference fixed). With counts ``w`` over the n generated
     rows, the resample's off-diagonal pairs sum to ``w'Kw - sum_i w_i K_ii`` (a duplicated sample
     pairs with its copy), over ``n (n - 1)`` pairs; the cross term is ``w'K_gr 1 / (n m)``."""
@@ -190,8 +191,7 @@ def verdict(diff: Difference | None, better: str) -> str:
     return INCONCLUSIVE
 
 
-def paired_difference(per_seed: dict[int, tuple[float, float, np.ndarray | None, np.ndarray | None]],
-                      level: float = LEVEL) -> Difference | None:
+def paired_difference(per_seed: dict[int, tuple[float, float, np.ndarray | None, np.ndarray | None]], level: float = LEVEL) -> Difference | None:
     """The difference ``a - b`` from per-seed ``(a, b, replicates_a, replicates_b)``.
 
     One seed: the (re-centred percentile) bootstrap interval of the paired replicates' differences (sampling noise only;

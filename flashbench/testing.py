@@ -61,6 +61,7 @@ Override :meth:`~TeacherContract.extras` for families with extra inputs (masks, 
 other than ``unet`` or ``transformer``, and :meth:`~TeacherContract.load_lora_into` when the stock pipeline
 has no ``load_lora_weights``. ``docs/plugins.md`` lists every hook.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -81,8 +82,17 @@ from .method.evaluation import Evaluator
 from .method.teacher import Teacher
 from .method.timesteps import TimestepDistribution
 
-__all__ = ["TeacherContract", "DatasetContract", "EvaluatorContract", "TimestepDistributionContract", "RandomImages",
-           "MissingWeights", "tiny_text_prompts", "flash_training_smoke", "adapter_names"]
+__all__ = [
+    "TeacherContract",
+    "DatasetContract",
+    "EvaluatorContract",
+    "TimestepDistributionContract",
+    "RandomImages",
+    "MissingWeights",
+    "tiny_text_prompts",
+    "flash_training_smoke",
+    "adapter_names",
+]
 
 _TINY_PROMPTS = (
     "a red digit one",
@@ -111,12 +121,7 @@ def _teacher_modules(teacher: Teacher) -> dict[str, nn.Module]:
 
 def _base_parameters(teacher: Teacher, lora: list[nn.Parameter]) -> dict[str, nn.Parameter]:
     lora_ids = {id(p) for p in lora}
-    return {
-        f"{mname}.{pname}": p
-        for mname, module in _teacher_modules(teacher).items()
-        for pname, p in module.named_parameters()
-        if id(p) not in lora_ids
-    }
+    return {f"{mname}.{pname}": p for mname, module in _teacher_modules(teacher).items() for pname, p in module.named_parameters() if id(p) not in lora_ids}
 
 
 def _snapshot(teacher: Teacher, lora: list[nn.Parameter]) -> dict[str, torch.Tensor]:
@@ -258,8 +263,7 @@ class TeacherContract:
     def pytest_generate_tests(self, metafunc):
         """One test per :attr:`missing_weights` entry (one skipped test when there is none)."""
         if "missing" in metafunc.fixturenames:
-            cases = [m if isinstance(m, MissingWeights) else MissingWeights({self.source_option: m}, m, self.source_option)
-                     for m in self.missing_weights]
+            cases = [m if isinstance(m, MissingWeights) else MissingWeights({self.source_option: m}, m, self.source_option) for m in self.missing_weights]
             if not cases:
                 cases = [pytest.param(None, marks=pytest.mark.skip(reason="opt-in: list missing hub ids in missing_weights"))]
             metafunc.parametrize("missing", cases, ids=lambda m: m.source if isinstance(m, MissingWeights) else "none")
@@ -388,9 +392,7 @@ class TeacherContract:
             assert all(isinstance(p, nn.Parameter) and p.requires_grad for p in params), "add_lora returned frozen parameters"
             owned = {id(p) for p in teacher.denoiser.parameters()}
             assert all(id(p) in owned for p in params), "add_lora returned parameters that are not the denoiser's"
-            assert teacher.trainable_parameters() == before + sum(p.numel() for p in params), (
-                "the denoiser has trainable parameters besides the adapter's"
-            )
+            assert teacher.trainable_parameters() == before + sum(p.numel() for p in params), "the denoiser has trainable parameters besides the adapter's"
             frozen = [n for n, p in _base_parameters(teacher, params).items() if p.requires_grad]
             assert not frozen, f"base weights require grad: {frozen[:5]}"
 
@@ -476,7 +478,6 @@ class TeacherContract:
                     for adapter in loaded:
                         teacher.remove_lora(adapter)
 
-
     # --- opt-in: the stock pipeline, offline, bf16 ---------------------------------------------------------
     def test_exported_student_in_a_fresh_stock_pipeline(self, teacher, inputs, tmp_path):
         """Set :attr:`stock_pipeline`: the saved student, loaded from disk into a fresh stock pipeline, samples as the
@@ -493,8 +494,9 @@ class TeacherContract:
         self.load_lora_into(fresh, folder)
         reloaded = self.stock_sample(fresh, teacher)
         assert reloaded.shape == in_memory.shape and torch.isfinite(reloaded).all()
-        torch.testing.assert_close(reloaded, in_memory, rtol=0, atol=self.stock_atol,
-                                   msg=lambda m: f"the stock pipeline with the saved student vs the in-memory student: {m}")
+        torch.testing.assert_close(
+            reloaded, in_memory, rtol=0, atol=self.stock_atol, msg=lambda m: f"the stock pipeline with the saved student vs the in-memory student: {m}"
+        )
         change = (reloaded - plain).abs().max().item()
         assert change > self.stock_min_change, f"the student changes the samples by only {change:.3g}: the check would be vacuous"
 
@@ -625,7 +627,8 @@ class DatasetContract:
         assert isinstance(batch, Batch), f"train_batch returned {type(batch).__name__}, not a flashbench.method.data.Batch"
         self.check_images(batch.images, self.batch_size, "train_batch().images")
         assert isinstance(batch.prompts, list) and len(batch.prompts) == self.batch_size, (
-            f"train_batch().prompts must be a list of {self.batch_size} strings, got {batch.prompts!r}")
+            f"train_batch().prompts must be a list of {self.batch_size} strings, got {batch.prompts!r}"
+        )
         assert all(isinstance(p, str) for p in batch.prompts), f"train_batch().prompts holds non-strings: {batch.prompts!r}"
         self.check_extras(batch.extras, self.batch_size, "train_batch().extras")
 
@@ -666,9 +669,11 @@ class DatasetContract:
         for n in (1, self.num_eval):
             prompts = dataset.eval_prompts(n, seed=0)
             assert isinstance(prompts, list) and len(prompts) == n and all(isinstance(p, str) for p in prompts), (
-                f"eval_prompts({n}) must be a list of {n} strings, got {prompts!r}")
+                f"eval_prompts({n}) must be a list of {n} strings, got {prompts!r}"
+            )
         assert dataset.eval_prompts(self.num_eval, seed=0) == self.make_dataset().eval_prompts(self.num_eval, seed=0), (
-            "eval_prompts differs between two builds with the same seed")
+            "eval_prompts differs between two builds with the same seed"
+        )
 
     def test_reference_images(self, dataset):
         # up to n: a small held-out split may hold fewer distinct images than asked for
@@ -691,8 +696,12 @@ class DatasetContract:
 
 
 def _same_batch(a: Batch, b: Batch) -> bool:
-    return (torch.equal(a.images, b.images) and list(a.prompts) == list(b.prompts) and set(a.extras) == set(b.extras)
-            and all(torch.equal(a.extras[k], b.extras[k]) for k in a.extras))
+    return (
+        torch.equal(a.images, b.images)
+        and list(a.prompts) == list(b.prompts)
+        and set(a.extras) == set(b.extras)
+        and all(torch.equal(a.extras[k], b.extras[k]) for k in a.extras)
+    )
 
 
 # === evaluators =========================================================================================
@@ -772,12 +781,14 @@ class EvaluatorContract:
 
     def test_declares_metric_and_direction(self, evaluator):
         assert isinstance(evaluator.metric, str) and evaluator.metric and evaluator.metric != Evaluator.metric, (
-            f"the evaluator must name its metric (class attribute metric), got {evaluator.metric!r}")
+            f"the evaluator must name its metric (class attribute metric), got {evaluator.metric!r}"
+        )
         if self.metric is not None:
             assert evaluator.metric == self.metric, f"metric is {evaluator.metric!r}; its rows are registered as {self.metric!r}"
         declared = [c for c in type(evaluator).__mro__ if "higher_is_better" in vars(c) and c.__module__ != Evaluator.__module__]
         assert declared or "higher_is_better" in vars(evaluator), (
-            "the evaluator does not declare higher_is_better (the base class's False would be read as 'lower is better')")
+            "the evaluator does not declare higher_is_better (the base class's False would be read as 'lower is better')"
+        )
         assert isinstance(evaluator.higher_is_better, bool) and isinstance(evaluator.needs_teacher_reference, bool)
         if self.higher_is_better is not None:
             assert evaluator.higher_is_better is self.higher_is_better, f"higher_is_better is {evaluator.higher_is_better}"
@@ -812,7 +823,8 @@ class EvaluatorContract:
         identity = np.asarray(identity)
         assert identity.shape == (1,), f"replicates((1, n) counts) has shape {identity.shape}, expected (1,)"
         assert math.isclose(float(identity[0]), value, rel_tol=1e-5, abs_tol=1e-8), (
-            f"replicates with every sample drawn once gives {identity[0]!r}, compute() {value!r}")
+            f"replicates with every sample drawn once gives {identity[0]!r}, compute() {value!r}"
+        )
         reps = replicates(evaluator.replicates, n, 16, seed=0)
         assert reps.shape == (16,) and np.isfinite(reps).all(), f"bootstrap replicates: {reps!r}"
         assert np.array_equal(reps, replicates(evaluator.replicates, n, 16, seed=0)), "replicates() is not deterministic"
@@ -896,9 +908,18 @@ class TimestepDistributionContract:
                 assert not freq[p == 0].any(), f"K={k}, iteration {it}: indices of zero mass were drawn"
 
 
-def flash_training_smoke(teacher: Teacher, batches, *, num_timesteps: int = 8, lora_rank: int = 4, lr: float = 1e-3,
-                         guidance: tuple[float, float] = (1.5, 3.0), adapter_name: str = "smoke", seed: int = 0,
-                         train_options: dict | None = None):
+def flash_training_smoke(
+    teacher: Teacher,
+    batches,
+    *,
+    num_timesteps: int = 8,
+    lora_rank: int = 4,
+    lr: float = 1e-3,
+    guidance: tuple[float, float] = (1.5, 3.0),
+    adapter_name: str = "smoke",
+    seed: int = 0,
+    train_options: dict | None = None,
+):
     """Run ``len(batches)`` steps of the full method (MSE + LSGAN + DMD, flash pi with one-iteration phases,
     so every loss term is active from the second step) on ``teacher``; returns ``(trainer, stats)``.
     ``train_options``: other :class:`flashbench.config.TrainConfig` fields (``gradient_checkpointing``, ...).
@@ -911,9 +932,18 @@ def flash_training_smoke(teacher: Teacher, batches, *, num_timesteps: int = 8, l
     from .training import build_trainer
 
     steps = len(batches)
-    cfg = TrainConfig(num_timesteps=num_timesteps, phase_length=1, iterations=steps, batch_size=len(batches[0].prompts),
-                      learning_rate=lr, disc_learning_rate=lr, guidance_min=guidance[0], guidance_max=guidance[1],
-                      lora_rank=lora_rank, **(train_options or {}))
+    cfg = TrainConfig(
+        num_timesteps=num_timesteps,
+        phase_length=1,
+        iterations=steps,
+        batch_size=len(batches[0].prompts),
+        learning_rate=lr,
+        disc_learning_rate=lr,
+        guidance_min=guidance[0],
+        guidance_max=guidance[1],
+        lora_rank=lora_rank,
+        **(train_options or {}),
+    )
     # the built-in components the defaults name: text conditioning, dpm-solver, flash pi, mse + lsgan + dmd
     builtins = collect_components(get_plugin_manager(load_entry_points=False))
     trainer = build_trainer(cfg, builtins, teacher=teacher, seed=seed, adapter_name=adapter_name)

@@ -10,6 +10,7 @@ names), the seed of the LoRA initialisation, and an accelerator with the configu
 trackers, and the checkpoints that let a stopped run continue bit for bit. The step it drives (Algorithm 1)
 lives in :mod:`flashbench.method.trainer`, free of I/O.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,7 @@ def make_accelerator(cfg: TrainConfig, device, tracking_dir: Path | None = None)
     """The accelerator of one trainer: ``cfg``'s mixed precision, on the CPU when ``device`` is; with
     ``tracking_dir``, ``cfg.trackers`` log under it (no tracker without one)."""
     trackers = list(cfg.trackers) if tracking_dir is not None else []
-    return new_accelerator(cfg.mixed_precision, device, log_with=trackers or None,
-                           project_dir=str(tracking_dir) if trackers else None)
+    return new_accelerator(cfg.mixed_precision, device, log_with=trackers or None, project_dir=str(tracking_dir) if trackers else None)
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,9 @@ def build_components(cfg: TrainConfig, resources, teacher, *, seed: int | None =
     return TrainerComponents(conditioning, solver, timesteps, distil, gan, dmd)
 
 
-def build_trainer(cfg: TrainConfig, components, *, seed: int, adapter_name: str, teacher=None, device=None,
-                  tracking_dir: Path | None = None, accelerator=None, resources=None) -> FlashTrainer:
+def build_trainer(
+    cfg: TrainConfig, components, *, seed: int, adapter_name: str, teacher=None, device=None, tracking_dir: Path | None = None, accelerator=None, resources=None
+) -> FlashTrainer:
     """A :class:`FlashTrainer` for ``cfg``, its components built from ``cfg``'s specs by ``components`` (the
     registries, :func:`flashbench.plugins.collect_components`) with :func:`build_components`.
 
@@ -87,8 +88,20 @@ def build_trainer(cfg: TrainConfig, components, *, seed: int, adapter_name: str,
     parts = build_components(cfg, resources, teacher, seed=seed)
     if accelerator is None:
         accelerator = make_accelerator(cfg, teacher.device, tracking_dir)
-    return FlashTrainer(teacher, parts.conditioning, parts.solver, parts.timesteps, cfg, distil=parts.distil, gan=parts.gan,
-                        dmd=parts.dmd, adapter_name=adapter_name, seed=seed, accelerator=accelerator, tracking_dir=tracking_dir)
+    return FlashTrainer(
+        teacher,
+        parts.conditioning,
+        parts.solver,
+        parts.timesteps,
+        cfg,
+        distil=parts.distil,
+        gan=parts.gan,
+        dmd=parts.dmd,
+        adapter_name=adapter_name,
+        seed=seed,
+        accelerator=accelerator,
+        tracking_dir=tracking_dir,
+    )
 
 
 @dataclass
@@ -124,8 +137,7 @@ class TrainingLoop:
             ckpt.save_training(path, self.trainer, step=step, data_rng=data_rng, counters=counters)
         self.accelerator.wait_for_everyone()
 
-    def run(self, dataset, iterations: int, *, seed: int, progress: bool = True, log=None, desc: str = "train",
-            checkpoint: Path | None = None) -> TrainSummary:
+    def run(self, dataset, iterations: int, *, seed: int, progress: bool = True, log=None, desc: str = "train", checkpoint: Path | None = None) -> TrainSummary:
         """Run iterations [0, iterations), continuing from ``checkpoint`` when it holds one for this
         configuration; with ``cfg.checkpoint_every`` > 0 a checkpoint is written every that many steps
         and at the end (so a run killed while evaluating does not train again). ``log``: called with each
@@ -179,5 +191,6 @@ class TrainingLoop:
         seconds = counters["seconds"] + time.perf_counter() - t0
         n = max(1, iterations)
         peak = torch.cuda.max_memory_allocated(trainer.device) / 2**30 if cuda else None
-        return TrainSummary(iterations, seconds, seconds / n, counters["teacher_nfe"] / n, counters["student_nfe"] / n,
-                            trainer.trainable_params, history, peak_memory_gb=peak)
+        return TrainSummary(
+            iterations, seconds, seconds / n, counters["teacher_nfe"] / n, counters["student_nfe"] / n, trainer.trainable_params, history, peak_memory_gb=peak
+        )

@@ -16,6 +16,7 @@ does, and compared on every stored field except run time and provenance (``IGNOR
     python scripts/same_rows.py fa583e8 HEAD --jobs 2             # the ten toy studies, two at a time
     python scripts/same_rows.py a7c7d40 HEAD --studies ablation_gan --keep /tmp/same-rows
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,17 +32,27 @@ from pathlib import Path
 import tomli_w
 
 ROOT = Path(__file__).resolve().parents[1]
-TOY_STUDIES = ("ablation_losses", "ablation_gan", "ablation_distil", "ablation_guidance", "ablation_k",
-               "ablation_timesteps", "table1_sd15_coco2017", "table2_sd15_coco2014", "table3_sdxl", "table4_pixart")
+TOY_STUDIES = (
+    "ablation_losses",
+    "ablation_gan",
+    "ablation_distil",
+    "ablation_guidance",
+    "ablation_k",
+    "ablation_timesteps",
+    "table1_sd15_coco2017",
+    "table2_sd15_coco2014",
+    "table3_sdxl",
+    "table4_pixart",
+)
 #: fields that say when, where and how fast a row was made, not what it measured
-IGNORED = frozenset({"git_hash", "attempt", "sample_seconds", "train_seconds", "bootstrap_seconds", "eval_seconds",
-                     "seconds_per_step", "bootstrap_file"})
+IGNORED = frozenset({"git_hash", "attempt", "sample_seconds", "train_seconds", "bootstrap_seconds", "eval_seconds", "seconds_per_step", "bootstrap_file"})
 KEY = ("variant", "seed", "role", "nfe", "steps", "metric")
 SHORT = {"iterations": 20, "phase_length": 5, "num_samples": 60}
 
 
 def shorten(data: dict) -> dict:
     """The study with seed 0 only and :data:`SHORT`'s budget wherever a layer sets one of its keys."""
+
     def walk(node):
         if isinstance(node, dict):
             out = {}
@@ -77,12 +88,10 @@ def entry_points_text(pyproject: Path) -> str:
 
 def checkout(rev: str, work: Path) -> tuple[Path, Path]:
     """A worktree of ``rev`` and a folder for PYTHONPATH holding its two packages and its entry points."""
-    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", rev], check=True, capture_output=True,
-                         text=True).stdout.strip()
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", rev], check=True, capture_output=True, text=True).stdout.strip()
     tree, path = work / f"tree-{sha[:10]}", work / f"path-{sha[:10]}"
     if not tree.exists():
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(tree), sha], check=True,
-                       capture_output=True)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(tree), sha], check=True, capture_output=True)
     path.mkdir(parents=True, exist_ok=True)
     for name, target in (("flashbench", tree / "flashbench"), ("flashbench_plugins", tree / "plugins")):
         if not (path / name).exists():
@@ -97,14 +106,17 @@ def checkout(rev: str, work: Path) -> tuple[Path, Path]:
 def run_study(name: str, tree: Path, path: Path, out: Path) -> tuple[int, Path]:
     study = tree / "studies" / f"{name}.same-rows.toml"  # beside the original: relative paths resolve alike
     study.write_text(tomli_w.dumps(shorten(tomllib.loads((tree / "studies" / f"{name}.toml").read_text()))))
-    env = {**os.environ, "PYTHONPATH": str(path), "FLASHBENCH_CACHE": "off", "OMP_NUM_THREADS": "1",
-           "FLASHBENCH_JOBS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(path), "FLASHBENCH_CACHE": "off", "OMP_NUM_THREADS": "1", "FLASHBENCH_JOBS": "1"}
     log = out.with_suffix(".log")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as handle:
-        code = subprocess.run([sys.executable, "-m", "flashbench.cli", "run", str(study), "--scale", "toy",
-                               "--output", str(out)], cwd=tree, env=env, stdout=handle,
-                              stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(
+            [sys.executable, "-m", "flashbench.cli", "run", str(study), "--scale", "toy", "--output", str(out)],
+            cwd=tree,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        ).returncode
     return code, log
 
 
@@ -154,8 +166,7 @@ def main(argv=None) -> int:
             print(f"{name}: {label} ({revs[label]}) exited {code}; see {log}", flush=True)
 
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        list(pool.map(lambda pair: task(*pair), [(label, name) for name in args.studies for label in sides
-                                                 if args.run_only in (None, label)]))
+        list(pool.map(lambda pair: task(*pair), [(label, name) for name in args.studies for label in sides if args.run_only in (None, label)]))
     if args.run_only:
         return 0
     same = True

@@ -6,6 +6,7 @@ Why CDP rather than ``chromium --screenshot``: one browser session gives the con
 load), a JavaScript probe of what is laid out on screen, and the screenshot, all of the same page
 load; scraping ``--enable-logging=stderr`` output depends on Chromium's log format.
 """
+
 from __future__ import annotations
 
 import base64
@@ -150,10 +151,15 @@ class Page:
         metrics = self.send("Page.getLayoutMetrics")
         size = metrics.get("cssContentSize") or metrics["contentSize"]
         height = int(min(size["height"], 16000))  # Chromium's texture limit
-        shot = self.send("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
-        }, timeout=120)
+        shot = self.send(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+            },
+            timeout=120,
+        )
         path.write_bytes(base64.b64decode(shot["data"]))
         return width, height
 
@@ -163,11 +169,24 @@ def chromium_page(binary: str, *, width: int = 1280, height: int = 900) -> Itera
     """Start headless Chromium (no sandbox: tests run as root in containers) and yield a CDP page."""
     profile = tempfile.mkdtemp(prefix="fb-chromium-")
     args = [
-        binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--mute-audio",
-        f"--window-size={width},{height}", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
-        f"--user-data-dir={profile}", "about:blank",
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-extensions",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--mute-audio",
+        f"--window-size={width},{height}",
+        "--remote-debugging-port=0",
+        "--remote-debugging-address=127.0.0.1",
+        f"--user-data-dir={profile}",
+        "about:blank",
     ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     page = None

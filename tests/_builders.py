@@ -1,5 +1,6 @@
 """Builders shared by the tests: a manager holding only the plugins under test, the tiny CLIP text parts
 every SD-family test folder needs, random images, a small two-variant study on the embedded world."""
+
 from __future__ import annotations
 
 import pluggy
@@ -41,8 +42,14 @@ def write_tiny_pipeline(root, pipeline_cls, *, vae: dict, unet: dict, scheduler:
 
     torch.manual_seed(0)
     text_encoder, tokenizer = tiny_clip_text(root)
-    pipe = pipeline_cls(vae=AutoencoderKL(**vae).eval(), text_encoder=text_encoder, tokenizer=tokenizer,
-                        unet=UNet2DConditionModel(**unet).eval(), scheduler=DDIMScheduler(**scheduler), **extra)
+    pipe = pipeline_cls(
+        vae=AutoencoderKL(**vae).eval(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=UNet2DConditionModel(**unet).eval(),
+        scheduler=DDIMScheduler(**scheduler),
+        **extra,
+    )
     pipe.save_pretrained(root / "model")
     return root / "model"
 

@@ -1,4 +1,5 @@
 """Write checkpoints of a 48 MB model in a loop until killed (tests/test_resume.py SIGKILLs it mid-write)."""
+
 import sys
 from pathlib import Path
 
@@ -15,6 +16,5 @@ rng = np.random.default_rng(0)
 for step in range(1, 10**6):
     for p in params:
         p.data.fill_(float(step))
-    checkpoint.save(path, modules={"lora": params}, optimizers={"opt": opt}, generator=gen, data_rng=rng,
-                    meta={"step": step, "fingerprint": "writer"})
+    checkpoint.save(path, modules={"lora": params}, optimizers={"opt": opt}, generator=gen, data_rng=rng, meta={"step": step, "fingerprint": "writer"})
     print(step, flush=True)

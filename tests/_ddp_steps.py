@@ -1,6 +1,7 @@
 """A few full-method Flash steps on the toy teacher, data-parallel when launched by `accelerate launch`
 (tests/test_distributed.py) or on one process. The global batch is GLOBAL_BATCH whatever the number of
 processes: each process trains on its slice. Each process writes its LoRA and discriminator head."""
+
 import sys
 
 from accelerate import Accelerator
@@ -17,9 +18,20 @@ acc = Accelerator(cpu=True)
 c = collect_components()
 teacher = c.get("teacher", "toy-digits").build({}, device="cpu")
 ds = c.get("dataset", "toy-digits").build({})
-cfg = TrainConfig(teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("toy-digits"), solver=ComponentSpec("ddim"), num_timesteps=8,
-                  phase_length=1, iterations=STEPS, batch_size=GLOBAL_BATCH // acc.num_processes, learning_rate=1e-3, disc_learning_rate=1e-3,
-                  guidance_min=1.5, guidance_max=3, trackers=())
+cfg = TrainConfig(
+    teacher=ComponentSpec("toy-digits"),
+    dataset=ComponentSpec("toy-digits"),
+    solver=ComponentSpec("ddim"),
+    num_timesteps=8,
+    phase_length=1,
+    iterations=STEPS,
+    batch_size=GLOBAL_BATCH // acc.num_processes,
+    learning_rate=1e-3,
+    disc_learning_rate=1e-3,
+    guidance_min=1.5,
+    guidance_max=3,
+    trackers=(),
+)
 tr = build_trainer(cfg, c, teacher=teacher, seed=seed, adapter_name="ddp", accelerator=acc)  # mse + lsgan + dmd
 summary = TrainingLoop(tr).run(ds, STEPS, seed=seed, progress=False)
 weights = {f"lora.{i}": p.detach().contiguous() for i, p in enumerate(tr.lora_params)}

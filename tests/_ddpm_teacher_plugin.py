@@ -3,6 +3,7 @@ alpha at t = 999 is 0.0064: a schedule that ends near zero SNR, as a third-party
 trained with diffusers' ``DDPMScheduler`` defaults would have. Its config declares the noise process, so
 ``flashbench validate`` can check the student's parametrisation without weights. (The toy network was trained on
 SD's schedule: this teacher exercises the host's plumbing, not the quality of such a teacher.)"""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,5 +41,9 @@ def build(config: DDPMToyConfig, *, device="cpu", dtype=None):
 
 @hookimpl
 def register_teachers(register):
-    register("toy-digits-ddpm", build, config=DDPMToyConfig,
-             description="the toy-digits network on DDPM's linear schedule (test plugin: a schedule ending near zero SNR)")
+    register(
+        "toy-digits-ddpm",
+        build,
+        config=DDPMToyConfig,
+        description="the toy-digits network on DDPM's linear schedule (test plugin: a schedule ending near zero SNR)",
+    )

@@ -1,5 +1,6 @@
 """A fabricated run directory, as ``flashbench run`` writes one, without training: the resolved study of the
 two-variant toy study, stored rows (with or without 95% intervals), sample grids and, when given, a LoRA."""
+
 from __future__ import annotations
 
 import shutil
@@ -23,9 +24,22 @@ def resolved_study(tmp: Path, components, *, teacher=None, name: str = "tiny") -
 
 
 def row(study: str, key: str, variant: str, metric: str, nfe: int, value, *, role="student", seed=0, ci=None, **extra) -> dict:
-    r = {"study": study, "scale": "toy", "variant": variant, "variant_key": key, "seed": seed, "role": role, "nfe": nfe,
-         "steps": nfe, "metric": metric, "value": value, "n": 64, "higher_is_better": metric == "clip_score",
-         "git_hash": "0123456789abcdef", **extra}
+    r = {
+        "study": study,
+        "scale": "toy",
+        "variant": variant,
+        "variant_key": key,
+        "seed": seed,
+        "role": role,
+        "nfe": nfe,
+        "steps": nfe,
+        "metric": metric,
+        "value": value,
+        "n": 64,
+        "higher_is_better": metric == "clip_score",
+        "git_hash": "0123456789abcdef",
+        **extra,
+    }
     if ci is not None:
         r.update(ci_low=ci[0], ci_high=ci[1], ci_method="bootstrap")
     return r

@@ -5,6 +5,7 @@ Nothing of the host is changed for it: the teacher sets ``noise_process``, its `
 transformer's raw velocity, and it is registered through the ordinary ``register_teachers`` hook. The
 method (trainer step, teacher solves, few-step sampler) reads everything else from the process.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,10 +58,17 @@ class TinyFlowTeacher(Teacher):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.transformer = SD3Transformer2DModel(
-                sample_size=config.sample_size, patch_size=2, in_channels=config.channels, out_channels=config.channels,
-                num_layers=config.num_layers, attention_head_dim=config.width // 2, num_attention_heads=2,
-                joint_attention_dim=config.text_dim, caption_projection_dim=config.width,
-                pooled_projection_dim=config.text_dim, pos_embed_max_size=config.sample_size,
+                sample_size=config.sample_size,
+                patch_size=2,
+                in_channels=config.channels,
+                out_channels=config.channels,
+                num_layers=config.num_layers,
+                attention_head_dim=config.width // 2,
+                num_attention_heads=2,
+                joint_attention_dim=config.text_dim,
+                caption_projection_dim=config.width,
+                pooled_projection_dim=config.text_dim,
+                pos_embed_max_size=config.sample_size,
             )
             self.text = ByteText(config.text_dim)
         for module in (self.transformer, self.text):
@@ -86,8 +94,9 @@ class TinyFlowTeacher(Teacher):
     def _forward(self, module, x, t, cond):
         t = torch.as_tensor(t, device=x.device)
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
-        return module(hidden_states=x.to(self.dtype), encoder_hidden_states=cond["encoder_hidden_states"],
-                      pooled_projections=cond["pooled_projections"], timestep=t).sample
+        return module(
+            hidden_states=x.to(self.dtype), encoder_hidden_states=cond["encoder_hidden_states"], pooled_projections=cond["pooled_projections"], timestep=t
+        ).sample
 
     def encoder_features(self, x, t, cond):
         """The image tokens after the first transformer block (a DiT's 'encoder'), as a (B, width, h, w) map."""
@@ -108,8 +117,7 @@ class TinyFlowTeacher(Teacher):
     def add_lora(self, name, rank):
         from peft import LoraConfig
 
-        self.transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                                target_modules=list(LORA_TARGETS)), adapter_name=name)
+        self.transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(LORA_TARGETS)), adapter_name=name)
         self.transformer.set_adapter(name)
         params = [p for n, p in self.transformer.named_parameters() if "lora_" in n and f".{name}." in n]
         for p in params:

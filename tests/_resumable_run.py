@@ -1,6 +1,7 @@
 """`flashbench run` for tests/test_resume.py. Each evaluation batch first touches a marker file named after
 the variant being evaluated and pauses RESUME_PAUSE seconds, so the test can SIGKILL this process while a
 known variant is being evaluated. Nothing else differs from the real CLI."""
+
 import os
 import sys
 import time

@@ -1,5 +1,6 @@
 """Shared fixtures. ``fake_components``: small registries built from an in-test plugin, so that study and
 CLI tests run without the built-in plugins (and without torch)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

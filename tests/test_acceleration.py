@@ -6,6 +6,7 @@ and a full Flash step with it reproduces the step without it. SDPA: the classic 
 without code generation): same outputs and LoRA gradients, parameters shared. bf16 autocast: a full step on
 the CPU keeps the LoRA in float32.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -30,7 +31,10 @@ def with_lora(unet, rank=4):
     """A peft LoRA as the teacher plugins add it, with lora_B non-zero so every adapter weight gets a gradient."""
     from peft import LoraConfig
 
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]), adapter_name="s")  # noqa: E501
+    unet.add_adapter(
+        LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"]),
+        adapter_name="s",
+    )  # noqa: E501
     unet.set_adapter("s")
     params = [p for n, p in unet.named_parameters() if "lora_" in n]
     g = torch.Generator().manual_seed(1)
@@ -145,7 +149,7 @@ def toy_batches(n=2, batch=2):
 
     g = torch.Generator().manual_seed(0)
     prompts = all_prompts()
-    return [Batch(torch.rand((batch, 3, 16, 16), generator=g) * 2 - 1, prompts[i * batch:(i + 1) * batch]) for i in range(n)]
+    return [Batch(torch.rand((batch, 3, 16, 16), generator=g) * 2 - 1, prompts[i * batch : (i + 1) * batch]) for i in range(n)]
 
 
 def _same_training(ref, got):
@@ -258,8 +262,18 @@ def test_bf16_flash_step_on_cpu_keeps_lora_float32(toy_teacher):
     from flashbench.plugins import collect_components
     from flashbench.training import build_trainer
 
-    cfg = TrainConfig(num_timesteps=4, phase_length=1, iterations=2, batch_size=2, learning_rate=1e-3, disc_learning_rate=1e-3,
-                      guidance_min=1.5, guidance_max=3.0, lora_rank=4, mixed_precision="bf16")
+    cfg = TrainConfig(
+        num_timesteps=4,
+        phase_length=1,
+        iterations=2,
+        batch_size=2,
+        learning_rate=1e-3,
+        disc_learning_rate=1e-3,
+        guidance_min=1.5,
+        guidance_max=3.0,
+        lora_rank=4,
+        mixed_precision="bf16",
+    )
     trainer = build_trainer(cfg, collect_components(), teacher=toy_teacher, seed=0, adapter_name="bf16")  # mse + lsgan + dmd
     try:
         before = [p.detach().clone() for p in trainer.lora_params]

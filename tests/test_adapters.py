@@ -6,6 +6,7 @@ Merging folds the LoRA into the base weights for sampling: the same samples as t
 branch computed, and the teacher's base weights back bit for bit afterwards (also after an error, and after a
 teacher pass inside the merged block).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -51,8 +52,11 @@ def base_weights(teacher) -> dict[str, torch.Tensor]:
 def lora_branch_calls(teacher):
     """A counter of forward calls of the LoRA A matrices (the adapter branch)."""
     calls = []
-    handles = [m.register_forward_hook(lambda *a: calls.append(1)) for n, m in teacher.denoiser.named_modules()
-               if "lora_A" in n and isinstance(m, torch.nn.Linear | torch.nn.Conv2d)]
+    handles = [
+        m.register_forward_hook(lambda *a: calls.append(1))
+        for n, m in teacher.denoiser.named_modules()
+        if "lora_A" in n and isinstance(m, torch.nn.Linear | torch.nn.Conv2d)
+    ]
     return calls, handles
 
 

@@ -1,4 +1,5 @@
 """Teacher baselines computed once per teacher recipe, seed and code (``flashbench.baseline_cache``)."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,17 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_the_key_names_recipe_seed_and_device():
     k = baseline_cache.cache_key("recipe-a", 0, "cpu")
     assert k == baseline_cache.cache_key("recipe-a", 0, "cpu")
-    assert len({k, baseline_cache.cache_key("recipe-b", 0, "cpu"), baseline_cache.cache_key("recipe-a", 1, "cpu"),
-                baseline_cache.cache_key("recipe-a", 0, "cuda:0")}) == 4
+    assert (
+        len(
+            {
+                k,
+                baseline_cache.cache_key("recipe-b", 0, "cpu"),
+                baseline_cache.cache_key("recipe-a", 1, "cpu"),
+                baseline_cache.cache_key("recipe-a", 0, "cuda:0"),
+            }
+        )
+        == 4
+    )
     assert baseline_cache.cache_key("recipe-a", 0, "cuda:0") == baseline_cache.cache_key("recipe-a", 0, "cuda:1")
 
 
@@ -57,8 +67,9 @@ def _study(tmp_path: Path, name: str, guidance: float = 2.0) -> Path:
     data = tomllib.loads((ROOT / "studies" / "ablation_losses.toml").read_text())
     toy = data["scale"]["toy"]
     toy.update({"iterations": 2, "phase_length": 1, "batch_size": 4, "global_batch": 4, "seeds": [0]})
-    toy["eval"].update({"num_samples": 16, "batch_size": 16, "teacher_steps": [3], "grid_size": 4, "nfe": [1],
-                        "evaluators": ["toy-fd", "toy-lpips"], "guidance": guidance})
+    toy["eval"].update(
+        {"num_samples": 16, "batch_size": 16, "teacher_steps": [3], "grid_size": 4, "nfe": [1], "evaluators": ["toy-fd", "toy-lpips"], "guidance": guidance}
+    )
     data["study"]["name"] = name
     data["study"]["primary_nfe"] = 1
     data["variants"] = data["variants"][:1]

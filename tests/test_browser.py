@@ -5,6 +5,7 @@ visible, and takes a full-page screenshot.
 
 Set ``FLASHBENCH_SCREENSHOTS=DIR`` to keep the screenshots; ``FLASHBENCH_CHROMIUM`` to use another binary.
 """
+
 from __future__ import annotations
 
 import io
@@ -76,8 +77,7 @@ def _assert_clean_and_visible(page, *, min_tables: int, min_images: int, min_svg
     assert probe["svgs"] >= min_svgs and probe["svgs_hidden"] == [], probe
     assert probe["scroll_width"] <= 1280, "the page scrolls sideways; wide tables belong in a scrolling box"
     # self-contained: every link stays in the page, is a data: download, or a sibling report
-    assert all(h.startswith(("#", "data:")) or ("/" not in h and h.endswith(".html")) or h.endswith("/report.html")
-               for h in probe["links"]), probe["links"]
+    assert all(h.startswith(("#", "data:")) or ("/" not in h and h.endswith(".html")) or h.endswith("/report.html") for h in probe["links"]), probe["links"]
     return probe
 
 
@@ -116,9 +116,11 @@ def test_committed_example_reports_in_chromium(chromium, tmp_path):
 def test_the_probe_sees_console_errors_and_broken_images(chromium, tmp_path):
     """The negative control: a page with a console error, an exception and a missing image must fail the checks."""
     bad = tmp_path / "bad.html"
-    bad.write_text("<!DOCTYPE html><html><head><title>bad</title></head><body><table><tr><td>x</td></tr></table>"
-                   "<img src='missing.png' alt='gone'><script>console.error('boom'); undefined_function();</script>"
-                   "</body></html>")
+    bad.write_text(
+        "<!DOCTYPE html><html><head><title>bad</title></head><body><table><tr><td>x</td></tr></table>"
+        "<img src='missing.png' alt='gone'><script>console.error('boom'); undefined_function();</script>"
+        "</body></html>"
+    )
     with chromium_page(chromium) as page:
         open_file(page, bad)
         errors = page.console_errors()
@@ -132,8 +134,7 @@ def test_screenshot_helper_decodes(chromium, tmp_path):
     from PIL import Image
 
     page_file = tmp_path / "p.html"
-    page_file.write_text("<!DOCTYPE html><html><body style='margin:0'><div style='height:1500px;background:#123456'>"
-                         "</div></body></html>")
+    page_file.write_text("<!DOCTYPE html><html><body style='margin:0'><div style='height:1500px;background:#123456'></div></body></html>")
     with chromium_page(chromium) as page:
         open_file(page, page_file)
         width, height = page.screenshot(tmp_path / "p.png")

@@ -1,6 +1,7 @@
 """Mid-variant checkpoints: a training run stopped after a checkpoint and continued by a fresh trainer (new
 LoRA, new optimisers, new RNGs: as after a process restart) ends bit-identical to an uninterrupted run;
 the file is safetensors with JSON metadata, replaced atomically, and ignored when the recipe changed."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,9 +16,19 @@ from flashbench.errors import UserError
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CFG = TrainConfig(
-    teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("toy-digits"), solver=ComponentSpec("ddim"), num_timesteps=8,
-    phase_length=2, iterations=6, batch_size=2, learning_rate=1e-2, disc_learning_rate=1e-2, guidance_min=1.5, guidance_max=3,
-    checkpoint_every=3, trackers=(),
+    teacher=ComponentSpec("toy-digits"),
+    dataset=ComponentSpec("toy-digits"),
+    solver=ComponentSpec("ddim"),
+    num_timesteps=8,
+    phase_length=2,
+    iterations=6,
+    batch_size=2,
+    learning_rate=1e-2,
+    disc_learning_rate=1e-2,
+    guidance_min=1.5,
+    guidance_max=3,
+    checkpoint_every=3,
+    trackers=(),
 )
 
 
@@ -210,8 +221,18 @@ def test_build_trainer_and_the_loop_equal_the_hand_wired_trainer_and_its_former_
     timesteps = c.get("timesteps", "flash").build({}, num_timesteps=cfg.num_timesteps, phase_length=cfg.phase_length, num_phases=4)
     conditioning, solver = c.get("conditioning", "text").build({}), c.get("solver", "ddim").build({})
     torch.manual_seed(0)
-    by_hand = FlashTrainer(parts["teacher"], conditioning, solver, timesteps, cfg, distil=c.get("loss", "mse").build({}),
-                           gan=c.get("loss", "lsgan").build({}), dmd=c.get("loss", "dmd").build({}), adapter_name="by-hand", seed=0)
+    by_hand = FlashTrainer(
+        parts["teacher"],
+        conditioning,
+        solver,
+        timesteps,
+        cfg,
+        distil=c.get("loss", "mse").build({}),
+        gan=c.get("loss", "lsgan").build({}),
+        dmd=c.get("loss", "dmd").build({}),
+        adapter_name="by-hand",
+        seed=0,
+    )
     try:
         old = by_hand.train(parts["dataset"], 2, seed=0, progress=False, checkpoint=tmp_path / "hand.safetensors")
         hand = _state(by_hand)

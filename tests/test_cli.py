@@ -1,4 +1,5 @@
 """The ``flashbench`` command: exit codes, one line per problem, no traceback, no torch where not needed."""
+
 from __future__ import annotations
 
 import json
@@ -58,7 +59,7 @@ def test_validate_bad_file_prints_every_problem(capsys, tmp_path, fake_component
     assert out == ""
     assert "Traceback" not in err
     assert all(line.startswith(f"flashbench: error: {path}: ") for line in lines)
-    keys = [line[len(f"flashbench: error: {path}: "):].split(":")[0] for line in lines]
+    keys = [line[len(f"flashbench: error: {path}: ") :].split(":")[0] for line in lines]
     assert keys == ["study.name", "study.seeds", "base.iteration", "scale.toy.num_timesteps", "scale.toy.adv_loss"]
 
 
@@ -126,9 +127,11 @@ def test_run_refuses_an_output_it_could_not_write_before_the_runner(capsys, tmp_
     monkeypatch.setitem(sys.modules, "flashbench.runner", types.SimpleNamespace(run_study=None))  # never reached
     monkeypatch.chdir(tmp_path)
     (tmp_path / "file").write_text("x")
-    for output, message in (("file", "--output file: exists and is a file, not a directory"),
-                            ("file/run", "--output file/run: cannot be created: "),
-                            ("", "--output: an empty path")):
+    for output, message in (
+        ("file", "--output file: exists and is a file, not a directory"),
+        ("file/run", "--output file/run: cannot be created: "),
+        ("", "--output: an empty path"),
+    ):
         assert main(["run", str(LOSSES), "--output", output], components=fake_components) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"flashbench: error: {message}") and len(err.splitlines()) == 1, err
@@ -152,7 +155,7 @@ def test_run_calls_the_runner_with_the_resolved_study(capsys, tmp_path, fake_com
     monkeypatch.setitem(sys.modules, "flashbench.runner", types.SimpleNamespace(run_study=run_study))
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(LOSSES)], components=fake_components) == 0
-    (study, output_dir, components), = calls
+    ((study, output_dir, components),) = calls
     assert study.name == "ablation_losses" and study.scale == "toy"
     assert str(output_dir) == "runs/ablation_losses-toy" and components is fake_components
     assert capsys.readouterr().out.splitlines()[-1] == "report: runs/ablation_losses-toy/report.html"
@@ -173,11 +176,12 @@ def test_usage_errors_and_help(capsys):
     assert main([]) == 2
     assert "usage: flashbench" in capsys.readouterr().err
     assert main(["frobnicate"]) == 2
-    assert capsys.readouterr().err == ("flashbench: error: argument COMMAND: invalid choice: 'frobnicate' (choose from "
-                                       "'run', 'validate', 'plugins', 'report', 'export', 'compare'); see 'flashbench --help'\n")
+    assert capsys.readouterr().err == (
+        "flashbench: error: argument COMMAND: invalid choice: 'frobnicate' (choose from "
+        "'run', 'validate', 'plugins', 'report', 'export', 'compare'); see 'flashbench --help'\n"
+    )
     assert main(["run"]) == 2  # one line, like every other error: no usage block before it
-    assert capsys.readouterr().err == ("flashbench: error: the following arguments are required: FILE; "
-                                       "see 'flashbench run --help'\n")
+    assert capsys.readouterr().err == ("flashbench: error: the following arguments are required: FILE; see 'flashbench run --help'\n")
     assert main(["--help"]) == 0
     assert "flashbench validate" in capsys.readouterr().out
     for command in ("run", "validate", "plugins", "report", "export", "compare"):

@@ -1,6 +1,7 @@
 """The COCO protocol datasets (``coco2017-val``, ``coco2014-val-30k``, ``coco2014-val-10k``) on tiny fake COCO
 folders written in tmp: the selection rule, determinism, counts, reference images, streaming, the protocol
 record and its hashes, and the one-line errors for what is missing."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,5 +1,6 @@
 """``flashbench compare RUN_A RUN_B``: shared rows side by side with B - A and intervals, counts of the rows only
 one run has, an escaped HTML page; missing or empty runs are one-line errors (exit 2). Fabricated runs."""
+
 from __future__ import annotations
 
 import re
@@ -16,22 +17,30 @@ HOSTILE = "<b onmouseover=alert(1)>&x"  # a variant name (no slash: it names a f
 
 @pytest.fixture
 def runs(tmp_path):
-    a = write_run(tmp_path / "a", None, [
-        row("s", "distil-s0", "distil", "fd", 4, 10.0, ci=(9.0, 11.0)),
-        row("s", "distil-s0", "distil", "clip_score", 4, 0.25),
-        row("s", "distil-s0", "distil", "fd", 2, 30.0, ci=(29.0, 31.0)),
-        row("s", f"{HOSTILE}-s0", HOSTILE, "fd", 4, 1.0),
-        row("s", "teacher-s0", "teacher", "fd", 8, 5.0, role="teacher"),
-    ])
-    b = write_run(tmp_path / "b", None, [
-        row("s", "distil-s0", "distil", "fd", 4, 12.5, ci=(12.0, 13.0), git_hash="fedcba9876543210"),
-        row("s", "distil-s0", "distil", "clip_score", 4, 0.25, git_hash="fedcba9876543210"),
-        row("s", "distil-s0", "distil", "fd", 2, 30.5, ci=(29.5, 31.5), git_hash="fedcba9876543210"),
-        row("s", f"{HOSTILE}-s0", HOSTILE, "fd", 4, 2.0, git_hash="fedcba9876543210"),
-        row("s", "full-s0", "full", "fd", 4, 8.0, git_hash="fedcba9876543210"),
-        row("s", "full-s0", "full", "clip_score", 4, 0.3, git_hash="fedcba9876543210"),
-        row("s", "teacher-s1", "teacher", "fd", 8, 5.0, role="teacher", seed=1, git_hash="fedcba9876543210"),
-    ])
+    a = write_run(
+        tmp_path / "a",
+        None,
+        [
+            row("s", "distil-s0", "distil", "fd", 4, 10.0, ci=(9.0, 11.0)),
+            row("s", "distil-s0", "distil", "clip_score", 4, 0.25),
+            row("s", "distil-s0", "distil", "fd", 2, 30.0, ci=(29.0, 31.0)),
+            row("s", f"{HOSTILE}-s0", HOSTILE, "fd", 4, 1.0),
+            row("s", "teacher-s0", "teacher", "fd", 8, 5.0, role="teacher"),
+        ],
+    )
+    b = write_run(
+        tmp_path / "b",
+        None,
+        [
+            row("s", "distil-s0", "distil", "fd", 4, 12.5, ci=(12.0, 13.0), git_hash="fedcba9876543210"),
+            row("s", "distil-s0", "distil", "clip_score", 4, 0.25, git_hash="fedcba9876543210"),
+            row("s", "distil-s0", "distil", "fd", 2, 30.5, ci=(29.5, 31.5), git_hash="fedcba9876543210"),
+            row("s", f"{HOSTILE}-s0", HOSTILE, "fd", 4, 2.0, git_hash="fedcba9876543210"),
+            row("s", "full-s0", "full", "fd", 4, 8.0, git_hash="fedcba9876543210"),
+            row("s", "full-s0", "full", "clip_score", 4, 0.3, git_hash="fedcba9876543210"),
+            row("s", "teacher-s1", "teacher", "fd", 8, 5.0, role="teacher", seed=1, git_hash="fedcba9876543210"),
+        ],
+    )
     return a, b
 
 
@@ -52,8 +61,7 @@ def test_cli_prints_the_table_and_writes_escaped_html(runs, tmp_path, capsys):
     lines = text.splitlines()
     assert lines[0].startswith(f"A: {runs[0]} (study s, scale toy, 0123456789; 5 rows)")
     assert lines[1].startswith(f"B: {runs[1]} (study s, scale toy, fedcba9876; 7 rows)")
-    assert lines[2].split() == ["VARIANT", "SEED", "ROLE", "NFE", "STEPS", "METRIC", "A", "B", "B-A", "A", "95%", "CI",
-                                "B", "95%", "CI", "OVERLAP"]
+    assert lines[2].split() == ["VARIANT", "SEED", "ROLE", "NFE", "STEPS", "METRIC", "A", "B", "B-A", "A", "95%", "CI", "B", "95%", "CI", "OVERLAP"]
     fd4 = next(line for line in lines if re.match(r"distil\s+0\s+student\s+4\s+4\s+fd\s", line))
     assert fd4.split()[6:] == ["10", "12.5", "+2.5", "(+25.0%)", "[9,", "11]", "[12,", "13]", "NO"]
     assert lines[-2] == "4 shared rows; 1 only in A; 3 only in B"

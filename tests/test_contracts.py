@@ -3,6 +3,7 @@ distributions -- run against the built-in components, and every contract test sh
 called on a deliberately broken component and must raise, with the message a plugin author would read.
 A meta-test keeps the broken cases complete: a contract test added without one fails it.
 """
+
 from __future__ import annotations
 
 import io
@@ -20,8 +21,7 @@ from flashbench.method.data import Batch, Dataset
 from flashbench.method.evaluation import MeanEvaluator
 from flashbench.method.timesteps import TimestepDistribution
 from flashbench.plugins import collect_components
-from flashbench.testing import (DatasetContract, EvaluatorContract, MissingWeights, RandomImages, TeacherContract,
-                                TimestepDistributionContract)
+from flashbench.testing import DatasetContract, EvaluatorContract, MissingWeights, RandomImages, TeacherContract, TimestepDistributionContract
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -83,8 +83,7 @@ class TestImageCaptionsInpaintDataset(DatasetContract):
         request.cls.folder = write_caption_folder(tmp_path_factory.mktemp("captions") / "data")
 
     def make_dataset(self):
-        return _components().get("dataset", "image-captions").build(
-            {"path": str(self.folder), "resolution": 16, "heldout_fraction": 0.4, "task": "inpaint"})
+        return _components().get("dataset", "image-captions").build({"path": str(self.folder), "resolution": 16, "heldout_fraction": 0.4, "task": "inpaint"})
 
 
 class TestWebdatasetDataset(DatasetContract):
@@ -98,8 +97,11 @@ class TestWebdatasetDataset(DatasetContract):
         request.cls.shards = write_shards(tmp_path_factory.mktemp("shards"))
 
     def make_dataset(self):
-        return _components().get("dataset", "webdataset").build(
-            {"shards": (str(self.shards / "part-{00000..00002}.tar"),), "resolution": 16, "shuffle_buffer": 4, "num_workers": 0})
+        return (
+            _components()
+            .get("dataset", "webdataset")
+            .build({"shards": (str(self.shards / "part-{00000..00002}.tar"),), "resolution": 16, "shuffle_buffer": 4, "num_workers": 0})
+        )
 
 
 class _ToyEvaluator(EvaluatorContract):
@@ -339,8 +341,9 @@ def evaluator_contract(evaluator_cls):
 
 
 def timestep_contract(dist_cls):
-    return type(f"Broken{dist_cls.__name__}", (TimestepDistributionContract,),
-                {"make_distribution": lambda self, k, length, phases: dist_cls(k, length, phases)})
+    return type(
+        f"Broken{dist_cls.__name__}", (TimestepDistributionContract,), {"make_distribution": lambda self, k, length, phases: dist_cls(k, length, phases)}
+    )
 
 
 #: contract -> test -> (the broken component's contract, a fragment of the failure's message)
@@ -375,7 +378,7 @@ BROKEN = {
 
 def _fixtures(contract, test, tmp_path):
     """What pytest would inject into ``test`` (the contract fixtures, built as the contract builds them)."""
-    names = test.__code__.co_varnames[1: test.__code__.co_argcount]
+    names = test.__code__.co_varnames[1 : test.__code__.co_argcount]
     given = {}
     for name in names:
         if name == "dataset":
@@ -397,8 +400,11 @@ CASES = [pytest.param(base, test, id=f"{base.__name__}.{test}") for base, tests 
 @pytest.mark.parametrize(("base", "test"), CASES)
 def test_the_contract_test_passes_on_a_correct_component(base, test, tmp_path):
     """The control: the same test passes on the correct component the broken one departs from."""
-    good = {DatasetContract: dataset_contract(StreamingDataset), EvaluatorContract: evaluator_contract(GoodEvaluator),
-            TimestepDistributionContract: timestep_contract(type("Good", (UnclampedPhase,), {"phase": TimestepDistribution.phase}))}[base]()
+    good = {
+        DatasetContract: dataset_contract(StreamingDataset),
+        EvaluatorContract: evaluator_contract(GoodEvaluator),
+        TimestepDistributionContract: timestep_contract(type("Good", (UnclampedPhase,), {"phase": TimestepDistribution.phase})),
+    }[base]()
     method = getattr(good, test)
     method(**_fixtures(good, method, tmp_path))
 
@@ -442,11 +448,14 @@ def test_the_offline_check_passes_on_one_line_errors(monkeypatch):
         contract.test_missing_weights_offline_are_one_line_errors(missing, monkeypatch)
 
 
-@pytest.mark.parametrize(("message", "fragment"), [
-    ("teacher weights {path!r} are not here;\nset the teacher's path option", "several lines"),
-    ("teacher weights are not here; set the teacher's path option", "does not name"),
-    ("teacher weights {path!r} are not here", "the option 'path'"),
-])
+@pytest.mark.parametrize(
+    ("message", "fragment"),
+    [
+        ("teacher weights {path!r} are not here;\nset the teacher's path option", "several lines"),
+        ("teacher weights are not here; set the teacher's path option", "does not name"),
+        ("teacher weights {path!r} are not here", "the option 'path'"),
+    ],
+)
 def test_the_offline_check_fails_on_a_bad_error(message, fragment, monkeypatch):
     contract = type("Bad", (_OfflineContract,), {"message": message})()
     with pytest.raises(AssertionError, match=fragment):
@@ -457,4 +466,3 @@ def test_the_offline_check_fails_when_the_build_succeeds(monkeypatch):
     contract = type("Loads", (TeacherContract,), {"build_teacher": lambda self, options, device="cpu": object()})()
     with pytest.raises(pytest.fail.Exception, match="DID NOT RAISE"):
         contract.test_missing_weights_offline_are_one_line_errors(MissingWeights({"path": "org/model"}, "org/model"), monkeypatch)
-

@@ -1,5 +1,6 @@
 """Training-side choices where the authors' code pins down what the paper leaves open (issue 13): the WGAN
 critic's weight clipping, run by the trainer, and the LPIPS distillation's centre-crop decode on a tiny VAE."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,9 +14,20 @@ from flashbench.method import losses as L
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CFG = TrainConfig(
-    teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("toy-digits"), solver=ComponentSpec("ddim"), num_timesteps=8,
-    phase_length=1, iterations=4, batch_size=2, learning_rate=1e-2, disc_learning_rate=1e-2, guidance_min=1.5, guidance_max=3,
-    adv_loss=ComponentSpec("none"), dmd_loss=ComponentSpec("none"), trackers=(),
+    teacher=ComponentSpec("toy-digits"),
+    dataset=ComponentSpec("toy-digits"),
+    solver=ComponentSpec("ddim"),
+    num_timesteps=8,
+    phase_length=1,
+    iterations=4,
+    batch_size=2,
+    learning_rate=1e-2,
+    disc_learning_rate=1e-2,
+    guidance_min=1.5,
+    guidance_max=3,
+    adv_loss=ComponentSpec("none"),
+    dmd_loss=ComponentSpec("none"),
+    trackers=(),
 )  # MSE alone: each test names the other terms it trains with
 
 
@@ -138,13 +150,13 @@ def test_lpips_decodes_the_centre_64_latent_crop_clamped(tiny_vae, shape, decode
     student, teacher = _latents(shape, 1), _latents(shape, 2)
     distance = _Recorder()
     loss = L.PerceptualDistillation(distance)(student, teacher, decode)
-    (a, b), = distance.seen
+    ((a, b),) = distance.seen
     assert a.shape == b.shape == (2, 3, *decoded)
     assert float(a.abs().max()) <= 1.0 and float(b.abs().max()) <= 1.0
     # the centre window, decoded: rows (H - 64) // 2 onwards, columns likewise (each side capped at the latents')
     h, w = shape[-2:]
     top, left = (h - min(64, h)) // 2, (w - min(64, w)) // 2
-    window = student[..., top:top + min(64, h), left:left + min(64, w)]
+    window = student[..., top : top + min(64, h), left : left + min(64, w)]
     unclamped = decode(window)
     assert float(unclamped.abs().max()) > 1.0  # so the clamp above did something
     torch.testing.assert_close(a, unclamped.clamp(-1, 1))
@@ -156,7 +168,7 @@ def test_lpips_full_image_option(tiny_vae, components):
     student, teacher = _latents((1, 4, 80, 72), 3), _latents((1, 4, 80, 72), 4)
     distance = _Recorder()
     L.PerceptualDistillation(distance, crop=0, clamp=False)(student, teacher, decode)
-    (a, _), = distance.seen
+    ((a, _),) = distance.seen
     assert a.shape == (1, 3, 160, 144) and float(a.abs().max()) > 1.0
     config = components.get("loss", "lpips").make_config({})
     assert (config.crop, config.clamp) == (64, True)  # the authors' choice by default

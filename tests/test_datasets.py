@@ -1,6 +1,7 @@
 """The image dataset plugins (``image-captions``, ``webdataset``) and the task degradations that build the
 inpainting / super-resolution / face-swap conditionings from plain images: loading, shapes and ranges,
 determinism under a seeded generator, the held-out split, the aesthetic filter, and one-line errors."""
+
 from __future__ import annotations
 
 import io
@@ -101,8 +102,12 @@ def shards(tmp_path_factory):
 
 
 def same_batch(a: Batch, b: Batch) -> bool:
-    return (torch.equal(a.images, b.images) and a.prompts == b.prompts and a.extras.keys() == b.extras.keys()
-            and all(torch.equal(a.extras[k], b.extras[k]) for k in a.extras))
+    return (
+        torch.equal(a.images, b.images)
+        and a.prompts == b.prompts
+        and a.extras.keys() == b.extras.keys()
+        and all(torch.equal(a.extras[k], b.extras[k]) for k in a.extras)
+    )
 
 
 # --- image-captions --------------------------------------------------------------------------------
@@ -186,15 +191,25 @@ def test_image_captions_errors_are_one_line(comps, tmp_path, case):
     assert "\n" not in message and message.startswith("image-captions")
     if case != "no-option":
         assert str(root) in message
-    expected = {"no-option": "path option", "no-folder": "does not exist", "no-captions": "captions.jsonl or captions.csv",
-                "empty": "lists no images", "missing-image": "gone.png not found", "bad-json": "not JSON", "no-column": "'file' column"}
+    expected = {
+        "no-option": "path option",
+        "no-folder": "does not exist",
+        "no-captions": "captions.jsonl or captions.csv",
+        "empty": "lists no images",
+        "missing-image": "gone.png not found",
+        "bad-json": "not JSON",
+        "no-column": "'file' column",
+    }
     assert expected[case] in message
 
 
 def test_bad_options_are_rejected_by_the_config(comps):
     component = comps.get("dataset", "image-captions")
-    for options, text in (({"task": "colorize"}, "task must be one of"), ({"task": "superres", "resolution": 30}, "multiple of sr_scale"),
-                          ({"heldout_fraction": 1.0}, "heldout_fraction")):
+    for options, text in (
+        ({"task": "colorize"}, "task must be one of"),
+        ({"task": "superres", "resolution": 30}, "multiple of sr_scale"),
+        ({"heldout_fraction": 1.0}, "heldout_fraction"),
+    ):
         with pytest.raises(ValueError, match=text):
             component.make_config(options)
     with pytest.raises(ValueError, match="task must be one of"):
@@ -318,8 +333,11 @@ def test_a_third_party_face_detector_is_a_plugin_component(tmp_path):
     # FACE + 20% margin on the original: (16.8, 6.8, 39.2, 29.2), mapped as above
     torch.testing.assert_close(found["face_box"][0], torch.tensor([16.8 * 22 / 56 - 3, 6.8 * 0.4, 39.2 * 22 / 56 - 3, 29.2 * 0.4]))
     assert (found["source_face"][0, :, 6:10, 6:10] > 0.9).all()
-    with pytest.raises(TypeError, match=r"^face_detector 'broken' \(plugin .*\): its factory returned builtins.str, which is not callable; "
-                                        r"a face_detector factory must return a callable$"):
+    with pytest.raises(
+        TypeError,
+        match=r"^face_detector 'broken' \(plugin .*\): its factory returned builtins.str, which is not callable; "
+        r"a face_detector factory must return a callable$",
+    ):
         comps.get("dataset", "image-captions").build({"path": str(root), "task": "faceswap", "face_detector": "broken"})
     # a factory called outside a build (a DataLoader worker rebuilding its batcher) looks in the installed plugins', which lack it
     with pytest.raises(UserError, match="unknown face_detector 'corner'"):
@@ -337,8 +355,7 @@ def test_the_former_face_detector_group_still_works_with_a_warning(tmp_path, mon
 
     legacy = SimpleNamespace(name="corner", value="thirdparty:Square", load=lambda: Square)
     shadow = SimpleNamespace(name="center", value="thirdparty:Other", load=lambda: Square)  # a built-in name: skipped
-    monkeypatch.setattr("importlib.metadata.entry_points",
-                        lambda group: [legacy, shadow] if group == face_detectors.LEGACY_GROUP else [])
+    monkeypatch.setattr("importlib.metadata.entry_points", lambda group: [legacy, shadow] if group == face_detectors.LEGACY_GROUP else [])
     pm = pluggy.PluginManager("flashbench")
     pm.add_hookspecs(flashbench.hookspecs)
     pm.register(image_captions)
@@ -368,8 +385,7 @@ def test_webdataset_streams_with_the_aesthetic_filter(comps, shards):
     assert len(set(unfiltered.eval_prompts(20))) == 6
     strict = comps.get("dataset", "webdataset").build({"shards": (str(shards / "*.tar"),), "resolution": 16, "min_aesthetic": 7.0})
     assert set(strict.train_batch(np.random.default_rng(0), 12).prompts) == {f"shard {s} sample {j}" for s in (0, 1) for j in (0, 4)}
-    only_one_key = comps.get("dataset", "webdataset").build(
-        {"shards": (str(shards / "*.tar"),), "resolution": 16, "aesthetic_keys": ("AESTHETIC_SCORE",)})
+    only_one_key = comps.get("dataset", "webdataset").build({"shards": (str(shards / "*.tar"),), "resolution": 16, "aesthetic_keys": ("AESTHETIC_SCORE",)})
     assert {p.split(" sample")[0] for p in only_one_key.train_batch(np.random.default_rng(0), 8).prompts} == {"shard 1"}
 
 
@@ -383,8 +399,10 @@ def test_webdataset_is_deterministic(comps, shards):
 
 
 def test_webdataset_tasks_and_txt_captions(comps, tmp_path):
-    write_shard(tmp_path / "a.tar", [(f"k{j:03d}", {"aesthetic": 6.5, "face_box": list(FACE)}, f"text {j}", True) for j in range(3)]
-                + [("k009", {"aesthetic": 9.0}, None, False)])  # no image: skipped
+    write_shard(
+        tmp_path / "a.tar",
+        [(f"k{j:03d}", {"aesthetic": 6.5, "face_box": list(FACE)}, f"text {j}", True) for j in range(3)] + [("k009", {"aesthetic": 9.0}, None, False)],
+    )  # no image: skipped
     ds = comps.get("dataset", "webdataset").build({"shards": (str(tmp_path / "a.tar"),), "resolution": 16, "task": "faceswap"})
     batch = ds.train_batch(np.random.default_rng(0), 2)
     assert set(batch.prompts) <= {"text 0", "text 1", "text 2"}
@@ -396,8 +414,11 @@ def test_webdataset_tasks_and_txt_captions(comps, tmp_path):
 
 def test_webdataset_errors_are_one_line(comps, tmp_path, shards):
     build = comps.get("dataset", "webdataset").build
-    cases = [({}, "needs its shards option"), ({"shards": (str(tmp_path / "none-*.tar"),)}, "no shard matches"),
-             ({"shards": (str(tmp_path / "missing.tar"),)}, "missing.tar")]
+    cases = [
+        ({}, "needs its shards option"),
+        ({"shards": (str(tmp_path / "none-*.tar"),)}, "no shard matches"),
+        ({"shards": (str(tmp_path / "missing.tar"),)}, "missing.tar"),
+    ]
     for options, text in cases:
         with pytest.raises(UserError) as info:
             build(options)

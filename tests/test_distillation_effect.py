@@ -1,5 +1,6 @@
 """The method does what it claims on the embedded world: after a short Flash run, the student at 4 NFE
 has a clearly lower toy Fréchet distance than the teacher at the same 4 NFE (2 CFG steps)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,9 +28,16 @@ def test_flash_student_beats_the_teacher_at_the_same_nfe(components):
 
     iters = 250
     cfg = TrainConfig(
-        teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("toy-digits"), num_timesteps=8,
-        phase_length=iters // 4, iterations=iters, batch_size=8, learning_rate=1e-3, disc_learning_rate=1e-3,
-        guidance_min=1.5, guidance_max=3.0,
+        teacher=ComponentSpec("toy-digits"),
+        dataset=ComponentSpec("toy-digits"),
+        num_timesteps=8,
+        phase_length=iters // 4,
+        iterations=iters,
+        batch_size=8,
+        learning_rate=1e-3,
+        disc_learning_rate=1e-3,
+        guidance_min=1.5,
+        guidance_max=3.0,
     )
     trainer = build_trainer(cfg, components, teacher=teacher, seed=0, adapter_name="effect")  # dpm-solver, mse + lsgan + dmd
     try:

@@ -7,6 +7,7 @@ The tolerance is 1% of each tensor's largest value: Adam's first update is lr * 
 gradient entries near eps turn tiny summation-order differences into visible ones. Measured here after one
 step: 2 processes vs 1 differ by 0.2%; one process with 1 vs 2 OpenMP threads differs by 1.9%; a run on
 other data differs by far more than 1% (checked below, so the comparison can fail)."""
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,24 @@ def weights(tmp_path_factory):
     from safetensors.torch import load_file
 
     tmp = tmp_path_factory.mktemp("ddp")
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(SCRIPT), str(tmp)]
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        str(SCRIPT),
+        str(tmp),
+    ]
     out = _run(launch, tmp)
     assert "rank 0 of 2 done" in out and "rank 1 of 2 done" in out
     for seed in ("0", "1"):
@@ -79,9 +96,28 @@ def test_a_study_under_accelerate_launch_equals_one_process(tmp_path):
 
     from _builders import two_variant_study
 
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-              "-m", "flashbench.cli", "run", str(two_variant_study(tmp_path / "ddp.toml", batch_size=4)), "--output", "ddp"]
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "flashbench.cli",
+        "run",
+        str(two_variant_study(tmp_path / "ddp.toml", batch_size=4)),
+        "--output",
+        "ddp",
+    ]
     out = _run(launch, tmp_path)
     assert out.count("report: ") == 1 and out.count("2 variants x 1 seed") == 1  # one process speaks
     _run([sys.executable, "-m", "flashbench.cli", "run", str(two_variant_study(tmp_path / "one.toml", batch_size=8)), "--output", "one"], tmp_path)

@@ -9,6 +9,7 @@
   ``TrainConfig`` and ``EvalConfig``; its example study validates.
 - relative links in the README and the docs point at files that exist.
 """
+
 from __future__ import annotations
 
 import ast
@@ -41,18 +42,15 @@ LIFECYCLE = ("before_study", "after_variant", "after_study")
 
 # Which tests exercise each hook ("file::test function"). test_every_hook_has_a_test checks that each exists.
 HOOK_TESTS = {
-    "register_teachers": ["test_entry_points.py::test_entry_point_component_is_collected",
-                          "test_example_plugin.py::test_a_study_trains_and_reports_with_it"],
+    "register_teachers": ["test_entry_points.py::test_entry_point_component_is_collected", "test_example_plugin.py::test_a_study_trains_and_reports_with_it"],
     "register_conditionings": ["test_e2e.py::test_tables_shape_and_finite_metrics", "test_docs.py::test_hook_example_works"],
     "register_losses": ["test_e2e.py::test_nan_loss_fails_the_variant_and_the_study_goes_on", "test_docs.py::test_hook_example_works"],
-    "register_timestep_distributions": ["test_e2e.py::test_every_figure5_panel_runs_on_the_toy_world",
-                                        "test_docs.py::test_hook_example_works"],
+    "register_timestep_distributions": ["test_e2e.py::test_every_figure5_panel_runs_on_the_toy_world", "test_docs.py::test_hook_example_works"],
     "register_solvers": ["test_e2e.py::test_tables_shape_and_finite_metrics", "test_docs.py::test_hook_example_works"],
     "register_samplers": ["test_samplers.py::test_a_third_party_sampler_is_registered_and_runs", "test_docs.py::test_hook_example_works"],
     "register_evaluators": ["test_e2e.py::test_missing_weights_fail_before_any_training", "test_docs.py::test_hook_example_works"],
     "register_datasets": ["test_e2e.py::test_tables_shape_and_finite_metrics", "test_docs.py::test_hook_example_works"],
-    "register_face_detectors": ["test_datasets.py::test_a_third_party_face_detector_is_a_plugin_component",
-                                "test_docs.py::test_hook_example_works"],
+    "register_face_detectors": ["test_datasets.py::test_a_third_party_face_detector_is_a_plugin_component", "test_docs.py::test_hook_example_works"],
     "before_study": ["test_e2e.py::test_lifecycle_hooks_and_single_loads", "test_docs.py::test_hook_example_works"],
     "after_variant": ["test_e2e.py::test_lifecycle_hooks_and_single_loads", "test_docs.py::test_hook_example_works"],
     "after_study": ["test_e2e.py::test_lifecycle_hooks_and_single_loads", "test_docs.py::test_hook_example_works"],
@@ -225,8 +223,7 @@ def test_hook_example_works(hook, tmp_path, capsys):
     for i, code in enumerate(blocks):
         module = _load_example(code, f"doc_{hook}_{i}")
         pm = _manager(module)
-        assert [impl.plugin for impl in getattr(pm.hook, hook).get_hookimpls()] == [module], (
-            f"the {hook} example does not implement {hook}")
+        assert [impl.plugin for impl in getattr(pm.hook, hook).get_hookimpls()] == [module], f"the {hook} example does not implement {hook}"
         if hook in KIND_FOR_HOOK:
             kind = KIND_FOR_HOOK[hook]
             components = collect_components(pm)
@@ -238,8 +235,7 @@ def test_hook_example_works(hook, tmp_path, capsys):
         # lifecycle hooks: called as the runner calls them, with plain data
         study = SimpleNamespace(name="demo", scale="toy", variants=(1, 2, 3), seeds=(0,), paper={})
         variant = SimpleNamespace(name="distil", seed=0, key="distil-s0", axes={}, train=None, eval=None)
-        rows = [{"metric": "fd", "nfe": 4, "value": 44.2, "status": "ok"},
-                {"metric": "fd", "nfe": 2, "value": None, "status": "failed"}]
+        rows = [{"metric": "fd", "nfe": 4, "value": 44.2, "status": "ok"}, {"metric": "fd", "nfe": 2, "value": None, "status": "failed"}]
         kwargs = {"study": study, "run_dir": tmp_path, "variant": variant, "rows": rows, "report_path": tmp_path / "report.html"}
         spec_args = _signature(hook).split(", ")
         getattr(pm.hook, hook)(**{k: kwargs[k] for k in spec_args})
@@ -253,7 +249,7 @@ def test_hook_example_works(hook, tmp_path, capsys):
 
 def test_the_five_minute_example_works():
     text = _plugins_doc()
-    intro = text[:text.index("## The `register` callable")]
+    intro = text[: text.index("## The `register` callable")]
     (code,) = PYTHON_BLOCK.findall(intro)
     module = _load_example(code, "doc_intro")
     component = collect_components(_manager(module)).get("loss", "half-mse")
@@ -305,8 +301,8 @@ def test_studies_doc_names_every_key():
 
 def test_studies_doc_defaults_match_the_config():
     text = STUDIES_DOC.read_text(encoding="utf-8")
-    train_part = text[text.index("## Training keys"):text.index("## Evaluation keys")]
-    eval_part = text[text.index("## Evaluation keys"):text.index("## Scales")]
+    train_part = text[text.index("## Training keys") : text.index("## Evaluation keys")]
+    eval_part = text[text.index("## Evaluation keys") : text.index("## Scales")]
     for cls, part in ((TrainConfig, train_part), (EvalConfig, eval_part)):
         rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", part, re.M))
         for f in dataclasses.fields(cls):
@@ -317,8 +313,7 @@ def test_studies_doc_defaults_match_the_config():
             if hasattr(default, "name"):  # a ComponentSpec
                 expected = [f'"{default.name}"']
             elif isinstance(default, tuple):
-                expected = ["[" + ", ".join(f'"{x.name}"' if hasattr(x, "name") else (f'"{x}"' if isinstance(x, str) else repr(x))
-                                            for x in default) + "]"]
+                expected = ["[" + ", ".join(f'"{x.name}"' if hasattr(x, "name") else (f'"{x}"' if isinstance(x, str) else repr(x)) for x in default) + "]"]
                 if all(isinstance(x, float) for x in default):  # [0, .1, .2, .3] written short
                     expected.append("[" + ", ".join(f"{x:g}".replace("0.", ".") if 0 < x < 1 else f"{x:g}" for x in default) + "]")
                     expected.append("[" + ", ".join(f"{x:g}" for x in default) + "]")
@@ -357,7 +352,7 @@ def test_relative_links_resolve(doc):
 
 def test_readme_keeps_exactly_two_setup_commands():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    setup = text[text.index("## Set up"):text.index("## ", text.index("## Set up") + 3)]
+    setup = text[text.index("## Set up") : text.index("## ", text.index("## Set up") + 3)]
     blocks = re.findall(r"^```bash\n(.*?)^```", setup, re.M | re.S)
     assert [b.strip() for b in blocks] == [
         "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && flashbench run studies/ablation_losses.toml",

@@ -1,5 +1,6 @@
 """End to end on the embedded world: a shortened ``studies/ablation_losses.toml`` through the real CLI,
 the real plugins, the runner, the result store and the report; then resume."""
+
 from __future__ import annotations
 
 import html as html_lib
@@ -338,8 +339,16 @@ def test_two_shards_at_once_share_one_result_store(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     code = "import sys; from flashbench.cli import main; raise SystemExit(main(sys.argv[1:]))"
-    procs = [subprocess.Popen([sys.executable, "-c", code, "run", str(study), "--output", str(out), "--shard", f"{i}/2"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, "run", str(study), "--output", str(out), "--shard", f"{i}/2"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     from flashbench.results import ResultStore

@@ -4,6 +4,7 @@ The demo distribution is built and installed with pip, but into a private ``--ta
 the path for these tests only: the shared virtual environment is never modified, so an interrupted
 run leaves nothing behind and tests running beside these ones never see the demo plugin.
 """
+
 from __future__ import annotations
 
 import os
@@ -73,9 +74,23 @@ def demo_site(tmp_path_factory) -> Path:
     (source / "fb_thirdparty_demo" / "plugin.py").write_text(PLUGIN)
     site = root / "site"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "--quiet", "--target", str(site), str(source)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--target",
+            str(site),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert list(site.glob("fb_thirdparty_demo-*.dist-info"))
@@ -119,8 +134,7 @@ def test_entry_point_component_is_collected(demo_on_path, monkeypatch):
 
 
 def test_flashbench_plugins_lists_it(demo_site):
-    result = subprocess.run([*_flashbench(), "plugins", "--kind", "teacher"], capture_output=True, text=True,
-                            env=_env(demo_site), timeout=120)
+    result = subprocess.run([*_flashbench(), "plugins", "--kind", "teacher"], capture_output=True, text=True, env=_env(demo_site), timeout=120)
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()]
     demo = next(row for row in rows if row[:2] == ["teacher", "demo-teacher"])
@@ -129,7 +143,8 @@ def test_flashbench_plugins_lists_it(demo_site):
 
 def test_a_study_can_name_it(demo_site, tmp_path):
     study = tmp_path / "demo.toml"
-    study.write_text(textwrap.dedent("""\
+    study.write_text(
+        textwrap.dedent("""\
         [study]
         name = "demo"
         default_scale = "toy"
@@ -139,15 +154,15 @@ def test_a_study_can_name_it(demo_site, tmp_path):
         [scale.toy.eval]
         prompts = "toy-digits"
         evaluators = ["toy-fd"]
-    """))
-    result = subprocess.run([*_flashbench(), "validate", str(study)], capture_output=True, text=True,
-                            env=_env(demo_site), timeout=120)
+    """)
+    )
+    result = subprocess.run([*_flashbench(), "validate", str(study)], capture_output=True, text=True, env=_env(demo_site), timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("OK: 1 variant (scale toy)")
 
     study.write_text(study.read_text().replace("size = 8", "sise = 8"))
-    result = subprocess.run([*_flashbench(), "validate", str(study)], capture_output=True, text=True,
-                            env=_env(demo_site), timeout=120)
+    result = subprocess.run([*_flashbench(), "validate", str(study)], capture_output=True, text=True, env=_env(demo_site), timeout=120)
     assert result.returncode == 2
-    assert result.stderr == (f"flashbench: error: {study}: scale.toy.teacher.sise: unknown option 'sise' for "
-                             "teacher 'demo-teacher'; did you mean 'size'? options: size\n")
+    assert result.stderr == (
+        f"flashbench: error: {study}: scale.toy.teacher.sise: unknown option 'sise' for teacher 'demo-teacher'; did you mean 'size'? options: size\n"
+    )

@@ -2,6 +2,7 @@
 package) -- on weights built here: the maths against direct numpy/scipy/torch computations, streaming,
 the on-disk reference statistics cache, clean-fid's preprocessing, and the one-line errors when weights
 are not on the machine (with every download path blocked and watched)."""
+
 from __future__ import annotations
 
 import functools
@@ -80,7 +81,6 @@ class TinyExtractor:
         self.calls += 1
         self.images += len(x)
         return torch.tanh((F.adaptive_avg_pool2d(x.double() / 255, 4).flatten(1) - 0.5) @ self.proj)
-
 
 
 class TinyFeaturePlugin:
@@ -200,8 +200,15 @@ def test_reference_statistics_computed_once_and_cached_on_disk(components, tmp_p
     sidecars = sorted((tmp_path / "stats").glob("*.json"))
     assert len(npz) == len(sidecars) == 1 and npz[0].name.startswith("test-reference-")
     meta = json.loads(sidecars[0].read_text())
-    assert meta["key"] == {"dataset": "test-reference", "num_samples": 20, "seed": 0, "image_size": [16, 16],
-                           "mode": "clean", "extractor": "test-tiny", "format": fid_plugin.STATS_FORMAT}
+    assert meta["key"] == {
+        "dataset": "test-reference",
+        "num_samples": 20,
+        "seed": 0,
+        "image_size": [16, 16],
+        "mode": "clean",
+        "extractor": "test-tiny",
+        "format": fid_plugin.STATS_FORMAT,
+    }
     prov = meta["provenance"]
     assert prov["images"] == prov["requested_images"] == 20 and prov["feature_dim"] == FEATURE_DIM
     assert prov["clean_fid_version"] == "0.1.35" and prov["dataset"] == "test-reference" and prov["created"]
@@ -351,9 +358,7 @@ def test_inception_loaded_from_local_file_through_clean_fid(components, tmp_path
     torch.manual_seed(0)
     scripted = torch.jit.script(FakeInception())
     scripted.save(str(tmp_path / fid_plugin.INCEPTION_FILE))
-    fid = components.get("evaluator", "fid").build(
-        {"mode": mode, "inception_dir": str(tmp_path), "cache_dir": str(tmp_path / "stats")}, device="cpu"
-    )
+    fid = components.get("evaluator", "fid").build({"mode": mode, "inception_dir": str(tmp_path), "cache_dir": str(tmp_path / "stats")}, device="cpu")
     imgs = images(5, 2)
     batch = fid_plugin.preprocess(imgs, mode)
     with torch.no_grad():

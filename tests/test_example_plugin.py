@@ -3,6 +3,7 @@
 listed by ``flashbench plugins`` with its distribution, passing its own contract tests against the installed
 copy, and trained by ``flashbench run`` in a study that names it.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,9 +33,23 @@ def site(tmp_path_factory) -> Path:
     source = _copy_source(root / "src")
     site = root / "site"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
-         "--disable-pip-version-check", "--quiet", "--target", str(site), str(source)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--disable-pip-version-check",
+            "--quiet",
+            "--target",
+            str(site),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert list(site.glob("flashbench_tiny_teacher-*.dist-info")), "pip wrote no dist-info: entry points would be invisible"
@@ -63,14 +78,12 @@ def test_entry_point_names_a_module():
 
 
 def test_flashbench_plugins_lists_it_with_its_distribution(site, tmp_path):
-    result = subprocess.run([*_flashbench(), "plugins", "--json"], capture_output=True, text=True, env=_env(site),
-                            cwd=tmp_path, timeout=120)
+    result = subprocess.run([*_flashbench(), "plugins", "--json"], capture_output=True, text=True, env=_env(site), cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     teacher = next(c for c in json.loads(result.stdout) if c["name"] == TEACHER)
     assert teacher["kind"] == "teacher" and teacher["distribution"] == DIST and teacher["plugin"] == "tiny_teacher"
     assert teacher["options"]["sample_size"] == 16 and "third-party example" in teacher["description"]
-    table = subprocess.run([*_flashbench(), "plugins", "--kind", "teacher"], capture_output=True, text=True,
-                           env=_env(site), cwd=tmp_path, timeout=120).stdout
+    table = subprocess.run([*_flashbench(), "plugins", "--kind", "teacher"], capture_output=True, text=True, env=_env(site), cwd=tmp_path, timeout=120).stdout
     assert any(line.split()[:3] == ["teacher", TEACHER, DIST] for line in table.splitlines())
 
 
@@ -79,11 +92,13 @@ def test_its_contract_tests_pass_against_the_installed_copy(site, tmp_path):
     checkout = tmp_path / "checkout"
     shutil.copytree(EXAMPLE / "tests", checkout / "tests")
     shutil.copyfile(EXAMPLE / "pyproject.toml", checkout / "pyproject.toml")
-    where = subprocess.run([sys.executable, "-c", f"import {PACKAGE}; print({PACKAGE}.__file__)"], capture_output=True,
-                           text=True, env=_env(site), cwd=checkout, timeout=60)
+    where = subprocess.run(
+        [sys.executable, "-c", f"import {PACKAGE}; print({PACKAGE}.__file__)"], capture_output=True, text=True, env=_env(site), cwd=checkout, timeout=60
+    )
     assert Path(where.stdout.strip()).is_relative_to(site), where.stdout + where.stderr
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], capture_output=True,
-                            text=True, env=_env(site), cwd=checkout, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], capture_output=True, text=True, env=_env(site), cwd=checkout, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     summary = result.stdout.strip().splitlines()[-1]
     assert "passed" in summary and "failed" not in summary and "error" not in summary, summary
@@ -99,7 +114,8 @@ def test_its_contract_tests_pass_against_the_installed_copy(site, tmp_path):
 @pytest.mark.slow
 def test_a_study_trains_and_reports_with_it(site, tmp_path):
     study = tmp_path / "tiny.toml"
-    study.write_text(textwrap.dedent("""\
+    study.write_text(
+        textwrap.dedent("""\
         [study]
         name = "tiny_teacher_demo"
         title = "Flash on a third-party teacher"
@@ -125,10 +141,12 @@ def test_a_study_trains_and_reports_with_it(site, tmp_path):
         batch_size = 8
         teacher_steps = [2]
         grid_size = 4
-    """))
+    """)
+    )
     out = tmp_path / "run"
-    result = subprocess.run([*_flashbench(), "run", str(study), "--output", str(out)], capture_output=True, text=True,
-                            env=_env(site), cwd=tmp_path, timeout=600)
+    result = subprocess.run(
+        [*_flashbench(), "run", str(study), "--output", str(out)], capture_output=True, text=True, env=_env(site), cwd=tmp_path, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     students = [r for r in rows if r["role"] == "student"]

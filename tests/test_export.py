@@ -3,6 +3,7 @@ card beside it. The student is an ``sd15`` teacher's LoRA on a tiny SD1.5-shaped
 (random weights, random LoRA up-weights so that it changes the samples), saved with the teacher's own
 ``save_lora``, in a fabricated run directory (no training). The round trip goes through diffusers' own kohya
 reader and a stock ``StableDiffusionPipeline``."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,16 @@ def tiny_sd(tmp_path_factory):
     from flashbench_plugins.teachers import _sd_configs as cfg
 
     root = tmp_path_factory.mktemp("tiny-sd")
-    folder = write_tiny_pipeline(root, StableDiffusionPipeline, vae=cfg.TINY_VAE, unet=cfg.TINY_UNET, scheduler=cfg.SD15_SCHEDULER,
-                                 safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    folder = write_tiny_pipeline(
+        root,
+        StableDiffusionPipeline,
+        vae=cfg.TINY_VAE,
+        unet=cfg.TINY_UNET,
+        scheduler=cfg.SD15_SCHEDULER,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     teacher = build_teacher(sd15, "sd15", folder, lora_targets=TARGETS, default_lora_rank=RANK)
     teacher.add_lora("student", RANK)
     g = torch.Generator().manual_seed(1)
@@ -51,11 +60,13 @@ def run_dir(tiny_sd, components, tmp_path_factory):
     _, lora = tiny_sd
     tmp = tmp_path_factory.mktemp("run")
     study = resolved_study(tmp, components, teacher="sd15")
-    rows = [row("tiny", "distil-s0", "distil", "fd", 4, 12.5, ci=(11.0, 14.25)),
-            row("tiny", "distil-s0", "distil", "clip_score", 4, 0.3125, ci=(0.30, 0.33)),
-            row("tiny", "distil-s0", "distil", "fd", 2, 20.0, ci=(18.0, 22.0)),
-            row("tiny", "full-s0", "full", "fd", 4, 9.75),
-            row("tiny", "teacher-s0", "teacher", "fd", 8, 5.0, role="teacher")]
+    rows = [
+        row("tiny", "distil-s0", "distil", "fd", 4, 12.5, ci=(11.0, 14.25)),
+        row("tiny", "distil-s0", "distil", "clip_score", 4, 0.3125, ci=(0.30, 0.33)),
+        row("tiny", "distil-s0", "distil", "fd", 2, 20.0, ci=(18.0, 22.0)),
+        row("tiny", "full-s0", "full", "fd", 4, 9.75),
+        row("tiny", "teacher-s0", "teacher", "fd", 8, 5.0, role="teacher"),
+    ]
     run = write_run(tmp / "run", study, rows)
     for key in ("distil-s0", "full-s0"):
         add_lora(run, key, lora)
@@ -69,8 +80,7 @@ def export(run, variant, fmt, out) -> int:
 
 def sample(pipe):
     pipe.set_progress_bar_config(disable=True)
-    return pipe(PROMPTS, num_inference_steps=2, guidance_scale=1.0, output_type="pt",
-                generator=torch.Generator().manual_seed(0)).images
+    return pipe(PROMPTS, num_inference_steps=2, guidance_scale=1.0, output_type="pt", generator=torch.Generator().manual_seed(0)).images
 
 
 def fresh_pipeline(folder):
@@ -83,8 +93,7 @@ def fresh_pipeline(folder):
 def test_diffusers_export_is_the_stored_file(run_dir, tiny_sd, tmp_path):
     _, lora = tiny_sd
     assert export(run_dir, "distil", "diffusers", tmp_path / "out") == 0
-    assert (tmp_path / "out" / "pytorch_lora_weights.safetensors").read_bytes() == \
-        (lora / "pytorch_lora_weights.safetensors").read_bytes()
+    assert (tmp_path / "out" / "pytorch_lora_weights.safetensors").read_bytes() == (lora / "pytorch_lora_weights.safetensors").read_bytes()
 
 
 def test_comfyui_file_is_kohya_and_diffusers_converts_it_back_to_the_same_weights(run_dir, tiny_sd, tmp_path):

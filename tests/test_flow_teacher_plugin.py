@@ -2,6 +2,7 @@
 ``tests/_flow_teacher_plugin.py`` registers a tiny seeded SD3 transformer through ``register_teachers``; it
 passes the published teacher contract, trains a few Flash steps (distillation + adversarial + DMD, with the
 ``flow-euler`` and ``dpm-solver`` teacher solvers) and samples in 1, 2 and 4 steps on the shifted sigmas."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -77,8 +78,19 @@ def test_flash_training_steps_on_the_flow_teacher(components, teacher, solver_na
         seen.append(torch.as_tensor(t).detach().clone())
         return forward(module, x, t, cond)
 
-    cfg = TrainConfig(solver=ComponentSpec(solver_name), num_timesteps=8, phase_length=1, iterations=3, batch_size=2,
-                      learning_rate=1e-3, disc_learning_rate=1e-3, guidance_min=1.5, guidance_max=3.0, lora_rank=4, trackers=())
+    cfg = TrainConfig(
+        solver=ComponentSpec(solver_name),
+        num_timesteps=8,
+        phase_length=1,
+        iterations=3,
+        batch_size=2,
+        learning_rate=1e-3,
+        disc_learning_rate=1e-3,
+        guidance_min=1.5,
+        guidance_max=3.0,
+        lora_rank=4,
+        trackers=(),
+    )
     trainer = build_trainer(cfg, components, teacher=teacher, seed=0, adapter_name=f"flow-{solver_name}")  # mse + lsgan + dmd
     solver = trainer.solver
     try:

@@ -1,5 +1,6 @@
 """flashbench.formatting: the one home of each rule that turns a value into text for people. These pin what
 users have always seen (report tables and claims, compare and the model card, study errors, plugin options)."""
+
 from __future__ import annotations
 
 import datetime
@@ -15,11 +16,26 @@ from flashbench.config import ComponentSpec
 NAN = math.nan
 
 
-@pytest.mark.parametrize("x, text", [
-    (0, "0"), (12345678, "12345678"), (0.0, "0.000"), (0.9999, "1.000"), (1.0, "1.00"), (45.4712, "45.47"),
-    (99.99, "99.99"), (100.0, "100.0"), (123.456, "123.5"), (-3.14159, "-3.14"), (NAN, "–"), (None, "–"),
-    (True, "True"), ("abc", "abc"), (math.inf, "inf"),
-])
+@pytest.mark.parametrize(
+    "x, text",
+    [
+        (0, "0"),
+        (12345678, "12345678"),
+        (0.0, "0.000"),
+        (0.9999, "1.000"),
+        (1.0, "1.00"),
+        (45.4712, "45.47"),
+        (99.99, "99.99"),
+        (100.0, "100.0"),
+        (123.456, "123.5"),
+        (-3.14159, "-3.14"),
+        (NAN, "–"),
+        (None, "–"),
+        (True, "True"),
+        ("abc", "abc"),
+        (math.inf, "inf"),
+    ],
+)
 def test_number_has_3_2_1_decimals_below_1_100_and_above(x, text):
     assert f.number(x) == text
 
@@ -38,8 +54,16 @@ def test_counts_and_parameter_counts():
 
 
 def test_significant_digits_and_what_is_a_measurement():
-    assert [f.significant(x) for x in (0.86814, 12345678, 1e-9, 0.0, NAN, math.inf, None, "1")] == \
-        ["0.8681", "1.235e+07", "1e-09", "0", "n/a", "n/a", "n/a", "n/a"]
+    assert [f.significant(x) for x in (0.86814, 12345678, 1e-9, 0.0, NAN, math.inf, None, "1")] == [
+        "0.8681",
+        "1.235e+07",
+        "1e-09",
+        "0",
+        "n/a",
+        "n/a",
+        "n/a",
+        "n/a",
+    ]
     assert f.significant_interval(0.86314, 0.87331) == "[0.8631, 0.8733]"
     assert f.finite(1.5) and f.finite(2) and not f.finite(True) and not f.finite(NAN) and not f.finite("1")
 

@@ -1,6 +1,7 @@
 """The global batch (issue 13, item 6): ``batch_size`` is per process, so a recipe states its global batch
 (processes x batch_size, Appendix A), ``flashbench run`` warns in one line when the running one differs,
 and the provenance, the student rows and the report record the one a run trained with."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,10 +21,14 @@ STUDIES = ROOT / "studies"
 # Appendix A (DESIGN.md's recipe table): batch per GPU x GPUs.
 PAPER_GLOBAL_BATCH = {
     **{p.stem: 8 for p in STUDIES.glob("ablation_*.toml")},  # SD1.5: 4 x 2
-    "table1_sd15_coco2017": 8, "table2_sd15_coco2014": 8,
-    "table3_sdxl": 8, "recipe_sdxl": 8,  # SDXL: 2 x 4
-    "table4_pixart": 8, "recipe_pixart": 8,  # Pixart-alpha: 2 x 4
-    "recipe_inpaint": 8, "recipe_superres": 8,  # 4 x 2
+    "table1_sd15_coco2017": 8,
+    "table2_sd15_coco2014": 8,
+    "table3_sdxl": 8,
+    "recipe_sdxl": 8,  # SDXL: 2 x 4
+    "table4_pixart": 8,
+    "recipe_pixart": 8,  # Pixart-alpha: 2 x 4
+    "recipe_inpaint": 8,
+    "recipe_superres": 8,  # 4 x 2
     "recipe_faceswap": 16,  # 8 x 2
 }
 
@@ -128,8 +133,7 @@ def test_flashbench_run_prints_exactly_one_warning_line(tmp_path, capsys, monkey
 
     monkeypatch.setattr(flashbench.runner, "StudyRunner", Runner)
     monkeypatch.setattr(flashbench.report, "render_report", lambda run_dir: Path(run_dir) / "report.html")
-    path = _study(tmp_path, base="global_batch = 8", toy="seeds = [0, 1]",
-                  variants='[[variants]]\nname = "a"\n[[variants]]\nname = "b"\n')
+    path = _study(tmp_path, base="global_batch = 8", toy="seeds = [0, 1]", variants='[[variants]]\nname = "a"\n[[variants]]\nname = "b"\n')
     assert main(["run", str(path), "--output", str(tmp_path / "run")], components=components) == 0
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
@@ -224,4 +228,6 @@ def test_the_readmes_accelerate_examples_train_the_papers_global_batch(component
     assert launches
     for n, file in launches:
         study = load_study(ROOT / file, scale="paper", components=components)
-        assert {int(n) * v.train.batch_size for v in study.variants if not v.train.evaluate_only} == {v.train.global_batch for v in study.variants if not v.train.evaluate_only}, file  # noqa: E501
+        assert {int(n) * v.train.batch_size for v in study.variants if not v.train.evaluate_only} == {
+            v.train.global_batch for v in study.variants if not v.train.evaluate_only
+        }, file  # noqa: E501

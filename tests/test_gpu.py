@@ -1,4 +1,5 @@
 """GPU-only checks, run by ``tox -e gpu``; skipped cleanly where there is no CUDA."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,8 +22,16 @@ def test_bf16_flash_steps_on_cuda():
     c = collect_components()
     teacher = c.get("teacher", "toy-digits").build({}, device="cuda")
     cfg = TrainConfig(
-        teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("toy-digits"), num_timesteps=8, phase_length=1,
-        iterations=4, batch_size=8, learning_rate=1e-3, disc_learning_rate=1e-3, guidance_min=1.5, guidance_max=3.0,
+        teacher=ComponentSpec("toy-digits"),
+        dataset=ComponentSpec("toy-digits"),
+        num_timesteps=8,
+        phase_length=1,
+        iterations=4,
+        batch_size=8,
+        learning_rate=1e-3,
+        disc_learning_rate=1e-3,
+        guidance_min=1.5,
+        guidance_max=3.0,
         mixed_precision="bf16",
     )
     trainer = build_trainer(cfg, c, teacher=teacher, seed=0, adapter_name="gpu")  # dpm-solver, mse + lsgan + dmd

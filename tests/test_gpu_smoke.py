@@ -3,6 +3,7 @@ weights, offline tokenizer; built here on tiny configs of the same classes, in f
 the trainer's peak-memory field (None on a CPU), ``[paper.compute]`` validation, the projection arithmetic, and
 ``studies/gpu_smoke.toml`` run end to end on tiny configs (its printed projection).
 """
+
 from __future__ import annotations
 
 import math
@@ -109,9 +110,19 @@ def test_peak_memory_is_none_on_a_cpu(components):
     from flashbench.training import TrainingLoop, build_trainer
 
     c = components
-    train = TrainConfig(teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("toy-digits"), num_timesteps=8, phase_length=1,
-                        iterations=2, batch_size=2, guidance_min=1.5, guidance_max=3.0, adv_loss=ComponentSpec("none"),
-                        dmd_loss=ComponentSpec("none"), trackers=())
+    train = TrainConfig(
+        teacher=ComponentSpec("toy-digits"),
+        dataset=ComponentSpec("toy-digits"),
+        num_timesteps=8,
+        phase_length=1,
+        iterations=2,
+        batch_size=2,
+        guidance_min=1.5,
+        guidance_max=3.0,
+        adv_loss=ComponentSpec("none"),
+        dmd_loss=ComponentSpec("none"),
+        trackers=(),
+    )
     trainer = build_trainer(train, c, seed=0, adapter_name="peak")
     try:
         summary = TrainingLoop(trainer).run(c.get("dataset", "toy-digits").build({}), 2, seed=0, progress=False)
@@ -137,7 +148,8 @@ def test_paper_compute_bad_values_are_one_line_each(tmp_path, components):
     missing = tmp_path / "missing.toml"
     missing.write_text(STUDY.read_text(encoding="utf-8").replace("iterations = 20000\n", ""), encoding="utf-8")
     assert [str(e).split(": ", 1)[1] for e in validate_study(missing, components=components)] == [
-        "paper.compute.iterations: required (the paper's iterations and GPU-hours, e.g. iterations = 20000, gpu_hours = 26)"]
+        "paper.compute.iterations: required (the paper's iterations and GPU-hours, e.g. iterations = 20000, gpu_hours = 26)"
+    ]
 
 
 def test_the_study_states_the_papers_sd15_cost(components):
@@ -169,14 +181,28 @@ def test_projection_arithmetic():
 
 def test_projection_lines():
     paper = {"compute": {"iterations": 20000, "gpu_hours": 26.0, "global_batch": 8, "gpu": "H100"}}
-    student = {"role": "student", "status": "ok", "variant": "base", "variant_key": "base", "seed": 0, "seconds_per_step": 0.5,
-               "teacher_nfe_per_step": 40.25, "student_nfe_per_step": 1.75, "processes": 1, "global_batch": 4, "peak_memory_gb": 31.04}
-    rows = [{"role": "teacher", "status": "ok", "variant": "teacher", "variant_key": "teacher-s0"}, student, {**student, "metric": "other"},
-            {**student, "variant": "sib", "variant_key": "sib", "trained_with": "base"}]
+    student = {
+        "role": "student",
+        "status": "ok",
+        "variant": "base",
+        "variant_key": "base",
+        "seed": 0,
+        "seconds_per_step": 0.5,
+        "teacher_nfe_per_step": 40.25,
+        "student_nfe_per_step": 1.75,
+        "processes": 1,
+        "global_batch": 4,
+        "peak_memory_gb": 31.04,
+    }
+    rows = [
+        {"role": "teacher", "status": "ok", "variant": "teacher", "variant_key": "teacher-s0"},
+        student,
+        {**student, "metric": "other"},
+        {**student, "variant": "sib", "variant_key": "sib", "trained_with": "base"},
+    ]
     lines = projection_lines(paper, rows, {"gpus": [{"name": "NVIDIA H200", "memory_gib": 139.8}]})
     assert len(lines) == 2  # one student trained; its sibling and its second row add nothing
-    assert lines[0] == ("base (seed 0): 2 it/s (0.5 s/step, 1 process x batch 4), teacher NFE/step 40.2, student NFE/step 1.8, "
-                        "peak GPU memory 31.0 GiB")
+    assert lines[0] == ("base (seed 0): 2 it/s (0.5 s/step, 1 process x batch 4), teacher NFE/step 40.2, student NFE/step 1.8, peak GPU memory 31.0 GiB")
     hours = 0.5 * 2 * 20000 / 3600
     assert f"= {hours:.3g} NVIDIA H200 GPU-hours" in lines[1] and "the paper's 26 H100-hours" in lines[1]
     assert f"({hours / 26:.2f}x)" in lines[1] and "20,000 iterations (global batch 8)" in lines[1]
@@ -226,8 +252,9 @@ def test_full_size_random_sd15_on_cuda(hub_offline, components):
         eps = teacher.eps(x, torch.full((2,), 999, device="cuda"), cond, student=False)
     assert torch.isfinite(eps).all()
     batches = [Batch(torch.rand((2, 3, 512, 512)) * 2 - 1, ["a red car", "a cat"]) for _ in range(2)]
-    trainer, stats = flash_training_smoke(teacher, batches, num_timesteps=32, lora_rank=128, lr=1e-5, guidance=(3.0, 13.0),
-                                          train_options={"mixed_precision": "bf16"})
+    trainer, stats = flash_training_smoke(
+        teacher, batches, num_timesteps=32, lora_rank=128, lr=1e-5, guidance=(3.0, 13.0), train_options={"mixed_precision": "bf16"}
+    )
     try:
         assert trainer.trainable_params == 25_509_888
         assert all(math.isfinite(v) for s in stats for v in s.losses.values())

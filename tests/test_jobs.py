@@ -1,4 +1,5 @@
 """``flashbench run --jobs N``: worker processes that take a study's tasks, and the run's time by phase."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,7 @@ def test_resolve_jobs(monkeypatch):
 
 
 def test_jobs_with_shard_is_one_clear_error(tmp_path, capsys):
-    assert main(["run", str(ROOT / "studies" / "ablation_losses.toml"), "--shard", "0/2", "--jobs", "2",
-                 "--output", str(tmp_path / "out")]) == 2
+    assert main(["run", str(ROOT / "studies" / "ablation_losses.toml"), "--shard", "0/2", "--jobs", "2", "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--jobs 2 with --shard 0/2" in err[0]
     assert not (tmp_path / "out").exists()
@@ -66,23 +66,69 @@ def test_a_task_is_taken_by_exactly_one_process(tmp_path):
 def test_phase_seconds_counts_each_sampling_and_each_student_once():
     rows = [
         # the teacher at 2 NFE, two metrics from one sampling pass
-        {"role": "teacher", "variant_key": "teacher-s0", "variant": "teacher", "nfe": 2, "steps": 1, "metric": "fd",
-         "sample_seconds": 10.0, "eval_seconds": 1.0, "bootstrap_seconds": 0.5},
-        {"role": "teacher", "variant_key": "teacher-s0", "variant": "teacher", "nfe": 2, "steps": 1, "metric": "kid",
-         "sample_seconds": 10.0, "eval_seconds": 2.0, "bootstrap_seconds": 0.5},
+        {
+            "role": "teacher",
+            "variant_key": "teacher-s0",
+            "variant": "teacher",
+            "nfe": 2,
+            "steps": 1,
+            "metric": "fd",
+            "sample_seconds": 10.0,
+            "eval_seconds": 1.0,
+            "bootstrap_seconds": 0.5,
+        },
+        {
+            "role": "teacher",
+            "variant_key": "teacher-s0",
+            "variant": "teacher",
+            "nfe": 2,
+            "steps": 1,
+            "metric": "kid",
+            "sample_seconds": 10.0,
+            "eval_seconds": 2.0,
+            "bootstrap_seconds": 0.5,
+        },
         # a student at two NFEs
-        {"role": "student", "variant_key": "a-s0", "variant": "a", "nfe": 1, "steps": 1, "metric": "fd",
-         "sample_seconds": 3.0, "eval_seconds": 1.0, "bootstrap_seconds": 0.25, "train_seconds": 100.0},
-        {"role": "student", "variant_key": "a-s0", "variant": "a", "nfe": 2, "steps": 2, "metric": "fd",
-         "sample_seconds": 4.0, "eval_seconds": 1.0, "bootstrap_seconds": 0.25, "train_seconds": 100.0},
+        {
+            "role": "student",
+            "variant_key": "a-s0",
+            "variant": "a",
+            "nfe": 1,
+            "steps": 1,
+            "metric": "fd",
+            "sample_seconds": 3.0,
+            "eval_seconds": 1.0,
+            "bootstrap_seconds": 0.25,
+            "train_seconds": 100.0,
+        },
+        {
+            "role": "student",
+            "variant_key": "a-s0",
+            "variant": "a",
+            "nfe": 2,
+            "steps": 2,
+            "metric": "fd",
+            "sample_seconds": 4.0,
+            "eval_seconds": 1.0,
+            "bootstrap_seconds": 0.25,
+            "train_seconds": 100.0,
+        },
         # a sibling evaluated with a's student: its training is not counted again
-        {"role": "student", "variant_key": "b-s0", "variant": "b", "nfe": 1, "steps": 1, "metric": "fd",
-         "sample_seconds": 3.0, "eval_seconds": 1.0, "train_seconds": 100.0, "trained_with": "a-s0"},
+        {
+            "role": "student",
+            "variant_key": "b-s0",
+            "variant": "b",
+            "nfe": 1,
+            "steps": 1,
+            "metric": "fd",
+            "sample_seconds": 3.0,
+            "eval_seconds": 1.0,
+            "train_seconds": 100.0,
+            "trained_with": "a-s0",
+        },
         # a row from before eval_seconds existed, and a failed row with no timings
-        {"role": "student", "variant_key": "c-s0", "variant": "c", "nfe": 1, "steps": 1, "metric": "fd",
-         "sample_seconds": 5.0, "train_seconds": 50.0},
-        {"role": "student", "variant_key": "d-s0", "variant": "d", "nfe": None, "steps": None, "metric": "distil",
-         "status": "failed", "train_seconds": None},
+        {"role": "student", "variant_key": "c-s0", "variant": "c", "nfe": 1, "steps": 1, "metric": "fd", "sample_seconds": 5.0, "train_seconds": 50.0},
+        {"role": "student", "variant_key": "d-s0", "variant": "d", "nfe": None, "steps": None, "metric": "distil", "status": "failed", "train_seconds": None},
     ]
     got = phase_seconds(rows)
     assert list(got) == list(PHASES)
@@ -96,8 +142,7 @@ def _tiny_study(tmp_path: Path) -> Path:
     data = tomllib.loads((ROOT / "studies" / "ablation_losses.toml").read_text())
     toy = data["scale"]["toy"]
     toy.update({"iterations": 4, "phase_length": 1, "batch_size": 4, "global_batch": 4, "log_every": 2, "seeds": [0, 1]})
-    toy["eval"].update({"num_samples": 24, "batch_size": 24, "teacher_steps": [3], "grid_size": 4, "nfe": [1, 2],
-                        "evaluators": ["toy-fd", "toy-lpips"]})
+    toy["eval"].update({"num_samples": 24, "batch_size": 24, "teacher_steps": [3], "grid_size": 4, "nfe": [1, 2], "evaluators": ["toy-fd", "toy-lpips"]})
     data["variants"] = data["variants"][:2]
     data["paper"]["claims"] = [c for c in data["paper"]["claims"] if {c["variant"], c["than"]} <= {"distil", "distil+dmd"}]
     path = tmp_path / "tiny.toml"

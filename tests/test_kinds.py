@@ -1,4 +1,5 @@
 """The kinds table (flashbench.kinds): every rule about a component kind read from one place."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,10 +32,15 @@ def test_study_keys_are_config_fields_of_their_section():
 def test_every_built_in_builds_its_kinds_base(components):
     """The built-ins that need no weights build to an instance of their kind's base class."""
     for kind, name, options, context in [
-        ("solver", "ddim", {}, {}), ("sampler", "lcm", {}, {}), ("timesteps", "flash", {}, dict(num_timesteps=8, phase_length=10, num_phases=4)),
-        ("loss", "mse", {}, dict(device="cpu", teacher=None)), ("loss", "lsgan", {}, dict(device="cpu", teacher=None)),
-        ("loss", "dmd", {}, dict(device="cpu", teacher=None)), ("dataset", "toy-digits", {}, {}),
-        ("face_detector", "boxes", {}, {}), ("face_detector", "center", {}, {}),
+        ("solver", "ddim", {}, {}),
+        ("sampler", "lcm", {}, {}),
+        ("timesteps", "flash", {}, dict(num_timesteps=8, phase_length=10, num_phases=4)),
+        ("loss", "mse", {}, dict(device="cpu", teacher=None)),
+        ("loss", "lsgan", {}, dict(device="cpu", teacher=None)),
+        ("loss", "dmd", {}, dict(device="cpu", teacher=None)),
+        ("dataset", "toy-digits", {}, {}),
+        ("face_detector", "boxes", {}, {}),
+        ("face_detector", "center", {}, {}),
     ]:
         components.get(kind, name).build(options, **context)  # raises TypeError otherwise
 
@@ -77,8 +83,10 @@ def test_a_factory_returning_the_wrong_class_is_one_line():
     components = _collect(register_timestep_distributions)
     with pytest.raises(TypeError) as e:
         components.get("timesteps", "bad").build({}, num_timesteps=4, phase_length=1, num_phases=4)
-    assert str(e.value) == ("timesteps 'bad' (plugin bad-plugin): its factory returned builtins.list, which is not a "
-                            "flashbench.method.timesteps.TimestepDistribution; a timesteps factory must return one")
+    assert str(e.value) == (
+        "timesteps 'bad' (plugin bad-plugin): its factory returned builtins.list, which is not a "
+        "flashbench.method.timesteps.TimestepDistribution; a timesteps factory must return one"
+    )
 
 
 def test_hookspec_docstrings_promise_the_context_the_runner_passes():
@@ -105,6 +113,7 @@ def test_the_runner_passes_each_factory_its_kinds_context(components):
                 def build(self, options, **context):
                     seen[kind] = sorted(context)
                     return object()
+
             return C()
 
     res = StudyResources(Recording(), "cpu")

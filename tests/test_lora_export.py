@@ -2,6 +2,7 @@
 then diffusers' own ``load_lora_weights`` into a fresh pipeline over the bundled weights must reproduce the
 in-memory student's samples, and the method's own few-step sampler must agree with the pipeline's.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,15 @@ def trained(components, tmp_path_factory):
     from flashbench.training import TrainingLoop, build_trainer
 
     cfg = TrainConfig(
-        teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("toy-digits"), num_timesteps=8, phase_length=2,
-        iterations=8, batch_size=4, learning_rate=1e-2, guidance_min=1.5, guidance_max=3,
+        teacher=ComponentSpec("toy-digits"),
+        dataset=ComponentSpec("toy-digits"),
+        num_timesteps=8,
+        phase_length=2,
+        iterations=8,
+        batch_size=4,
+        learning_rate=1e-2,
+        guidance_min=1.5,
+        guidance_max=3,
     )
     trainer = build_trainer(cfg, components, seed=0, adapter_name=ADAPTER)  # mse + lsgan + dmd
     teacher = trainer.teacher

@@ -3,6 +3,7 @@ independent re-implementations written here (never against the code under test i
 
 Tiny tensors only; the only "models" are diffusers schedulers and fake callables.
 """
+
 from __future__ import annotations
 
 import math
@@ -95,8 +96,7 @@ def numpy_code_pmf(k: int, beta) -> np.ndarray:
 # mass = sum(beta) / ((b1 + b2 + b3) theta_c + b4 half_c).
 #   paper (c = 1): theta = 1.7726372048, half = 1.3863186024 -> .5641, .5767, .5966, .6180 by phase
 #   code  (c = 2): theta = 1.2713415222, half = 1.1356707611 -> .7866, .7951, .8081, .8216 by phase
-MODE_MASS = {"paper": (0.5641312262, 0.5766994912, 0.5966382225, 0.6180050466),
-             "code": (0.7865707070, 0.7950551095, 0.8081305485, 0.8216432548)}
+MODE_MASS = {"paper": (0.5641312262, 0.5766994912, 0.5966382225, 0.6180050466), "code": (0.7865707070, 0.7950551095, 0.8081305485, 0.8216432548)}
 
 
 @pytest.mark.parametrize("spread", ["paper", "code"])
@@ -106,8 +106,7 @@ def test_flash_spread_mode_mass(spread):
         p = f.pmf(phase)
         assert float(p[[7, 15, 23, 31]].sum()) == pytest.approx(MODE_MASS[spread][phase], abs=1e-9), (spread, phase)
     # ~58% of the mass on the modes in the paper, ~80% in the authors' code (mean over the four phases)
-    assert float(np.mean([float(f.pmf(ph)[[7, 15, 23, 31]].sum()) for ph in range(4)])) == pytest.approx(
-        {"paper": 0.589, "code": 0.803}[spread], abs=1e-3)
+    assert float(np.mean([float(f.pmf(ph)[[7, 15, 23, 31]].sum()) for ph in range(4)])) == pytest.approx({"paper": 0.589, "code": 0.803}[spread], abs=1e-3)
     # a neighbour of a mode: e^-1 (paper) or e^-2 (code) of the mode's mass
     assert float(p[8] / p[7]) == pytest.approx(math.exp({"paper": -1, "code": -2}[spread]), rel=1e-9)
 
@@ -115,8 +114,9 @@ def test_flash_spread_mode_mass(spread):
 def test_flash_code_spread_against_numpy():
     for k in (16, 32, 64):
         for phase in range(4):
-            np.testing.assert_allclose(FlashMixture(k, 10, 4, spread="code").pmf(phase).numpy(),
-                                       numpy_code_pmf(k, PAPER_WEIGHTS[phase]), rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(
+                FlashMixture(k, 10, 4, spread="code").pmf(phase).numpy(), numpy_code_pmf(k, PAPER_WEIGHTS[phase]), rtol=1e-12, atol=1e-15
+            )
     with pytest.raises(ValueError, match="spread"):
         FlashMixture(K, 10, 4, spread="wide")
 
@@ -148,9 +148,7 @@ def test_flash_pmf_shape_of_phases():
 @pytest.mark.parametrize("k", [16, 64])
 def test_flash_pmf_other_k(k):
     for phase in range(4):
-        np.testing.assert_allclose(
-            FlashMixture(k, 10, 4).pmf(phase).numpy(), numpy_flash_pmf(k, PAPER_WEIGHTS[phase]), rtol=1e-12, atol=1e-15
-        )
+        np.testing.assert_allclose(FlashMixture(k, 10, 4).pmf(phase).numpy(), numpy_flash_pmf(k, PAPER_WEIGHTS[phase]), rtol=1e-12, atol=1e-15)
 
 
 def test_phase_switching():
@@ -586,7 +584,10 @@ def test_authors_discriminator_head():
     assert sum(p.numel() for p in sd15.parameters()) == 870_720 == FLASH_SD15_DISCRIMINATOR_PARAMS
     convs = [m for m in sd15.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.kernel_size, c.stride, c.padding, c.bias is not None) for c in convs] == [
-        ((3, 3), (1, 1), (1, 1), True), ((4, 4), (2, 2), (1, 1), False), ((4, 4), (1, 1), (0, 0), False)]
+        ((3, 3), (1, 1), (1, 1), True),
+        ((4, 4), (2, 2), (1, 1), False),
+        ((4, 4), (1, 1), (0, 0), False),
+    ]
     norms = [m for m in sd15.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert [(n.num_groups, n.num_channels) for n in norms] == [(4, 128)]
     torch.manual_seed(0)

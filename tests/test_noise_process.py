@@ -4,6 +4,7 @@ timesteps (FlowMatchEuler on rectified flow, DDIM / DPM-Solver++ with v-predicti
 
 The "models" are fake linear functions of (x, t); tensors are tiny and float64 unless diffusers works in float32.
 """
+
 from __future__ import annotations
 
 import math
@@ -67,8 +68,7 @@ def test_parametrisations_round_trip(name, seed, index):
     torch.testing.assert_close(v, a * eps - s * x0, rtol=0, atol=0)
     u = process.velocity_from(x0, eps)
     torch.testing.assert_close(u, eps - x0, rtol=0, atol=0)
-    for to_x0, to_eps, out in ((process.x0_from_v, process.eps_from_v, v),
-                               (process.x0_from_velocity, process.eps_from_velocity, u)):
+    for to_x0, to_eps, out in ((process.x0_from_v, process.eps_from_v, v), (process.x0_from_velocity, process.eps_from_velocity, u)):
         torch.testing.assert_close(to_x0(xt, out, t), x0, **tol)
         torch.testing.assert_close(to_eps(xt, out, t), eps, **tol)
     # eps <-> x0 divide by alpha and sigma: away from full noise, where alpha ~ 0 (flow: exactly 0)
@@ -150,8 +150,9 @@ def test_flow_training_table_is_the_schedulers(shift):
     torch.testing.assert_close(ours, s.timesteps.flip(0), rtol=0, atol=2e-3)
 
 
-@pytest.mark.parametrize("config, seq_len", [({"shift": 3.0}, None), ({"shift": 1.0}, None),
-                                              ({"use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 1.15}, 1024)])
+@pytest.mark.parametrize(
+    "config, seq_len", [({"shift": 3.0}, None), ({"shift": 1.0}, None), ({"use_dynamic_shifting": True, "base_shift": 0.5, "max_shift": 1.15}, 1024)]
+)
 @pytest.mark.parametrize("steps", [1, 2, 4, 8])
 def test_flow_grid_is_the_schedulers_on_the_same_unshifted_times(config, seq_len, steps):
     """Our n-step timesteps are diffusers' ``set_timesteps(sigmas=[1, (n-1)/n, ..., 1/n])`` after its shift."""
@@ -207,8 +208,7 @@ def diffusers_flow_euler(x, steps, config, mu=None):
     return traj
 
 
-@pytest.mark.parametrize("config, seq_len", [({"shift": 3.0}, None), ({"shift": 1.0}, None),
-                                              ({"use_dynamic_shifting": True}, 4096)])
+@pytest.mark.parametrize("config, seq_len", [({"shift": 3.0}, None), ({"shift": 1.0}, None), ({"use_dynamic_shifting": True}, 4096)])
 @pytest.mark.parametrize("steps", [1, 2, 4, 8, 28])
 @pytest.mark.parametrize("solver", [FlowEulerSolver(), DDIMSolver()], ids=["flow-euler", "ddim"])
 def test_flow_teacher_solve_matches_flow_match_euler(config, seq_len, steps, solver):
@@ -277,8 +277,15 @@ def test_vp_v_dpm_solver_matches_diffusers(steps):
 
     x = tensors(5)[0]
     ours = run_ours(DPMSolverPP2M(), PROCESSES["vp-v"], x, steps)
-    s = DPMSolverMultistepScheduler(**BETAS, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing",
-                                    lower_order_final=True, final_sigmas_type="zero", prediction_type="v_prediction")
+    s = DPMSolverMultistepScheduler(
+        **BETAS,
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        timestep_spacing="trailing",
+        lower_order_final=True,
+        final_sigmas_type="zero",
+        prediction_type="v_prediction",
+    )
     s.set_timesteps(steps)
     y = x.clone()
     for t in s.timesteps:

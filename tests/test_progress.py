@@ -1,5 +1,6 @@
 """Progress output fit for batch jobs: a tqdm bar on a terminal; where standard error is a file (SLURM, CI,
 ``2> file``) a plain line every 5% and at the end, never a carriage-return frame per step."""
+
 from __future__ import annotations
 
 import io
@@ -79,9 +80,17 @@ def test_the_training_loop_writes_plain_lines_when_stderr_is_not_a_terminal(comp
     from flashbench.config import ComponentSpec, TrainConfig
     from flashbench.training import TrainingLoop, build_trainer
 
-    cfg = TrainConfig(teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("toy-digits"), num_timesteps=4,
-                      phase_length=10, iterations=30, batch_size=2, adv_loss=ComponentSpec("none"),
-                      dmd_loss=ComponentSpec("none"), log_every=1)
+    cfg = TrainConfig(
+        teacher=ComponentSpec("toy-digits"),
+        dataset=ComponentSpec("toy-digits"),
+        num_timesteps=4,
+        phase_length=10,
+        iterations=30,
+        batch_size=2,
+        adv_loss=ComponentSpec("none"),
+        dmd_loss=ComponentSpec("none"),
+        log_every=1,
+    )
     trainer = build_trainer(cfg, components, seed=0, adapter_name="progress")
     try:
         TrainingLoop(trainer).run(components.get("dataset", "toy-digits").build({}), cfg.iterations, seed=0, progress=True, desc="distil")
@@ -103,8 +112,13 @@ def test_a_study_run_with_stderr_in_a_file_writes_fewer_than_200_progress_lines(
     log = tmp_path / "stderr.log"
     code = "import sys; from flashbench.cli import main; raise SystemExit(main(sys.argv[1:]))"
     with open(log, "wb") as err:
-        proc = subprocess.run([sys.executable, "-c", code, "run", str(study), "--output", str(tmp_path / "run")],
-                              env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=err, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, "run", str(study), "--output", str(tmp_path / "run")],
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            stdout=subprocess.PIPE,
+            stderr=err,
+            timeout=600,
+        )
     text = Path(log).read_text(encoding="utf-8", errors="replace")
     assert proc.returncode == 0, text[-3000:]
     assert "\r" not in text

@@ -1,4 +1,5 @@
 """The report: tables from stored rows, claim verdicts, one self-contained and escaped HTML file."""
+
 from __future__ import annotations
 
 import base64
@@ -42,51 +43,138 @@ def run_dir(tmp_path):
     run = tmp_path / "run"
     store = ResultStore(run)
     variants = [
-        {"name": name, "key": f"{stem}-s{seed}", "seed": seed, "axes": {"adv_loss": name},
-         "train": {"iterations": 10}, "eval": {"nfe": list(NFES), "prompts": {"name": "list", "prompts": [EVIL + " a cat"]}}}
-        for name, stem in VARIANTS for seed in SEEDS
+        {
+            "name": name,
+            "key": f"{stem}-s{seed}",
+            "seed": seed,
+            "axes": {"adv_loss": name},
+            "train": {"iterations": 10},
+            "eval": {"nfe": list(NFES), "prompts": {"name": "list", "prompts": [EVIL + " a cat"]}},
+        }
+        for name, stem in VARIANTS
+        for seed in SEEDS
     ]
     variants.append({"name": "wgan", "key": "wgan-s0", "seed": 0, "axes": {"adv_loss": "wgan"}, "train": {}, "eval": {}})
     variants.append({"name": "hinge", "key": "hinge-s0", "seed": 0, "axes": {"adv_loss": "hinge"}, "train": {}, "eval": {}})
-    store.write_study({
-        "name": "fig5b", "title": f"GAN losses {EVIL}", "reproduces": "Figure 5 (b)", "panel": "b",
-        "scale": "toy", "primary_nfe": 2, "seeds": list(SEEDS),
-        "paper": {
-            "direction": "LSGAN gives the best FID of hinge, WGAN and LSGAN.",
-            "claims": [
-                {"text": "LSGAN has a lower FD", "metric": "fd", "better": "lower", "variant": "lsgan", "than": EVIL},
-                {"text": "LSGAN has a higher CLIP score", "metric": "clip_score", "better": "higher",
-                 "variant": "lsgan", "than": EVIL},
-                {"text": "LSGAN beats WGAN", "metric": "fd", "better": "lower", "variant": "lsgan", "than": "wgan"},
-            ],
-        },
-        "variants": variants,
-    })
-    store.write_provenance({"git_hash": "abc1234", "scale": "toy", "python": "3.12", "packages": {"pandas": "3"},
-                            "cpu": "test cpu", "cpu_count": 2, "gpus": None, "hostname": "h", "timestamp": "t"})
+    store.write_study(
+        {
+            "name": "fig5b",
+            "title": f"GAN losses {EVIL}",
+            "reproduces": "Figure 5 (b)",
+            "panel": "b",
+            "scale": "toy",
+            "primary_nfe": 2,
+            "seeds": list(SEEDS),
+            "paper": {
+                "direction": "LSGAN gives the best FID of hinge, WGAN and LSGAN.",
+                "claims": [
+                    {"text": "LSGAN has a lower FD", "metric": "fd", "better": "lower", "variant": "lsgan", "than": EVIL},
+                    {"text": "LSGAN has a higher CLIP score", "metric": "clip_score", "better": "higher", "variant": "lsgan", "than": EVIL},
+                    {"text": "LSGAN beats WGAN", "metric": "fd", "better": "lower", "variant": "lsgan", "than": "wgan"},
+                ],
+            },
+            "variants": variants,
+        }
+    )
+    store.write_provenance(
+        {
+            "git_hash": "abc1234",
+            "scale": "toy",
+            "python": "3.12",
+            "packages": {"pandas": "3"},
+            "cpu": "test cpu",
+            "cpu_count": 2,
+            "gpus": None,
+            "hostname": "h",
+            "timestamp": "t",
+        }
+    )
     common = {"study": "fig5b", "scale": "toy", "n": 16, "status": "ok", "git_hash": "abc1234"}
     for seed in SEEDS:  # teacher baselines: 25 steps (50 NFE with CFG) and 2 steps (4 NFE)
         key = f"teacher-s{seed}"
-        store.add_rows([{**common, "variant": "teacher", "variant_key": key, "seed": seed, "role": "teacher",
-                         "nfe": steps * 2, "steps": steps, "metric": m, "value": 10.0 + steps + seed if m == "fd" else 0.33,
-                         "higher_is_better": hib} for steps in (25, 2) for m, hib in METRICS.items()])
+        store.add_rows(
+            [
+                {
+                    **common,
+                    "variant": "teacher",
+                    "variant_key": key,
+                    "seed": seed,
+                    "role": "teacher",
+                    "nfe": steps * 2,
+                    "steps": steps,
+                    "metric": m,
+                    "value": 10.0 + steps + seed if m == "fd" else 0.33,
+                    "higher_is_better": hib,
+                }
+                for steps in (25, 2)
+                for m, hib in METRICS.items()
+            ]
+        )
         store.mark_done(key, {})
     for name, stem in VARIANTS:
         for seed in SEEDS:
             key = f"{stem}-s{seed}"
-            store.add_rows([{**common, "variant": name, "variant_key": key, "seed": seed, "role": "student",
-                             "nfe": nfe, "steps": nfe, "metric": m, "value": _value(name, seed, nfe, m),
-                             "higher_is_better": hib, "axis.adv_loss": name, "trainable_params": 1_500_000,
-                             "iterations": 10, "seconds_per_step": 0.5 + seed, "teacher_nfe_per_step": 8,
-                             "student_nfe_per_step": 2, "train_seconds": 5.0}
-                            for nfe in NFES for m, hib in METRICS.items()])
+            store.add_rows(
+                [
+                    {
+                        **common,
+                        "variant": name,
+                        "variant_key": key,
+                        "seed": seed,
+                        "role": "student",
+                        "nfe": nfe,
+                        "steps": nfe,
+                        "metric": m,
+                        "value": _value(name, seed, nfe, m),
+                        "higher_is_better": hib,
+                        "axis.adv_loss": name,
+                        "trainable_params": 1_500_000,
+                        "iterations": 10,
+                        "seconds_per_step": 0.5 + seed,
+                        "teacher_nfe_per_step": 8,
+                        "student_nfe_per_step": 2,
+                        "train_seconds": 5.0,
+                    }
+                    for nfe in NFES
+                    for m, hib in METRICS.items()
+                ]
+            )
             store.mark_done(key, {})
-    store.add_rows([{**common, "variant": "wgan", "variant_key": "wgan-s0", "seed": 0, "role": "student", "nfe": 2,
-                     "steps": 2, "metric": "fd", "value": None, "status": "failed", "reason": "loss diverged",
-                     "higher_is_better": False}])
+    store.add_rows(
+        [
+            {
+                **common,
+                "variant": "wgan",
+                "variant_key": "wgan-s0",
+                "seed": 0,
+                "role": "student",
+                "nfe": 2,
+                "steps": 2,
+                "metric": "fd",
+                "value": None,
+                "status": "failed",
+                "reason": "loss diverged",
+                "higher_is_better": False,
+            }
+        ]
+    )
     store.mark_done("wgan-s0", {})
-    store.add_rows([{**common, "variant": "hinge", "variant_key": "hinge-s0", "seed": 0, "role": "student", "nfe": 2,
-                     "steps": 2, "metric": "fd", "value": 1.0, "higher_is_better": False}])  # killed: no marker
+    store.add_rows(
+        [
+            {
+                **common,
+                "variant": "hinge",
+                "variant_key": "hinge-s0",
+                "seed": 0,
+                "role": "student",
+                "nfe": 2,
+                "steps": 2,
+                "metric": "fd",
+                "value": 1.0,
+                "higher_is_better": False,
+            }
+        ]
+    )  # killed: no marker
     grid = store.variant_dir("lsgan-s0") / "grid_nfe2.png"
     grid.write_bytes(_png_bytes())
     grid.with_suffix(".json").write_text(json.dumps({"prompts": [EVIL + " a dog"]}))
@@ -105,8 +193,12 @@ def test_main_table(run_dir):
     assert main.shape == (6, 6 + 4 * len(METRICS) + 5)
     assert list(main.columns[:6]) == ["role", "variant", "nfe", "steps", "seeds", "n"]
     assert list(zip(main["role"], main["variant"], main["nfe"])) == [
-        ("teacher", "teacher", 50), ("teacher", "teacher", 4),
-        ("student", "lsgan", 2), ("student", "lsgan", 4), ("student", EVIL, 2), ("student", EVIL, 4),
+        ("teacher", "teacher", 50),
+        ("teacher", "teacher", 4),
+        ("student", "lsgan", 2),
+        ("student", "lsgan", 4),
+        ("student", EVIL, 2),
+        ("student", EVIL, 4),
     ]
     assert (main["seeds"] == 2).all() and (main["n"] == 16).all()
     for name, _ in VARIANTS:
@@ -190,11 +282,24 @@ def test_report_without_rows(tmp_path):
 
 def test_single_seed_has_no_std(tmp_path):
     store = ResultStore(tmp_path)
-    store.write_study({"name": "one", "title": "One seed", "primary_nfe": 2,
-                       "variants": [{"name": "flash", "key": "flash-s0", "seed": 0, "axes": {}}]})
-    store.add_rows([{"variant": "flash", "variant_key": "flash-s0", "seed": 0, "role": "student", "nfe": 2,
-                     "steps": 2, "metric": "fd", "value": 22.6, "n": 8, "higher_is_better": False,
-                     "trainable_params": 26_400_000}])
+    store.write_study({"name": "one", "title": "One seed", "primary_nfe": 2, "variants": [{"name": "flash", "key": "flash-s0", "seed": 0, "axes": {}}]})
+    store.add_rows(
+        [
+            {
+                "variant": "flash",
+                "variant_key": "flash-s0",
+                "seed": 0,
+                "role": "student",
+                "nfe": 2,
+                "steps": 2,
+                "metric": "fd",
+                "value": 22.6,
+                "n": 8,
+                "higher_is_better": False,
+                "trainable_params": 26_400_000,
+            }
+        ]
+    )
     store.mark_done("flash-s0", {})
     render_report(tmp_path)
     main = pd.read_csv(tmp_path / "tables" / "main.csv")
@@ -208,11 +313,32 @@ def test_explicit_variant_axis_is_not_a_second_variant_column(tmp_path):
     """The loader records explicit variants as axis "variant": the panel must not repeat the column."""
     store = ResultStore(tmp_path)
     names = ["distil", "distil+adv"]
-    store.write_study({"name": "losses", "title": "Loss terms", "primary_nfe": 2,
-                       "variants": [{"name": n, "key": f"{n}-s0", "seed": 0, "axes": {"variant": n}} for n in names]})
+    store.write_study(
+        {
+            "name": "losses",
+            "title": "Loss terms",
+            "primary_nfe": 2,
+            "variants": [{"name": n, "key": f"{n}-s0", "seed": 0, "axes": {"variant": n}} for n in names],
+        }
+    )
     for i, n in enumerate(names):
-        store.add_rows([{"variant": n, "variant_key": f"{n}-s0", "seed": 0, "role": "student", "nfe": 2, "steps": 2,
-                         "metric": "fd", "value": 20.0 + i, "n": 8, "higher_is_better": False, "axis.variant": n}])
+        store.add_rows(
+            [
+                {
+                    "variant": n,
+                    "variant_key": f"{n}-s0",
+                    "seed": 0,
+                    "role": "student",
+                    "nfe": 2,
+                    "steps": 2,
+                    "metric": "fd",
+                    "value": 20.0 + i,
+                    "n": 8,
+                    "higher_is_better": False,
+                    "axis.variant": n,
+                }
+            ]
+        )
         store.mark_done(f"{n}-s0", {})
     render_report(tmp_path)
     panel = pd.read_csv(tmp_path / "tables" / "panel.csv")
@@ -222,12 +348,28 @@ def test_explicit_variant_axis_is_not_a_second_variant_column(tmp_path):
 
 def test_report_states_the_compute_the_run_took(tmp_path):
     store = ResultStore(tmp_path)
-    store.write_study({"name": "cost", "title": "Cost", "primary_nfe": 2,
-                       "variants": [{"name": "flash", "key": "flash-s0", "seed": 0, "axes": {}}]})
+    store.write_study({"name": "cost", "title": "Cost", "primary_nfe": 2, "variants": [{"name": "flash", "key": "flash-s0", "seed": 0, "axes": {}}]})
     # one variant trained 1800 s; sampling 360 s at each of two NFEs; two metrics per NFE (counted once)
-    store.add_rows([{"variant": "flash", "variant_key": "flash-s0", "seed": 0, "role": "student", "nfe": nfe,
-                     "steps": nfe, "metric": m, "value": 1.0, "n": 8, "higher_is_better": False,
-                     "train_seconds": 1800.0, "sample_seconds": 360.0} for nfe in (2, 4) for m in ("fid", "clip_score")])
+    store.add_rows(
+        [
+            {
+                "variant": "flash",
+                "variant_key": "flash-s0",
+                "seed": 0,
+                "role": "student",
+                "nfe": nfe,
+                "steps": nfe,
+                "metric": m,
+                "value": 1.0,
+                "n": 8,
+                "higher_is_better": False,
+                "train_seconds": 1800.0,
+                "sample_seconds": 360.0,
+            }
+            for nfe in (2, 4)
+            for m in ("fid", "clip_score")
+        ]
+    )
     store.mark_done("flash-s0", {})
     html = render_report(tmp_path).read_text()
     assert "0.7 h (0.5 h training, 0.2 h sampling)" in html
@@ -235,9 +377,21 @@ def test_report_states_the_compute_the_run_took(tmp_path):
 
 # --- the paper's table beside this run's, exports --------------------------------------------------------------
 def _row(variant, key, role, nfe, metric, value, hib, seed=0, **extra):
-    return {"study": "s", "scale": "toy", "variant": variant, "variant_key": key, "seed": seed, "role": role, "nfe": nfe,
-            "steps": nfe // 2 if role == "teacher" else nfe, "metric": metric, "value": value, "n": 8,
-            "higher_is_better": hib, **extra}
+    return {
+        "study": "s",
+        "scale": "toy",
+        "variant": variant,
+        "variant_key": key,
+        "seed": seed,
+        "role": role,
+        "nfe": nfe,
+        "steps": nfe // 2 if role == "teacher" else nfe,
+        "metric": metric,
+        "value": value,
+        "n": 8,
+        "higher_is_better": hib,
+        **extra,
+    }
 
 
 @pytest.fixture()
@@ -246,21 +400,40 @@ def table_run(tmp_path):
     teacher at 50 and 4 NFE and the ``flash`` student at 2 and 4 NFE, measured with the toy ``fd``."""
     run = tmp_path / "table1"
     store = ResultStore(run)
-    store.write_study({
-        "name": "table1", "title": "Table 1", "reproduces": "Table 1", "primary_nfe": 2, "seeds": [0],
-        "paper": {"direction": "Flash is close to its teacher.", "reference": [
-            {"method": "teacher (SD1.5)", "nfe": 50, "fid": 20.1, "clip_score": 0.318},
-            {"method": "InstaFlow", "nfe": 1, "fid": 23.4, "clip_score": 0.304},
-            {"method": "Flash SD1.5", "nfe": 2, "fid": 22.6, "clip_score": 0.306},
-            {"method": "Flash SD1.5", "nfe": 4, "fid": 22.5, "clip_score": 0.311},
-        ]},
-        "variants": [{"name": "flash", "key": "flash-s0", "seed": 0, "axes": {}}],
-    })
-    store.add_rows([_row("teacher", "teacher-s0", "teacher", nfe, m, v, hib)
-                    for nfe, fd, clip in ((50, 40.0, 0.90), (4, 60.0, 0.91)) for m, v, hib in (("fd", fd, False), ("clip_score", clip, True))])
+    store.write_study(
+        {
+            "name": "table1",
+            "title": "Table 1",
+            "reproduces": "Table 1",
+            "primary_nfe": 2,
+            "seeds": [0],
+            "paper": {
+                "direction": "Flash is close to its teacher.",
+                "reference": [
+                    {"method": "teacher (SD1.5)", "nfe": 50, "fid": 20.1, "clip_score": 0.318},
+                    {"method": "InstaFlow", "nfe": 1, "fid": 23.4, "clip_score": 0.304},
+                    {"method": "Flash SD1.5", "nfe": 2, "fid": 22.6, "clip_score": 0.306},
+                    {"method": "Flash SD1.5", "nfe": 4, "fid": 22.5, "clip_score": 0.311},
+                ],
+            },
+            "variants": [{"name": "flash", "key": "flash-s0", "seed": 0, "axes": {}}],
+        }
+    )
+    store.add_rows(
+        [
+            _row("teacher", "teacher-s0", "teacher", nfe, m, v, hib)
+            for nfe, fd, clip in ((50, 40.0, 0.90), (4, 60.0, 0.91))
+            for m, v, hib in (("fd", fd, False), ("clip_score", clip, True))
+        ]
+    )
     store.mark_done("teacher-s0", {})
-    store.add_rows([_row("flash", "flash-s0", "student", nfe, m, v, hib, trainable_params=1000, train_seconds=7200.0)
-                    for nfe, fd, clip in ((2, 45.0, 0.905), (4, 44.0, 0.915)) for m, v, hib in (("fd", fd, False), ("clip_score", clip, True))])
+    store.add_rows(
+        [
+            _row("flash", "flash-s0", "student", nfe, m, v, hib, trainable_params=1000, train_seconds=7200.0)
+            for nfe, fd, clip in ((2, 45.0, 0.905), (4, 44.0, 0.915))
+            for m, v, hib in (("fd", fd, False), ("clip_score", clip, True))
+        ]
+    )
     store.mark_done("flash-s0", {})
     return run
 
@@ -268,9 +441,20 @@ def table_run(tmp_path):
 def test_paper_table_puts_the_papers_numbers_beside_the_measured_ones(table_run):
     render_report(table_run)
     paper = pd.read_csv(table_run / "tables" / "paper.csv")
-    assert list(paper.columns) == ["method", "nfe", "paper.fid", "this_run.fd", "this_run.fd_ci_low", "this_run.fd_ci_high",
-                                   "paper.clip_score", "this_run.clip_score", "this_run.clip_score_ci_low",
-                                   "this_run.clip_score_ci_high", "role", "variant"]
+    assert list(paper.columns) == [
+        "method",
+        "nfe",
+        "paper.fid",
+        "this_run.fd",
+        "this_run.fd_ci_low",
+        "this_run.fd_ci_high",
+        "paper.clip_score",
+        "this_run.clip_score",
+        "this_run.clip_score_ci_low",
+        "this_run.clip_score_ci_high",
+        "role",
+        "variant",
+    ]
     rows = {(m, n): r for (m, n), r in zip(zip(paper["method"], paper["nfe"]), paper.to_dict("records"))}
     assert rows[("teacher (SD1.5)", 50)]["this_run.fd"] == 40.0 and rows[("teacher (SD1.5)", 50)]["paper.fid"] == 20.1
     assert rows[("Flash SD1.5", 2)]["this_run.fd"] == 45.0 and rows[("Flash SD1.5", 4)]["this_run.clip_score"] == 0.915
@@ -320,8 +504,7 @@ def test_exports_mark_direction_and_best_in_every_format(table_run):
 def test_latex_escapes_text():
     from flashbench.report.formats import _tex
 
-    assert _tex("a_b & 50% #1 {x} ~ ^ \\ ± ↑ ω") == (
-        r"a\_b \& 50\% \#1 \{x\} \textasciitilde{} \textasciicircum{} \textbackslash{} $\pm$ $\uparrow$ $\omega$")
+    assert _tex("a_b & 50% #1 {x} ~ ^ \\ ± ↑ ω") == (r"a\_b \& 50\% \#1 \{x\} \textasciitilde{} \textasciicircum{} \textbackslash{} $\pm$ $\uparrow$ $\omega$")
 
 
 # --- Figure 5 panels as plots ------------------------------------------------------------------------------------
@@ -333,21 +516,41 @@ def guidance_run(tmp_path):
     """A Figure-5(d)-like run: guidance_fixed 0 (omega sampled from [1.5, 3]) and fixed 1, 3, 5; two seeds."""
     run = tmp_path / "guidance"
     store = ResultStore(run)
-    variants = [{"name": f"guidance_fixed={g}", "key": f"g{g}-s{s}", "seed": s, "axes": {"guidance_fixed": g},
-                 "train": {"guidance_min": 1.5, "guidance_max": 3.0, "guidance_fixed": float(g)},
-                 "eval": {"nfe": [4], "teacher_steps": [25]}} for g in GUIDANCE for s in (0, 1)]
-    store.write_study({"name": "ablation_guidance", "title": "Figure 5(d): guidance", "reproduces": "Figure 5d",
-                       "primary_nfe": 4, "seeds": [0, 1], "paper": {"direction": "CLIP rises with omega."},
-                       "variants": variants})
+    variants = [
+        {
+            "name": f"guidance_fixed={g}",
+            "key": f"g{g}-s{s}",
+            "seed": s,
+            "axes": {"guidance_fixed": g},
+            "train": {"guidance_min": 1.5, "guidance_max": 3.0, "guidance_fixed": float(g)},
+            "eval": {"nfe": [4], "teacher_steps": [25]},
+        }
+        for g in GUIDANCE
+        for s in (0, 1)
+    ]
+    store.write_study(
+        {
+            "name": "ablation_guidance",
+            "title": "Figure 5(d): guidance",
+            "reproduces": "Figure 5d",
+            "primary_nfe": 4,
+            "seeds": [0, 1],
+            "paper": {"direction": "CLIP rises with omega."},
+            "variants": variants,
+        }
+    )
     for s in (0, 1):
-        store.add_rows([_row("teacher", f"teacher-s{s}", "teacher", 4, m, v, hib, seed=s)
-                        for m, v, hib in (("fd", 60.0, False), ("clip_score", 0.91, True))])
+        store.add_rows([_row("teacher", f"teacher-s{s}", "teacher", 4, m, v, hib, seed=s) for m, v, hib in (("fd", 60.0, False), ("clip_score", 0.91, True))])
         store.mark_done(f"teacher-s{s}", {})
         for g in GUIDANCE:
             fd = 40.0 + (g - 2) ** 2 + s
             clip = 0.90 + 0.005 * (g or 2.5) + 0.001 * s
-            store.add_rows([_row(f"guidance_fixed={g}", f"g{g}-s{s}", "student", 4, m, v, hib, seed=s,
-                                 **{"axis.guidance_fixed": g}) for m, v, hib in (("fd", fd, False), ("clip_score", clip, True))])
+            store.add_rows(
+                [
+                    _row(f"guidance_fixed={g}", f"g{g}-s{s}", "student", 4, m, v, hib, seed=s, **{"axis.guidance_fixed": g})
+                    for m, v, hib in (("fd", fd, False), ("clip_score", clip, True))
+                ]
+            )
             store.mark_done(f"g{g}-s{s}", {})
     return run
 
@@ -379,7 +582,7 @@ def test_bars_per_metric_beside_the_papers_direction(run_dir):
     assert all(b.count('class="bar') == len(VARIANTS) and b.count('class="bar best"') == 1 for b in bars)
     assert not any('class="ref"' in b for b in bars)
     # the plots share a row with the paper's direction and the verdicts
-    cols = html[html.index('<div class="cols">'):html.index('<h2 id="results">')]
+    cols = html[html.index('<div class="cols">') : html.index('<h2 id="results">')]
     assert 'class="chart bars"' in cols and "LSGAN gives the best FID" in cols and "contradicted" in cols
 
 
@@ -412,8 +615,8 @@ def test_samples_compare_teacher_and_students_on_the_same_noise(guidance_run):
         "odd": _grid(v / "g5-s0" / "something_else.png", (6, 0, 0)),
     }
     html = render_report(guidance_run).read_text()
-    section = html[html.index('<h2 id="samples">'):html.index('<h2 id="provenance">')]
-    first = section[section.index("<details open>"):section.index("</details>", section.index("<table class=\"samples\">"))]
+    section = html[html.index('<h2 id="samples">') : html.index('<h2 id="provenance">')]
+    first = section[section.index("<details open>") : section.index("</details>", section.index("<table class=\"samples\">"))]
     order = [first.index(uris[k]) for k in ("many", "same_nfe", "same_steps", "g0", "g5")]
     assert order == sorted(order)
     assert "25 steps (50 NFE with CFG): the reference" in first and "2 steps (4 NFE): the student&#39;s NFE" in first
@@ -429,10 +632,8 @@ def test_publish_and_index(tmp_path, run_dir, table_run, guidance_run, capsys):
 
     dest = tmp_path / "reports"
     assert main(["report", str(run_dir), str(table_run), str(guidance_run), "--publish", str(dest)]) == 0
-    assert capsys.readouterr().out.splitlines() == [
-        *(f"report: {dest / name}.html" for name in ("run", "table1", "guidance")), f"index: {dest / 'index.html'}"]
-    assert sorted(p.name for p in dest.iterdir()) == sorted(
-        ["index.html", "run.html", "run.md", "table1.html", "table1.md", "guidance.html", "guidance.md"])
+    assert capsys.readouterr().out.splitlines() == [*(f"report: {dest / name}.html" for name in ("run", "table1", "guidance")), f"index: {dest / 'index.html'}"]
+    assert sorted(p.name for p in dest.iterdir()) == sorted(["index.html", "run.html", "run.md", "table1.html", "table1.md", "guidance.html", "guidance.md"])
     meta = read_report_meta(dest / "run.html")
     assert meta["study"] == "fig5b" and meta["claims_reproduced"] == "1" and meta["claims_total"] == "3"
     assert meta["variants_done"] == "5" and meta["variants_total"] == "6"  # hinge was killed before its marker
@@ -477,8 +678,15 @@ def test_empty_index(tmp_path):
 
 def test_reference_without_results_and_hostile_text(tmp_path):
     store = ResultStore(tmp_path)
-    store.write_study({"name": "t", "title": "T", "primary_nfe": 4, "variants": [],
-                       "paper": {"reference": [{"method": EVIL, "nfe": 4, "fid": 1.0}, {"method": "teacher", "nfe": 50, "fid": 2.0}]}})
+    store.write_study(
+        {
+            "name": "t",
+            "title": "T",
+            "primary_nfe": 4,
+            "variants": [],
+            "paper": {"reference": [{"method": EVIL, "nfe": 4, "fid": 1.0}, {"method": "teacher", "nfe": 50, "fid": 2.0}]},
+        }
+    )
     html = render_report(tmp_path).read_text()
     paper = pd.read_csv(tmp_path / "tables" / "paper.csv")
     assert list(paper["role"]) == ["paper only", "teacher"] and list(paper["paper.fid"]) == [1.0, 2.0]
@@ -489,12 +697,18 @@ def test_reference_without_results_and_hostile_text(tmp_path):
 def test_teacher_cost_per_step_is_plotted_when_the_panel_varies_it(tmp_path):
     """Figure 5(e): K changes the teacher's NFEs per training step; the panel shows it beside the metrics."""
     store = ResultStore(tmp_path)
-    store.write_study({"name": "k", "title": "K", "primary_nfe": 4,
-                       "variants": [{"name": f"num_timesteps={k}", "key": f"k{k}-s0", "seed": 0, "axes": {"num_timesteps": k}}
-                                    for k in (16, 32)]})
+    store.write_study(
+        {
+            "name": "k",
+            "title": "K",
+            "primary_nfe": 4,
+            "variants": [{"name": f"num_timesteps={k}", "key": f"k{k}-s0", "seed": 0, "axes": {"num_timesteps": k}} for k in (16, 32)],
+        }
+    )
     for k in (16, 32):
-        store.add_rows([_row(f"num_timesteps={k}", f"k{k}-s0", "student", 4, "fd", 40.0 + k / 16, False,
-                             teacher_nfe_per_step=k / 2, **{"axis.num_timesteps": k})])
+        store.add_rows(
+            [_row(f"num_timesteps={k}", f"k{k}-s0", "student", 4, "fd", 40.0 + k / 16, False, teacher_nfe_per_step=k / 2, **{"axis.num_timesteps": k})]
+        )
         store.mark_done(f"k{k}-s0", {})
     html = render_report(tmp_path).read_text()
     assert html.count('class="chart bars"') == 2 and "teacher NFE/step" in html
@@ -523,8 +737,7 @@ def _one_seed_run(tmp_path, *, with_replicates: bool = True):
     rng = np.random.default_rng(0)
     n = 300
     shared = rng.normal(0.9, 0.05, n)
-    scores = {"a": shared + 0.02, "b": shared.copy(), "c": shared + rng.normal(0, 0.05, n),
-              "teacher": shared - 0.05, "teacher-fewstep": shared + 0.01}
+    scores = {"a": shared + 0.02, "b": shared.copy(), "c": shared + rng.normal(0, 0.05, n), "teacher": shared - 0.05, "teacher-fewstep": shared + 0.01}
     store = ResultStore(tmp_path)
     claims = [
         {"text": "a beats b", "metric": "clip_score", "better": "higher", "variant": "a", "than": "b"},
@@ -532,19 +745,35 @@ def _one_seed_run(tmp_path, *, with_replicates: bool = True):
         {"text": "c beats b", "metric": "clip_score", "better": "higher", "variant": "c", "than": "b"},
         {"text": "a beats the teacher", "metric": "clip_score", "better": "higher", "variant": "a", "than": "teacher"},
     ]
-    store.write_study({"name": "ci", "title": "Intervals", "primary_nfe": 2, "paper": {"claims": claims},
-                       "variants": [{"name": v, "key": f"{v}-s0", "seed": 0, "axes": {}} for v in "abc"]})
+    store.write_study(
+        {
+            "name": "ci",
+            "title": "Intervals",
+            "primary_nfe": 2,
+            "paper": {"claims": claims},
+            "variants": [{"name": v, "key": f"{v}-s0", "seed": 0, "axes": {}} for v in "abc"],
+        }
+    )
     for name, s in scores.items():
         role = "teacher" if name.startswith("teacher") else "student"
         key = "teacher-s0" if role == "teacher" else f"{name}-s0"
         value = float(s.mean())
-        row = {"variant": name, "variant_key": key, "seed": 0, "role": role, "nfe": 2, "steps": 1 if name == "teacher" else 2,
-               "metric": "clip_score", "value": value, "n": n, "higher_is_better": True}
+        row = {
+            "variant": name,
+            "variant_key": key,
+            "seed": 0,
+            "role": role,
+            "nfe": 2,
+            "steps": 1 if name == "teacher" else 2,
+            "metric": "clip_score",
+            "value": value,
+            "n": n,
+            "higher_is_better": True,
+        }
         if with_replicates:
             reps = stats.replicates(lambda c: c @ s / n, n, 1000, stats.SEED_OFFSET)
             lo, hi = stats.centred_interval(value, reps)
-            row.update(ci_low=lo, ci_high=hi, ci_level=0.95, ci_method="test",
-                       bootstrap_file=store.save_replicates(key, f"clip-{name}", reps))
+            row.update(ci_low=lo, ci_high=hi, ci_level=0.95, ci_method="test", bootstrap_file=store.save_replicates(key, f"clip-{name}", reps))
         store.add_rows([row])
         if role == "student" or name == "teacher-fewstep":
             store.mark_done(key, {})
@@ -608,8 +837,22 @@ def test_intervals_are_shown_in_every_table_format_and_the_index_counts_verdicts
 def test_frechet_distance_at_small_n_is_flagged_as_biased(tmp_path):
     store = ResultStore(tmp_path)
     store.write_study({"name": "fd", "title": "FD", "primary_nfe": 2, "variants": [{"name": "a", "key": "a-s0", "seed": 0, "axes": {}}]})
-    store.add_rows([{"variant": "a", "variant_key": "a-s0", "seed": 0, "role": "student", "nfe": 2, "steps": 2,
-                     "metric": "fd", "value": 40.0, "n": 600, "higher_is_better": False}])
+    store.add_rows(
+        [
+            {
+                "variant": "a",
+                "variant_key": "a-s0",
+                "seed": 0,
+                "role": "student",
+                "nfe": 2,
+                "steps": 2,
+                "metric": "fd",
+                "value": 40.0,
+                "n": 600,
+                "higher_is_better": False,
+            }
+        ]
+    )
     store.mark_done("a-s0", {})
     text = render_report(tmp_path).read_text()
     assert "biased upwards" in text and "600 samples" in text
@@ -618,14 +861,20 @@ def test_frechet_distance_at_small_n_is_flagged_as_biased(tmp_path):
 def test_departures_of_the_run_scale_and_circular_measurements_are_shown(tmp_path):
     store = ResultStore(tmp_path)
     toy_eval = {"evaluators": ["toy-fd", "toy-lpips"], "nfe": [2]}
-    store.write_study({
-        "name": "distil", "title": "Distillation loss", "scale": "toy", "primary_nfe": 2,
-        "paper": {"departures": {"toy": ["400 iterations (paper 20,000)"], "paper": ["only at paper scale"]}},
-        "variants": [{"name": "distil_loss=mse", "key": "mse-s0", "seed": 0, "axes": {}, "train": {"distil_loss": "mse"}, "eval": toy_eval},
-                     {"name": "distil_loss=lpips", "key": "lpips-s0", "seed": 0, "axes": {}, "train": {"distil_loss": "lpips"}, "eval": toy_eval},
-                     {"name": "vgg", "key": "vgg-s0", "seed": 0, "axes": {},
-                      "train": {"distil_loss": {"name": "lpips", "net": "vgg"}}, "eval": toy_eval}],
-    })
+    store.write_study(
+        {
+            "name": "distil",
+            "title": "Distillation loss",
+            "scale": "toy",
+            "primary_nfe": 2,
+            "paper": {"departures": {"toy": ["400 iterations (paper 20,000)"], "paper": ["only at paper scale"]}},
+            "variants": [
+                {"name": "distil_loss=mse", "key": "mse-s0", "seed": 0, "axes": {}, "train": {"distil_loss": "mse"}, "eval": toy_eval},
+                {"name": "distil_loss=lpips", "key": "lpips-s0", "seed": 0, "axes": {}, "train": {"distil_loss": "lpips"}, "eval": toy_eval},
+                {"name": "vgg", "key": "vgg-s0", "seed": 0, "axes": {}, "train": {"distil_loss": {"name": "lpips", "net": "vgg"}}, "eval": toy_eval},
+            ],
+        }
+    )
     text = render_report(tmp_path).read_text()
     box = re.search(r'<div class="box departures">.*?</div>', text, flags=re.S).group(0)
     assert "400 iterations (paper 20,000)" in box and "only at paper scale" not in box  # the run's scale only
@@ -635,11 +884,23 @@ def test_departures_of_the_run_scale_and_circular_measurements_are_shown(tmp_pat
 
 def test_the_report_says_which_side_ran_where_paper_and_code_differ(tmp_path):
     store = ResultStore(tmp_path)
-    store.write_study({"name": "pi", "title": "pi", "primary_nfe": 2, "variants": [
-        {"name": "paper", "key": "p-s0", "seed": 0, "axes": {}, "train": {"timesteps": "flash", "adv_loss": "lsgan"}},
-        {"name": "code", "key": "c-s0", "seed": 0, "axes": {},
-         "train": {"timesteps": {"name": "flash", "spread": "code"}, "adv_loss": {"name": "wgan", "clip": 0}}},
-    ]})
+    store.write_study(
+        {
+            "name": "pi",
+            "title": "pi",
+            "primary_nfe": 2,
+            "variants": [
+                {"name": "paper", "key": "p-s0", "seed": 0, "axes": {}, "train": {"timesteps": "flash", "adv_loss": "lsgan"}},
+                {
+                    "name": "code",
+                    "key": "c-s0",
+                    "seed": 0,
+                    "axes": {},
+                    "train": {"timesteps": {"name": "flash", "spread": "code"}, "adv_loss": {"name": "wgan", "clip": 0}},
+                },
+            ],
+        }
+    )
     box = re.search(r'<div class="box choices">.*?</div>', render_report(tmp_path).read_text(), flags=re.S).group(0)
     assert "the paper&#39;s Eq. 7 spread, exp(-d^2) (paper)" in box and "the authors&#39; code&#39;s spread, exp(-2 d^2) (code)" in box
     assert "WGAN without a Lipschitz constraint (code)" in box and "LSGAN on raw scores with the 1/2 (Eq. 8) (paper)" in box
@@ -648,10 +909,17 @@ def test_the_report_says_which_side_ran_where_paper_and_code_differ(tmp_path):
 def test_the_lpips_crop_and_clamp_are_told_apart(tmp_path):
     """The toy world's 16x16 images are decoded whole (the crop does nothing there) but still clamped."""
     store = ResultStore(tmp_path)
-    store.write_study({"name": "d", "title": "d", "primary_nfe": 2, "variants": [
-        {"name": "lpips", "key": "l-s0", "seed": 0, "axes": {}, "train": {"distil_loss": "lpips"}},
-        {"name": "raw", "key": "r-s0", "seed": 0, "axes": {}, "train": {"distil_loss": {"name": "lpips", "crop": 0, "clamp": False}}},
-    ]})
+    store.write_study(
+        {
+            "name": "d",
+            "title": "d",
+            "primary_nfe": 2,
+            "variants": [
+                {"name": "lpips", "key": "l-s0", "seed": 0, "axes": {}, "train": {"distil_loss": "lpips"}},
+                {"name": "raw", "key": "r-s0", "seed": 0, "axes": {}, "train": {"distil_loss": {"name": "lpips", "crop": 0, "clamp": False}}},
+            ],
+        }
+    )
     box = re.search(r'<div class="box choices">.*?</div>', render_report(tmp_path).read_text(), flags=re.S).group(0)
     assert "toy world&#39;s 16x16 pixels, is decoded whole) (lpips)" in box
     assert "clamped to [-1, 1] before LPIPS (the authors&#39; code) (lpips)" in box
@@ -661,9 +929,22 @@ def test_the_lpips_crop_and_clamp_are_told_apart(tmp_path):
 def test_index_counts_seeds_and_flags_reports_rendered_before_three_way_verdicts(tmp_path):
     from flashbench.report import render_index
 
-    meta = {"study": "old", "title": "Old", "reproduces": "Figure 5a", "scale": "toy", "claims_reproduced": "1",
-            "claims_total": "3", "variants_done": "4", "variants_total": "4", "seeds": "0, 1", "compute": "0.1 h",
-            "generated": "2026-11-22T08:58:12+00:00", "git_hash": "abc", "direction": "d", "claims_json": "[]"}
+    meta = {
+        "study": "old",
+        "title": "Old",
+        "reproduces": "Figure 5a",
+        "scale": "toy",
+        "claims_reproduced": "1",
+        "claims_total": "3",
+        "variants_done": "4",
+        "variants_total": "4",
+        "seeds": "0, 1",
+        "compute": "0.1 h",
+        "generated": "2026-11-22T08:58:12+00:00",
+        "git_hash": "abc",
+        "direction": "d",
+        "claims_json": "[]",
+    }
     old = "<html><head>" + "".join(f'<meta name="flashbench:{k}" content="{v}">' for k, v in meta.items()) + "</head></html>"
     (tmp_path / "old.html").write_text(old)
     index = render_index(tmp_path).read_text()
@@ -674,9 +955,11 @@ def test_index_counts_seeds_and_flags_reports_rendered_before_three_way_verdicts
 def test_measured_effects_are_paired_differences_without_a_verdict(tmp_path):
     store, scores = _one_seed_run(tmp_path)
     study = store.read_study()
-    study["paper"]["effects"] = [{"text": "a instead of b", "variant": "a", "than": "b", "metrics": ["clip_score"]},
-                                 {"text": "c instead of b", "variant": "c", "than": "b"},
-                                 {"text": "x instead of b", "variant": "x", "than": "b"}]
+    study["paper"]["effects"] = [
+        {"text": "a instead of b", "variant": "a", "than": "b", "metrics": ["clip_score"]},
+        {"text": "c instead of b", "variant": "c", "than": "b"},
+        {"text": "x instead of b", "variant": "x", "than": "b"},
+    ]
     store.write_study(study)
     render_report(tmp_path)
     effects = pd.read_csv(tmp_path / "tables" / "effects.csv")

@@ -1,4 +1,5 @@
 """The result store: rows round-trip, crash safety, completion markers, provenance without torch."""
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,20 @@ from flashbench.results import (
 
 def _row(key="lsgan-s0", metric="fd", value=22.5, **extra):
     row = {
-        "study": "fig5b", "scale": "toy", "variant": key.rsplit("-s", 1)[0], "variant_key": key, "seed": 0,
-        "role": "student", "nfe": 2, "steps": 2, "metric": metric, "value": value, "n": 64,
-        "higher_is_better": False, "axis.adv_loss": "lsgan", "trainable_params": 1000,
+        "study": "fig5b",
+        "scale": "toy",
+        "variant": key.rsplit("-s", 1)[0],
+        "variant_key": key,
+        "seed": 0,
+        "role": "student",
+        "nfe": 2,
+        "steps": 2,
+        "metric": metric,
+        "value": value,
+        "n": 64,
+        "higher_is_better": False,
+        "axis.adv_loss": "lsgan",
+        "trainable_params": 1000,
     }
     row.update(extra)
     return row
@@ -38,8 +50,7 @@ def test_init_creates_nothing(tmp_path):
 
 def test_rows_round_trip(tmp_path):
     store = ResultStore(tmp_path / "run")
-    rows = [_row(), _row(metric="clip_score", value=np.float32(0.25), higher_is_better=np.bool_(True)),
-            _row(nfe=np.int64(4), steps=4, value=np.float64(21.0))]
+    rows = [_row(), _row(metric="clip_score", value=np.float32(0.25), higher_is_better=np.bool_(True)), _row(nfe=np.int64(4), steps=4, value=np.float64(21.0))]
     store.add_rows(rows[:2])
     store.add_rows(rows[2:])
     store.mark_done("lsgan-s0", {"seconds": 1.5})
@@ -162,13 +173,11 @@ def test_provenance_keys_without_importing_torch(tmp_path):
     data = json.loads(out.stdout)
     assert data["torch_imported"] is False
     p = data["p"]
-    for key in ("scale", "git_hash", "python", "packages", "platform", "cpu", "cpu_count", "gpus",
-                "hostname", "timestamp"):
+    for key in ("scale", "git_hash", "python", "packages", "platform", "cpu", "cpu_count", "gpus", "hostname", "timestamp"):
         assert key in p, key
     assert p["scale"] == "toy"
     assert p["git_hash"] == "unknown"  # tmp_path is not a repository
-    assert set(p["packages"]) >= {"torch", "diffusers", "transformers", "peft", "accelerate",
-                                  "open_clip_torch", "clean-fid", "pandas", "pluggy", "flashbench"}
+    assert set(p["packages"]) >= {"torch", "diffusers", "transformers", "peft", "accelerate", "open_clip_torch", "clean-fid", "pandas", "pluggy", "flashbench"}
     assert p["packages"]["flashbench"]
     assert p["gpus"] is None  # torch was not imported, so no GPU query
 

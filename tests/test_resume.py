@@ -2,6 +2,7 @@
 mid-evaluation, then run to the end, gives the same result rows (same metrics, bit for bit: the computation
 is deterministic on CPU) and the same LoRA files as an uninterrupted run; no variant is lost or counted twice.
 A process SIGKILLed while writing a checkpoint leaves a readable one behind."""
+
 from __future__ import annotations
 
 import os
@@ -21,11 +22,8 @@ HERE = Path(__file__).resolve().parent
 ITERATIONS, EVERY = 12, 4
 
 
-
-
 def _env(marks: Path, pause: float) -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "RESUME_MARKS": str(marks), "RESUME_PAUSE": str(pause),
-            "FLASHBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    return {**os.environ, "OMP_NUM_THREADS": "1", "RESUME_MARKS": str(marks), "RESUME_PAUSE": str(pause), "FLASHBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 
 def _start(study: Path, out: Path, marks: Path, pause: float) -> subprocess.Popen:
@@ -127,8 +125,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_a_readable_checkpoint(tmp_path
     from flashbench.checkpoint import read_meta
 
     path = tmp_path / "checkpoint.safetensors"
-    proc = subprocess.Popen([sys.executable, str(HERE / "_checkpoint_writer.py"), str(path)], env=_env(tmp_path, 0),
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(HERE / "_checkpoint_writer.py"), str(path)], env=_env(tmp_path, 0), stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "1"  # one complete checkpoint exists
     for _ in range(3):
         proc.stdout.readline()

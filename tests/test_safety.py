@@ -1,5 +1,6 @@
 """Safe loading, checked over the sources: every ``torch.load`` passes ``weights_only=True``; nothing
 unpickles (no pickle module, no ``allow_pickle=True``); no ``eval``/``exec`` of text."""
+
 from __future__ import annotations
 
 import ast
@@ -36,8 +37,7 @@ def problems(source: str, name: str = "<source>") -> list[str]:
             owner, attr = f.value.id, f.attr
             if owner == "torch" and attr == "load" and not _is(_keyword(node, "weights_only"), True):
                 out.append(f"{name}:{node.lineno}: torch.load without weights_only=True")
-            if owner in ("np", "numpy") and attr == "load" and _keyword(node, "allow_pickle") is not None \
-                    and not _is(_keyword(node, "allow_pickle"), False):
+            if owner in ("np", "numpy") and attr == "load" and _keyword(node, "allow_pickle") is not None and not _is(_keyword(node, "allow_pickle"), False):
                 out.append(f"{name}:{node.lineno}: np.load with allow_pickle")
     return out
 
@@ -47,14 +47,17 @@ def test_no_unsafe_loading(path):
     assert problems(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT))) == []
 
 
-@pytest.mark.parametrize("bad", [
-    "import torch\ntorch.load('x')\n",
-    "import torch\ntorch.load('x', weights_only=False)\n",
-    "import numpy as np\nnp.load('x', allow_pickle=True)\n",
-    "import pickle\n",
-    "from dill import loads\n",
-    "eval(open('study.toml').read())\n",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "import torch\ntorch.load('x')\n",
+        "import torch\ntorch.load('x', weights_only=False)\n",
+        "import numpy as np\nnp.load('x', allow_pickle=True)\n",
+        "import pickle\n",
+        "from dill import loads\n",
+        "eval(open('study.toml').read())\n",
+    ],
+)
 def test_the_scan_catches_each_forbidden_construct(bad):
     assert len(problems(bad)) == 1
 

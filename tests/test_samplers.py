@@ -1,6 +1,7 @@
 """The few-step samplers (``eval.sampler``) against diffusers' schedulers of the same name, on identical
 inputs: the same initial noise, the same per-step noise (one CPU generator, drawn in the same order), a fake
 network whose output is a fixed function of (x, t). Tolerance 1e-5 in float32."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,7 +9,11 @@ import torch
 
 from flashbench.method.noise import RectifiedFlow, VPEpsilon, VPV
 from flashbench.method.samplers import (
-    FlashSampler, LCMSampler, TCDSampler, TrailingEulerSampler, consistency_timesteps,
+    FlashSampler,
+    LCMSampler,
+    TCDSampler,
+    TrailingEulerSampler,
+    consistency_timesteps,
 )
 from flashbench.method.schedule import NoiseSchedule
 
@@ -199,6 +204,9 @@ def test_a_third_party_sampler_is_registered_and_runs(vp):
     _, ours = run_ours(sampler, vp, initial(), 2)
     _, reference = run_ours(TrailingEulerSampler(), vp, initial(), 2)
     assert torch.equal(ours, reference)
-    with pytest.raises(TypeError, match=r"sampler 'broken' \(plugin broken-plugin\): its factory returned builtins.object, which is not a "
-                                        r"flashbench.method.samplers.FewStepSampler"):
+    with pytest.raises(
+        TypeError,
+        match=r"sampler 'broken' \(plugin broken-plugin\): its factory returned builtins.object, which is not a "
+        r"flashbench.method.samplers.FewStepSampler",
+    ):
         components.get("sampler", "broken").build({})

@@ -5,6 +5,7 @@ The "model" is a fake linear eps function; tensors are tiny. Conventions checked
 * DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): first order at the first step and on the final step to
   t = 0 (diffusers' ``lower_order_final`` / ``final_sigmas_type="zero"``), second order in between.
 """
+
 from __future__ import annotations
 
 import math
@@ -231,8 +232,12 @@ def test_teacher_sample_matches_diffusers_with_cfg(alphas_cumprod, sched):
     assert calls == [4] * 4  # one doubled batch per step
 
     s = DPMSolverMultistepScheduler(
-        **BETAS, algorithm_type="dpmsolver++", solver_order=2, timestep_spacing="trailing",
-        lower_order_final=True, final_sigmas_type="zero",
+        **BETAS,
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        timestep_spacing="trailing",
+        lower_order_final=True,
+        final_sigmas_type="zero",
     )
     s.set_timesteps(4)
     y = x.clone()
@@ -285,9 +290,7 @@ def test_teacher_target_mixed_starts_equal_per_sample_solves(sched):
 
     k = 8
     trainer = FlashTrainer.__new__(FlashTrainer)
-    trainer.teacher = SimpleNamespace(
-        schedule=sched, eps=lambda x, t, c, student: fake_eps(x, t) + c["emb"].reshape(-1, 1, 1, 1)
-    )
+    trainer.teacher = SimpleNamespace(schedule=sched, eps=lambda x, t, c, student: fake_eps(x, t) + c["emb"].reshape(-1, 1, 1, 1))
     trainer.cfg = SimpleNamespace(num_timesteps=k)
     trainer.accelerator = SimpleNamespace(autocast=nullcontext)
     trainer.solver = DPMSolverPP2M()

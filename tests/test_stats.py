@@ -1,4 +1,5 @@
 """Intervals and verdicts (flashbench.stats): checked on synthetic data whose truth is known."""
+
 from __future__ import annotations
 
 import math
@@ -148,15 +149,18 @@ def test_an_evaluator_without_a_bootstrap_gets_rows_without_an_interval():
 # --- verdicts ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("low, high, better, expected", [
-    (-3.0, -1.0, "lower", "reproduced"),
-    (1.0, 3.0, "lower", "contradicted"),
-    (-1.0, 2.0, "lower", "inconclusive"),
-    (0.01, 0.02, "higher", "reproduced"),
-    (-0.02, -0.01, "higher", "contradicted"),
-    (-0.01, 0.02, "higher", "inconclusive"),
-    (0.0, 1.0, "higher", "inconclusive"),  # touching zero does not decide
-])
+@pytest.mark.parametrize(
+    "low, high, better, expected",
+    [
+        (-3.0, -1.0, "lower", "reproduced"),
+        (1.0, 3.0, "lower", "contradicted"),
+        (-1.0, 2.0, "lower", "inconclusive"),
+        (0.01, 0.02, "higher", "reproduced"),
+        (-0.02, -0.01, "higher", "contradicted"),
+        (-0.01, 0.02, "higher", "inconclusive"),
+        (0.0, 1.0, "higher", "inconclusive"),  # touching zero does not decide
+    ],
+)
 def test_verdict_by_where_the_interval_lies(low, high, better, expected):
     assert verdict(Difference((low + high) / 2, low, high, "test", 1), better) == expected
 

@@ -1,6 +1,7 @@
 """The student's output parametrisation (``student_prediction``): a teacher whose schedule ends near zero SNR
 (DDPM's linear schedule, alpha = 0.0064 at t = 999) makes a student read as epsilon amplify its error 157x in its
 first x0; reading it as v or x0 bounds that, and validate/run say so in one line."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 import _ddpm_teacher_plugin as ddpm
 from flashbench.cli import main
 from flashbench.config import STUDENT_PREDICTIONS, TrainConfig
-from flashbench.method.noise import (PREDICTIONS, RectifiedFlow, parametrisation_warning, student_process, vp_process)
+from flashbench.method.noise import PREDICTIONS, RectifiedFlow, parametrisation_warning, student_process, vp_process
 from flashbench.method.schedule import NoiseSchedule
 from flashbench.plugins import collect_components, get_plugin_manager
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sd_schedule() -> NoiseSchedule:
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
     return NoiseSchedule(torch.cumprod(1.0 - betas, dim=0))
 
 
@@ -100,8 +101,7 @@ nfe = [1]
 """
 
 
-@pytest.mark.parametrize("extra, warned", [("", True), ('student_prediction = "auto"', False),
-                                           ('student_prediction = "v_prediction"', False)])
+@pytest.mark.parametrize("extra, warned", [("", True), ('student_prediction = "auto"', False), ('student_prediction = "v_prediction"', False)])
 def test_validate_warns_for_a_teacher_that_declares_an_unstable_schedule(tmp_path, capsys, components, extra, warned):
     path = tmp_path / "study.toml"
     path.write_text(STUDY.format(extra=extra))

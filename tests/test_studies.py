@@ -1,5 +1,6 @@
 """Every study file that ships validates at every scale it defines, with the installed plugins, and
 the paper scales carry the paper's recipe."""
+
 from __future__ import annotations
 
 from pathlib import Path

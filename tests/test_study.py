@@ -1,4 +1,5 @@
 """Study files: resolution of variants, and one clear located error for each kind of mistake."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,7 @@ TOY = {
 TOY_EVAL = {"prompts": '"toy-prompts"', "evaluators": '["toy-fd"]'}
 
 
-def study_text(*, study: str = "", base: str = "", toy: dict | None = None, toy_eval: dict | None = None,
-               tail: str = "", name: str = '"demo"') -> str:
+def study_text(*, study: str = "", base: str = "", toy: dict | None = None, toy_eval: dict | None = None, tail: str = "", name: str = '"demo"') -> str:
     """A valid toy study, with extra lines and overridden keys."""
     toy_lines = "\n".join(f"{k} = {v}" for k, v in {**TOY, **(toy or {})}.items() if v is not None)
     eval_lines = "\n".join(f"{k} = {v}" for k, v in {**TOY_EVAL, **(toy_eval or {})}.items() if v is not None)
@@ -93,12 +93,15 @@ def test_neither_variants_nor_matrix_gives_one_base_variant(write_study, fake_co
 
 
 def test_matrix_only_names_and_cartesian_product(write_study, fake_components):
-    text = study_text(study="seeds = [3, 4]", tail="""
+    text = study_text(
+        study="seeds = [3, 4]",
+        tail="""
 [matrix]
 adv_loss = ["lsgan", { name = "lsgan", head_channels = 32 }, "hinge"]
 num_timesteps = [16, 32]
 eval.nfe = [[1], [2, 4]]
-""")
+""",
+    )
     study = load_study(write_study(text), components=fake_components)
     assert len(study.variant_names) == 3 * 2 * 2
     assert len(study.variants) == 3 * 2 * 2 * 2
@@ -114,17 +117,23 @@ eval.nfe = [[1], [2, 4]]
 
 
 def test_single_axis_name_and_quoted_eval_axis(write_study, fake_components):
-    text = study_text(toy_eval={"nfe": "[1, 2, 4]"}, study="primary_nfe = 4", tail="""
+    text = study_text(
+        toy_eval={"nfe": "[1, 2, 4]"},
+        study="primary_nfe = 4",
+        tail="""
 [matrix]
 "eval.num_samples" = [10, 20]
-""")
+""",
+    )
     study = load_study(write_study(text), components=fake_components)
     assert study.variant_names == ("eval.num_samples=10", "eval.num_samples=20")
     assert [v.eval.num_samples for v in study.variants] == [10, 20]
 
 
 def test_matrix_applies_to_each_variant_and_wins(write_study, fake_components):
-    text = study_text(toy={"guidance_min": "3", "guidance_max": "13"}, tail="""
+    text = study_text(
+        toy={"guidance_min": "3", "guidance_max": "13"},
+        tail="""
 [[variants]]
 name = "fixed"
 guidance_min = 7
@@ -135,7 +144,8 @@ name = "sampled"
 [matrix]
 num_timesteps = [16, 64]
 guidance_max = [13, 15]
-""")
+""",
+    )
     study = load_study(write_study(text), components=fake_components)
     assert study.variant_names[:2] == ("fixed/num_timesteps=16,guidance_max=13", "fixed/num_timesteps=16,guidance_max=15")
     assert len(study.variant_names) == 2 * 2 * 2
@@ -167,8 +177,7 @@ def test_to_data_is_json_and_round_trips(fake_components):
 
 
 def test_component_options_are_converted_and_frozen(write_study, fake_components):
-    text = study_text(toy={"teacher": '{ name = "toy-digits", channels = [4, 8, 16] }',
-                           "timesteps": '{ name = "flash", sigma_scale = 2 }'})
+    text = study_text(toy={"teacher": '{ name = "toy-digits", channels = [4, 8, 16] }', "timesteps": '{ name = "flash", sigma_scale = 2 }'})
     (v,) = load_study(write_study(text), components=fake_components).variants
     assert v.train.teacher.options == {"channels": (4, 8, 16)}
     assert v.train.timesteps.options == {"sigma_scale": 2.0}
@@ -204,12 +213,9 @@ BAD = {
     "unknown-evaluator": (study_text(toy_eval={"evaluators": '["toy-fid"]'}), "scale.toy.eval.evaluators[0]", "did you mean 'toy-fd'"),
     "none-is-not-a-teacher": (study_text(toy={"teacher": '"none"'}), "scale.toy.teacher", "unknown teacher 'none'"),
     "wrong-tag": (study_text(toy={"adv_loss": '"mse"'}), "scale.toy.adv_loss", "not tagged 'adversarial'"),
-    "unknown-option": (study_text(toy={"adv_loss": '{ name = "lsgan", head_chanels = 3 }'}),
-                       "scale.toy.adv_loss.head_chanels", "did you mean 'head_channels'"),
-    "option-type": (study_text(toy={"adv_loss": '{ name = "lsgan", head_channels = "x" }'}),
-                    "scale.toy.adv_loss.head_channels", "must be an integer"),
-    "option-value": (study_text(toy={"adv_loss": '{ name = "lsgan", label_smoothing = 2.0 }'}),
-                     "scale.toy.adv_loss", "label_smoothing must be in [0, 1)"),
+    "unknown-option": (study_text(toy={"adv_loss": '{ name = "lsgan", head_chanels = 3 }'}), "scale.toy.adv_loss.head_chanels", "did you mean 'head_channels'"),
+    "option-type": (study_text(toy={"adv_loss": '{ name = "lsgan", head_channels = "x" }'}), "scale.toy.adv_loss.head_channels", "must be an integer"),
+    "option-value": (study_text(toy={"adv_loss": '{ name = "lsgan", label_smoothing = 2.0 }'}), "scale.toy.adv_loss", "label_smoothing must be in [0, 1)"),
     "option-without-config": (study_text(toy={"solver": '{ name = "ddim", eta = 0 }'}), "scale.toy.solver.eta", "takes no options"),
     "component-table-without-name": (study_text(toy={"solver": '{ eta = 0 }'}), "scale.toy.solver", "needs a name"),
     "string-for-int": (study_text(toy={"iterations": '"400"'}), "scale.toy.iterations", "must be an integer, got a string"),
@@ -238,14 +244,16 @@ BAD = {
     "axis-not-array": (study_text(tail="[matrix]\nadv_loss = 'lsgan'"), "matrix.adv_loss", "must be an array"),
     "duplicate-axis-value": (study_text(tail="[matrix]\nadv_loss = ['lsgan', 'lsgan']"), "matrix.adv_loss[1]", "duplicate"),
     "axis-wrong-tag": (study_text(tail="[matrix]\nadv_loss = ['lsgan', 'mse']"), "matrix.adv_loss[1]", "not tagged"),
-    "huge-matrix": (study_text(tail=f"[matrix]\nnum_timesteps = [{BIG}]\nbatch_size = [1,2,3,4,5,6,7]\nlog_every = [1,2,3,4,5,6,7]"),
-                    "matrix", f"343 variants (7 num_timesteps x 7 batch_size x 7 log_every) exceed the limit of {MAX_VARIANTS}"),
+    "huge-matrix": (
+        study_text(tail=f"[matrix]\nnum_timesteps = [{BIG}]\nbatch_size = [1,2,3,4,5,6,7]\nlog_every = [1,2,3,4,5,6,7]"),
+        "matrix",
+        f"343 variants (7 num_timesteps x 7 batch_size x 7 log_every) exceed the limit of {MAX_VARIANTS}",
+    ),
     "duplicate-variant": (study_text(tail="[[variants]]\nname = 'a'\n[[variants]]\nname = 'a'"), "variants[1].name", "duplicate"),
     "variant-without-name": (study_text(tail="[[variants]]\niterations = 10"), "variants[0].name", "required"),
     "variant-bad-value": (study_text(tail="[[variants]]\nname = 'a'\niterations = -1"), "variants[0].iterations", "positive"),
     "variant-bad-name": (study_text(tail="[[variants]]\nname = 'a/b'"), "variants[0].name", "must match"),
-    "unknown-default-scale": (study_text().replace('default_scale = "toy"', 'default_scale = "toys"'),
-                              "study.default_scale", "did you mean 'toy'"),
+    "unknown-default-scale": (study_text().replace('default_scale = "toy"', 'default_scale = "toys"'), "study.default_scale", "did you mean 'toy'"),
     "bad-scale-name": (study_text(tail='[scale."Big One"]\niterations = 5'), 'scale.Big One', "must match"),
     "other-scale-types-checked": (study_text(tail="[scale.big]\niterations = -5"), "scale.big.iterations", "positive"),
     "empty-seeds": (study_text(study="seeds = []"), "study.seeds", "must not be empty"),
@@ -255,12 +263,17 @@ BAD = {
     "missing-study-name": (study_text(name=None), "study.name", "required"),
     "missing-study-section": (study_text().replace("[study]", "[stud]"), "study", "missing [study]"),
     "primary-nfe-not-evaluated": (study_text(study="primary_nfe = 8"), "study.primary_nfe", "not among"),
-    "claim-better": (study_text(tail="[[paper.claims]]\nmetric='fd'\nbetter='smaller'\nvariant='base'\nthan='base'"),
-                     "paper.claims[0].better", "'lower', 'higher'"),
-    "claim-unknown-variant": (study_text(tail="[[paper.claims]]\nmetric='fd'\nbetter='lower'\nvariant='base'\nthan='bse'"),
-                              "paper.claims[0].than", "did you mean 'base'"),
-    "claim-missing-key": (study_text(tail="[[paper.claims]]\nmetric='fd'\nbetter='lower'\nvariant='base'"),
-                          "paper.claims[0].than", "required"),
+    "claim-better": (
+        study_text(tail="[[paper.claims]]\nmetric='fd'\nbetter='smaller'\nvariant='base'\nthan='base'"),
+        "paper.claims[0].better",
+        "'lower', 'higher'",
+    ),
+    "claim-unknown-variant": (
+        study_text(tail="[[paper.claims]]\nmetric='fd'\nbetter='lower'\nvariant='base'\nthan='bse'"),
+        "paper.claims[0].than",
+        "did you mean 'base'",
+    ),
+    "claim-missing-key": (study_text(tail="[[paper.claims]]\nmetric='fd'\nbetter='lower'\nvariant='base'"), "paper.claims[0].than", "required"),
 }
 
 
@@ -304,8 +317,17 @@ def test_every_problem_is_reported(write_study, fake_components):
         tail="[matrix]\nadv_loss = []\n[[variants]]\nname = 'a'\n[[variants]]\nname = 'a'",
     )
     keys = [p.key for p in problems_of(write_study, fake_components, text)]
-    for key in ("study.seeds", "study.titel", "base.iteration", "scale.toy.iterations", "scale.toy.num_timesteps",
-                "scale.toy.guidance_min", "scale.toy.eval.nfe[0]", "matrix.adv_loss", "variants[1].name"):
+    for key in (
+        "study.seeds",
+        "study.titel",
+        "base.iteration",
+        "scale.toy.iterations",
+        "scale.toy.num_timesteps",
+        "scale.toy.guidance_min",
+        "scale.toy.eval.nfe[0]",
+        "matrix.adv_loss",
+        "variants[1].name",
+    ):
         assert key in keys, key
     assert len(keys) == len(set(keys))  # each problem once, though it touches every variant
 
@@ -329,8 +351,11 @@ def test_a_bad_value_does_not_fall_back_to_a_lower_layer(write_study, fake_compo
     """A broken value is reported where it is written, and nothing else: resolving with [base]'s value or
     the default instead would report problems the user did not make (an unknown sd15, a phase longer
     than a default run)."""
-    for toy, base, key in (({"teacher": "5"}, "", "scale.toy.teacher"), ({"phase_length": "0"}, "", "scale.toy.phase_length"),
-                           ({"guidance_max": "nan"}, "guidance_min = 14\nguidance_max = 15", "scale.toy.guidance_max")):
+    for toy, base, key in (
+        ({"teacher": "5"}, "", "scale.toy.teacher"),
+        ({"phase_length": "0"}, "", "scale.toy.phase_length"),
+        ({"guidance_max": "nan"}, "guidance_min = 14\nguidance_max = 15", "scale.toy.guidance_max"),
+    ):
         problems = problems_of(write_study, fake_components, study_text(toy=toy, base=base))
         assert [p.key for p in problems] == [key], [str(p) for p in problems]
 

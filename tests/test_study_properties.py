@@ -3,6 +3,7 @@ fully typed, or raises StudyError(s) located by file (and key where there is one
 never another exception, never a traceback for the user. The generated files include NaN and
 infinities, hostile names (path separators, "..", NUL, newlines, terminal escapes), deep nesting and
 raw text damage; through the CLI, a refused study writes nothing."""
+
 from __future__ import annotations
 
 import contextlib
@@ -25,12 +26,36 @@ from flashbench.study import MAX_DEPTH, load_study
 
 COMPONENTS = make_fake_components()
 HOSTILE_NAMES = ["../x", "/abs", "C:", "a\\b", "a\x00b", "a\nb", "\x1b[2J", "\u2028", ".", "..", "a" * 100, ""]
-FIELDS = ["iterations", "batch_size", "num_timesteps", "phase_length", "learning_rate", "disc_learning_rate", "guidance_min",
-          "guidance_max", "guidance_fixed", "lambda_adv", "lambda_dmd", "adv_timesteps", "adv_loss", "dmd_loss", "distil_loss",
-          "timesteps", "mixed_precision", "lora_rank", "evaluate_only", "pretrained_lora", "no_such_key", "iter\nations", "\x1b[2J"]
+FIELDS = [
+    "iterations",
+    "batch_size",
+    "num_timesteps",
+    "phase_length",
+    "learning_rate",
+    "disc_learning_rate",
+    "guidance_min",
+    "guidance_max",
+    "guidance_fixed",
+    "lambda_adv",
+    "lambda_dmd",
+    "adv_timesteps",
+    "adv_loss",
+    "dmd_loss",
+    "distil_loss",
+    "timesteps",
+    "mixed_precision",
+    "lora_rank",
+    "evaluate_only",
+    "pretrained_lora",
+    "no_such_key",
+    "iter\nations",
+    "\x1b[2J",
+]
 EVAL_FIELDS = ["nfe", "num_samples", "guidance", "teacher_steps", "grid_size", "evaluators", "no_such_eval_key"]
 scalar = st.one_of(
-    st.integers(-10, 100_000), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+    st.integers(-10, 100_000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
     st.sampled_from(["lsgan", "hinge", "mse", "dmd", "none", "flash", "uniform", "bf16", "no", "mystery", "", *HOSTILE_NAMES]),
 )
 value = st.one_of(scalar, st.lists(scalar, max_size=5))
@@ -51,16 +76,24 @@ def nested(depth: int, leaf):
 
 @st.composite
 def study_data(draw):
-    data = {"study": {"name": draw(name), "default_scale": "toy",
-                      "seeds": draw(st.one_of(st.just([0]), st.lists(st.integers(-2, 3), max_size=3)))},
-            "base": draw(layer),
-            "scale": {"toy": {"teacher": "toy-digits", "dataset": "toy-digits", "iterations": 400, "phase_length": 100,
-                              "eval": {"prompts": "toy-prompts", "evaluators": ["toy-fd"], **draw(eval_layer)}, **draw(layer)}}}
+    data = {
+        "study": {"name": draw(name), "default_scale": "toy", "seeds": draw(st.one_of(st.just([0]), st.lists(st.integers(-2, 3), max_size=3)))},
+        "base": draw(layer),
+        "scale": {
+            "toy": {
+                "teacher": "toy-digits",
+                "dataset": "toy-digits",
+                "iterations": 400,
+                "phase_length": 100,
+                "eval": {"prompts": "toy-prompts", "evaluators": ["toy-fd"], **draw(eval_layer)},
+                **draw(layer),
+            }
+        },
+    }
     if draw(sometimes):
         data["matrix"] = draw(st.dictionaries(st.sampled_from(FIELDS), st.lists(scalar, max_size=4), max_size=2))
     if draw(sometimes):
-        data["variants"] = [{"name": draw(st.sampled_from(["a", "b", "a", "bad name", *HOSTILE_NAMES])), **draw(layer)}
-                            for _ in range(draw(st.integers(1, 3)))]
+        data["variants"] = [{"name": draw(st.sampled_from(["a", "b", "a", "bad name", *HOSTILE_NAMES])), **draw(layer)} for _ in range(draw(st.integers(1, 3)))]
     if draw(sometimes):  # another scale, possibly with a hostile name
         data["scale"][draw(st.sampled_from(["big", *HOSTILE_NAMES]))] = draw(layer)
     if draw(sometimes):  # free-form reference values, possibly non-finite or nested deep
@@ -132,8 +165,7 @@ name = "a"
 guidance_max = [13.0, 15.0]
 """
 piece = st.sampled_from([*'[]{}=".\'\n#\\, \x00\t-1a', "nan", "inf", "-inf", "\ufeff", "\u2028", "\u00e9", '"""', "[[", "]]"])
-damage = st.lists(st.tuples(st.integers(0, len(VALID)), st.integers(0, 12), st.lists(piece, max_size=4).map("".join)),
-                  min_size=1, max_size=4)
+damage = st.lists(st.tuples(st.integers(0, len(VALID)), st.integers(0, 12), st.lists(piece, max_size=4).map("".join)), min_size=1, max_size=4)
 
 
 @settings(max_examples=200, deadline=None)
@@ -143,7 +175,7 @@ def test_damaged_text_loads_or_fails_with_located_errors(edits, encoding):
     or encoding error, or whatever the damage makes of the values, is one located line."""
     text = VALID
     for at, cut, insert in edits:
-        text = text[:at] + insert + text[at + cut:]
+        text = text[:at] + insert + text[at + cut :]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "damaged.toml"
         path.write_bytes(text.encode(encoding, errors="replace"))

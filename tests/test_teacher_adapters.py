@@ -5,6 +5,7 @@ teacher contract, several steps of the full method, few-step sampling, the LoRA 
 ``StableDiffusionXLAdapterPipeline``, the offline error, bf16 on a GPU, and the LoRA size on the real-size
 UNet (meta device), where the real adapter's residuals must fit the real UNet.
 """
+
 from __future__ import annotations
 
 import math
@@ -76,8 +77,13 @@ def teacher(request, folders):
 
 def pipeline_sample(pipe, image, conditioning_scale, steps: int = 4):
     return pipe(
-        PROMPTS, image=image, adapter_conditioning_scale=conditioning_scale, timesteps=TIMESTEPS[:steps], guidance_scale=0.0,
-        output_type="pt", generator=torch.Generator().manual_seed(0),
+        PROMPTS,
+        image=image,
+        adapter_conditioning_scale=conditioning_scale,
+        timesteps=TIMESTEPS[:steps],
+        guidance_scale=0.0,
+        output_type="pt",
+        generator=torch.Generator().manual_seed(0),
     ).images
 
 
@@ -86,8 +92,9 @@ def pipeline_sample(pipe, image, conditioning_scale, steps: int = 4):
 def test_defaults_are_the_public_adapters(name):
     config = component(name).make_config({})
     assert config.path == "stabilityai/stable-diffusion-xl-base-1.0"
-    assert config.adapter_path == {"adapter-canny": "TencentARC/t2i-adapter-canny-sdxl-1.0",
-                                   "adapter-depth": "TencentARC/t2i-adapter-depth-midas-sdxl-1.0"}[name]
+    assert (
+        config.adapter_path == {"adapter-canny": "TencentARC/t2i-adapter-canny-sdxl-1.0", "adapter-depth": "TencentARC/t2i-adapter-depth-midas-sdxl-1.0"}[name]
+    )
     assert config.conditioning_scale == 0.8 and config.default_lora_rank == 64
 
 
@@ -142,8 +149,9 @@ def test_control_is_required_and_adapted(teacher):
         teacher.encode_prompts(PROMPTS)
     assert "\n" not in str(info.value)
     gray = control()[:, :1]
-    torch.testing.assert_close(teacher.encode_prompts(PROMPTS, {"control": gray})["adapter_0"],
-                               teacher.encode_prompts(PROMPTS, {"control": control()})["adapter_0"])
+    torch.testing.assert_close(
+        teacher.encode_prompts(PROMPTS, {"control": gray})["adapter_0"], teacher.encode_prompts(PROMPTS, {"control": control()})["adapter_0"]
+    )
     big = torch.nn.functional.interpolate(control(), scale_factor=2, mode="nearest")  # resized to the resolution
     assert teacher.encode_prompts(PROMPTS, {"control": big})["adapter_0"].shape == (2, 32, 4, 4)
 
@@ -154,8 +162,10 @@ class _AdapterContract(TeacherContract):
     name = ""
     # the contract's opt-in checks: the offline errors (adapter, then base model), the student in a fresh stock
     # pipeline, bf16 on CUDA
-    missing_weights = (MissingWeights({"adapter_path": "nonexistent-org/nonexistent-adapter"}, "nonexistent-org/nonexistent-adapter", "adapter_path"),
-                       MissingWeights({"path": "nonexistent-org/nonexistent-sdxl"}, "nonexistent-org/nonexistent-sdxl", None))
+    missing_weights = (
+        MissingWeights({"adapter_path": "nonexistent-org/nonexistent-adapter"}, "nonexistent-org/nonexistent-adapter", "adapter_path"),
+        MissingWeights({"path": "nonexistent-org/nonexistent-sdxl"}, "nonexistent-org/nonexistent-sdxl", None),
+    )
     stock_pipeline = "StableDiffusionXLAdapterPipeline"
     stock_min_change = 1e-3
     bf16 = True
@@ -259,7 +269,11 @@ def test_real_adapter_residuals_fit_the_real_unet_on_meta():
         residuals = adapter(torch.empty(1, 3, 1024, 1024))
         assert [tuple(r.shape[1:]) for r in residuals] == [(320, 64, 64), (640, 64, 64), (1280, 32, 32), (1280, 32, 32)]
         pending = list(residuals)
-        out = unet(torch.empty(1, 4, 128, 128), torch.tensor([999]), encoder_hidden_states=torch.empty(1, 77, 2048),
-                   added_cond_kwargs={"text_embeds": torch.empty(1, 1280), "time_ids": torch.empty(1, 6)},
-                   down_intrablock_additional_residuals=pending).sample
+        out = unet(
+            torch.empty(1, 4, 128, 128),
+            torch.tensor([999]),
+            encoder_hidden_states=torch.empty(1, 77, 2048),
+            added_cond_kwargs={"text_embeds": torch.empty(1, 1280), "time_ids": torch.empty(1, 6)},
+            down_intrablock_additional_residuals=pending,
+        ).sample
     assert out.shape == (1, 4, 128, 128) and not pending  # every residual was consumed

@@ -2,6 +2,7 @@
 the bundled pixel-space ``toy-digits`` teacher and a tiny *latent* SD-style model (UNet + VAE + CLIP text
 encoder + SD's DDIM schedule) written to a folder from config and loaded through ``SDFamilyTeacher``.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -21,31 +22,53 @@ def write_tiny_sd(root):
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, norm_num_groups=32,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=32,
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, block_out_channels=(32, 64), latent_channels=4, sample_size=16, norm_num_groups=32,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64),
+        latent_channels=4,
+        sample_size=16,
+        norm_num_groups=32,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
     )
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
-            vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-            max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+            vocab_size=49408,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
         )
     )
     scheduler = DDIMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
     )
     for name, model in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
         model.eval().save_pretrained(root / name)
     scheduler.save_pretrained(root / "scheduler")
     write_clip_tokenizer(root / "tokenizer", model_max_length=77)  # SD's 77 tokens = the text encoder's positions
     return root
-
-
 
 
 @pytest.fixture(scope="module")

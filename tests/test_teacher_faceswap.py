@@ -8,6 +8,7 @@ Export check: the stock ``StableDiffusionPipeline`` loads the folder and the LoR
 compared with the in-memory student through the teacher's own forward (same inputs, same eps), and the plugin's
 ``FaceSwapPipeline`` (loaded from the same folder + LoRA) must reproduce the in-memory student's few-step sample.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,26 +42,61 @@ def write_tiny_faceswap(root, *, prediction_type="epsilon", inputs_channels=4):
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4 + inputs_channels, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, norm_num_groups=32, attention_head_dim=(4, 8), use_linear_projection=True,
+        sample_size=8,
+        in_channels=4 + inputs_channels,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=32,
+        attention_head_dim=(4, 8),
+        use_linear_projection=True,
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, block_out_channels=(32, 64), latent_channels=4, sample_size=16, norm_num_groups=32,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64),
+        latent_channels=4,
+        sample_size=16,
+        norm_num_groups=32,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
     )
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-    ))
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
     scheduler = DDIMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type,
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
     )
     tokenizer = CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(root.parent / f"{root.name}-tokenizer", model_max_length=77)))
     pipe = StableDiffusionPipeline(
-        vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer, unet=unet.eval(), scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.save_pretrained(str(root))
     return root
@@ -104,8 +140,7 @@ def source_faces(n, size=12, seed=3):
 def batches(n_steps, batch_size=2):
     g = torch.Generator().manual_seed(7)
     prompts = tiny_text_prompts(batch_size)
-    return [Batch(torch.rand((batch_size, 3, 16, 16), generator=g) * 2 - 1, prompts, {"source_face": source_faces(batch_size, seed=i)})
-            for i in range(n_steps)]
+    return [Batch(torch.rand((batch_size, 3, 16, 16), generator=g) * 2 - 1, prompts, {"source_face": source_faces(batch_size, seed=i)}) for i in range(n_steps)]
 
 
 # --- (1) + (2): loaded through the plugin, the published contract --------------------------------------
@@ -128,7 +163,6 @@ class TestFaceSwapContract(TeacherContract):
         null = teacher.null_condition(self.prompts(), self.extras())
         assert cond["source_latents"].abs().sum() > 0 and torch.count_nonzero(null["source_latents"]) == 0
         assert not torch.equal(cond["encoder_hidden_states"], null["encoder_hidden_states"])
-
 
     def test_source_face_is_encoded_once_per_batch(self, teacher):
         faces = source_faces(2)
@@ -268,8 +302,16 @@ def test_target_context_layout_and_face_crops_from_a_dataset(comps, folders, tmp
         torch.testing.assert_close(null["masked_target_latents"], cond["masked_target_latents"])  # the context stays
         pipe = teacher.pipeline()
         assert isinstance(pipe, FaceSwapPipeline) and tuple(pipe.config.inputs) == options["inputs"]
-        images = pipe("", source_image=batch.images, source_box=[[4, 6, 14, 16]] * 2, masked_image=batch.extras["masked_image"],
-                      face_mask=batch.extras["face_mask"], timesteps=[999, 499], guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
+        images = pipe(
+            "",
+            source_image=batch.images,
+            source_box=[[4, 6, 14, 16]] * 2,
+            masked_image=batch.extras["masked_image"],
+            face_mask=batch.extras["face_mask"],
+            timesteps=[999, 499],
+            guidance_scale=2.0,
+            generator=torch.Generator().manual_seed(0),
+        )
         assert images.shape == (2, 3, 16, 16)
     finally:
         trainer.close()

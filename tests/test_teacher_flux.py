@@ -7,6 +7,7 @@ null condition unread), full-method training steps, student samples at 1/2/4 NFE
 into a fresh stock ``FluxPipeline``, the offline error and the default LoRA's size on the real Flux.1-dev
 transformer (meta device).
 """
+
 from __future__ import annotations
 
 import math
@@ -43,24 +44,54 @@ def write_tiny_flux(root, *, guidance_embeds: bool = True):
     tokenizer_2 = tiny_tokenizer()
     pipe = FluxPipeline(
         transformer=FluxTransformer2DModel(
-            patch_size=1, in_channels=16, num_layers=2, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
-            joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=guidance_embeds, axes_dims_rope=(2, 2, 4),
+            patch_size=1,
+            in_channels=16,
+            num_layers=2,
+            num_single_layers=1,
+            attention_head_dim=8,
+            num_attention_heads=2,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            guidance_embeds=guidance_embeds,
+            axes_dims_rope=(2, 2, 4),
         ).eval(),
         text_encoder=CLIPTextModel(CLIPTextConfig(**cfg.TINY_CLIP_TEXT)).eval(),
         tokenizer=CLIPTokenizer.from_pretrained(str(write_clip_tokenizer(root / "_tokenizer", model_max_length=77))),
-        text_encoder_2=T5EncoderModel(T5Config(
-            vocab_size=len(tokenizer_2), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
-            feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-        )).eval(),
+        text_encoder_2=T5EncoderModel(
+            T5Config(
+                vocab_size=len(tokenizer_2),
+                d_model=32,
+                d_kv=8,
+                d_ff=37,
+                num_layers=2,
+                num_heads=4,
+                relative_attention_num_buckets=8,
+                feed_forward_proj="gated-gelu",
+                dropout_rate=0.0,
+                pad_token_id=0,
+                eos_token_id=1,
+                decoder_start_token_id=0,
+            )
+        ).eval(),
         tokenizer_2=tokenizer_2,
         vae=AutoencoderKL(
-            in_channels=3, out_channels=3, block_out_channels=(32, 64), latent_channels=4, sample_size=16, norm_num_groups=32,
-            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, scaling_factor=0.3611,
-            shift_factor=0.1159, use_quant_conv=False, use_post_quant_conv=False,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(32, 64),
+            latent_channels=4,
+            sample_size=16,
+            norm_num_groups=32,
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            scaling_factor=0.3611,
+            shift_factor=0.1159,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
         ).eval(),
         # Flux.1-dev's scheduler config: shift by resolution (mu), exponential time shift
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                                                  base_image_seq_len=256, max_image_seq_len=4096),
+        scheduler=FlowMatchEulerDiscreteScheduler(
+            shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096
+        ),
     )
     pipe.save_pretrained(root / "model")
     return root / "model"
@@ -83,8 +114,17 @@ def draw(pipe, steps=4, prompts=PROMPTS, guidance=3.5, renoise_seed=7):
     pipe.set_progress_bar_config(disable=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(renoise_seed)
-        return pipe(prompts, sigmas=few_step_sigmas(steps), num_inference_steps=steps, guidance_scale=guidance, height=IMAGE_SIZE,
-                    width=IMAGE_SIZE, max_sequence_length=T5_TOKENS, generator=torch.Generator().manual_seed(0), output_type="pt").images
+        return pipe(
+            prompts,
+            sigmas=few_step_sigmas(steps),
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            height=IMAGE_SIZE,
+            width=IMAGE_SIZE,
+            max_sequence_length=T5_TOKENS,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+        ).images
 
 
 @pytest.fixture(scope="module")
@@ -315,7 +355,8 @@ def test_lora_parameter_count_of_the_real_flux_dev_transformer():
     from flashbench_plugins.teachers._flow_family import lora_parameter_count
 
     config = flux.FluxTeacherConfig()
-    count = lora_parameter_count(FluxTransformer2DModel, flux.FLUX_DEV_TRANSFORMER, config.default_lora_rank, alpha=config.lora_alpha,
-                                 targets=config.lora_targets)
+    count = lora_parameter_count(
+        FluxTransformer2DModel, flux.FLUX_DEV_TRANSFORMER, config.default_lora_rank, alpha=config.lora_alpha, targets=config.lora_targets
+    )
     # 19 double blocks x 8 projections + 38 single blocks x q/k/v, each 3072 -> 3072: 266 x 64 x 6144
     assert count == 104_595_456 == (19 * 8 + 38 * 3) * 64 * 6144

@@ -5,6 +5,7 @@ inpainting inputs as the stock pipeline builds them; several full-method trainin
 ``mask_image=``) reproduces the in-memory student; the offline error; bf16 on CUDA; the LoRA count on the
 real inpainting UNet config.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,9 +32,16 @@ def write_tiny_inpainting(root):
 
     from flashbench_plugins.teachers import _sd_configs as cfg
 
-    return write_tiny_pipeline(root, StableDiffusionInpaintPipeline, vae=cfg.TINY_VAE, unet=cfg.TINY_INPAINT_UNET,
-                               scheduler=cfg.SD15_SCHEDULER, safety_checker=None, feature_extractor=None,
-                               requires_safety_checker=False)
+    return write_tiny_pipeline(
+        root,
+        StableDiffusionInpaintPipeline,
+        vae=cfg.TINY_VAE,
+        unet=cfg.TINY_INPAINT_UNET,
+        scheduler=cfg.SD15_SCHEDULER,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 def components():
@@ -98,8 +106,15 @@ class TestInpaintContract(TeacherContract):
     def stock_sample(self, pipe, teacher):
         timesteps = teacher.schedule.sampling_timesteps(4)
         out = pipe(
-            PROMPTS, image=(images(2, seed=7) + 1) / 2, mask_image=rectangle_masks(2, seed=7), height=IMAGE_SIZE, width=IMAGE_SIZE,
-            timesteps=timesteps, guidance_scale=0.0, generator=torch.Generator().manual_seed(0), output_type="pt",
+            PROMPTS,
+            image=(images(2, seed=7) + 1) / 2,
+            mask_image=rectangle_masks(2, seed=7),
+            height=IMAGE_SIZE,
+            width=IMAGE_SIZE,
+            timesteps=timesteps,
+            guidance_scale=0.0,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
         ).images
         assert pipe.scheduler.timesteps.tolist() == timesteps
         assert out.shape == (2, 3, IMAGE_SIZE, IMAGE_SIZE)
@@ -179,11 +194,19 @@ def test_student_sample_agrees_with_the_stock_pipeline(trained):
     noise = torch.randn((2, *teacher.latent_shape), generator=g)
     ours = student_sample(teacher, cond, noise, 4, g)
     theirs = teacher.pipeline()(
-        PROMPTS, image=(imgs + 1) / 2, mask_image=mask, masked_image_latents=cond["masked_image_latents"],
-        height=IMAGE_SIZE, width=IMAGE_SIZE, timesteps=[999, 749, 499, 249], guidance_scale=0.0,
-        generator=torch.Generator().manual_seed(0), output_type="pt",
+        PROMPTS,
+        image=(imgs + 1) / 2,
+        mask_image=mask,
+        masked_image_latents=cond["masked_image_latents"],
+        height=IMAGE_SIZE,
+        width=IMAGE_SIZE,
+        timesteps=[999, 749, 499, 249],
+        guidance_scale=0.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
     ).images
     torch.testing.assert_close((ours.clamp(-1, 1) + 1) / 2, theirs, rtol=0, atol=1e-5)
+
 
 # --- (8): LoRA parameter count on the real inpainting UNet ------------------------------------------------------
 def test_default_lora_count_on_the_real_unet():

@@ -5,6 +5,7 @@ the published teacher contract, training steps of the full method, few-step samp
 adapter reloaded into a stock ``PixArtAlphaPipeline``, the offline error, bf16 on CUDA, and the LoRA
 parameter count of the real XL-2 transformers built on the meta device.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,24 +61,46 @@ def write_tiny_pixart(root: Path, *, micro_conditioning: bool = False):
     torch.manual_seed(0)
     tokenizer = tiny_tokenizer()
     transformer = PixArtTransformer2DModel(
-        sample_size=8, num_layers=2, num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=8, patch_size=2,
-        cross_attention_dim=24, caption_channels=32, use_additional_conditions=micro_conditioning,
+        sample_size=8,
+        num_layers=2,
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=4,
+        out_channels=8,
+        patch_size=2,
+        cross_attention_dim=24,
+        caption_channels=32,
+        use_additional_conditions=micro_conditioning,
     )
     text_encoder = T5EncoderModel(
         T5Config(
-            vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
-            feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+            vocab_size=len(tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            feed_forward_proj="gated-gelu",
+            dropout_rate=0.0,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
         )
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, block_out_channels=(32, 64), latent_channels=4, sample_size=16, norm_num_groups=32,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64),
+        latent_channels=4,
+        sample_size=16,
+        norm_num_groups=32,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
     )
     # PixArt-alpha's scheduler config: DDPM linear betas 1e-4 .. 2e-2 on 1000 steps, epsilon prediction
     scheduler = DPMSolverMultistepScheduler(beta_start=0.0001, beta_end=0.02, beta_schedule="linear", num_train_timesteps=1000)
-    pipe = PixArtAlphaPipeline(
-        tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=vae.eval(), transformer=transformer.eval(), scheduler=scheduler
-    )
+    pipe = PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=vae.eval(), transformer=transformer.eval(), scheduler=scheduler)
     pipe.save_pretrained(root)
     return root, pipe
 
@@ -107,9 +130,17 @@ def stock_pipeline(folder):
 def draw(pipe, teacher, prompts=PROMPTS, timesteps=TIMESTEPS):
     pipe.set_progress_bar_config(disable=True)
     return pipe(
-        prompts, timesteps=timesteps, num_inference_steps=len(timesteps), guidance_scale=1.0, height=teacher.image_size,
-        width=teacher.image_size, use_resolution_binning=False, max_sequence_length=teacher.max_sequence_length, clean_caption=False,
-        generator=torch.Generator().manual_seed(0), output_type="pt",
+        prompts,
+        timesteps=timesteps,
+        num_inference_steps=len(timesteps),
+        guidance_scale=1.0,
+        height=teacher.image_size,
+        width=teacher.image_size,
+        use_resolution_binning=False,
+        max_sequence_length=teacher.max_sequence_length,
+        clean_caption=False,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
     ).images
 
 
@@ -243,8 +274,11 @@ class _PixartContract(TeacherContract):
 class TestPixartAlphaContract(_PixartContract):
     # the contract's opt-in checks: the offline errors (the default checkpoints by resolution), the student in a
     # fresh stock pipeline, bf16 on CUDA
-    missing_weights = ("nonexistent-org/nonexistent-pixart", MissingWeights({}, "PixArt-alpha/PixArt-XL-2-512x512"),
-                       MissingWeights({"resolution": 1024}, "PixArt-alpha/PixArt-XL-2-1024-MS"))
+    missing_weights = (
+        "nonexistent-org/nonexistent-pixart",
+        MissingWeights({}, "PixArt-alpha/PixArt-XL-2-512x512"),
+        MissingWeights({"resolution": 1024}, "PixArt-alpha/PixArt-XL-2-1024-MS"),
+    )
     stock_pipeline = "PixArtAlphaPipeline"
     stock_min_change = 1e-3
     bf16 = True

@@ -6,6 +6,7 @@ export check loading the peft adapter the way ``PixArtSigmaPipeline`` can), trai
 samples at 1, 2 and 4 NFEs, the exported adapter reloaded into a fresh stock ``PixArtSigmaPipeline``, the
 offline error, a PixArt-alpha 1024-MS transformer refused, and the LoRA count of the real transformer.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,24 +43,47 @@ def write_tiny_sigma(root: Path, *, micro_conditioning: bool = False):
     tokenizer = tiny_tokenizer()
     tokenizer.model_max_length = 300
     transformer = PixArtTransformer2DModel(
-        sample_size=8, num_layers=2, num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=8, patch_size=2,
-        cross_attention_dim=24, caption_channels=32, use_additional_conditions=micro_conditioning,
+        sample_size=8,
+        num_layers=2,
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=4,
+        out_channels=8,
+        patch_size=2,
+        cross_attention_dim=24,
+        caption_channels=32,
+        use_additional_conditions=micro_conditioning,
     )
     text_encoder = T5EncoderModel(
         T5Config(
-            vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
-            feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+            vocab_size=len(tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            feed_forward_proj="gated-gelu",
+            dropout_rate=0.0,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
         )
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, block_out_channels=(32, 64), latent_channels=4, sample_size=16, norm_num_groups=32,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, scaling_factor=SDXL_VAE_SCALING,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64),
+        latent_channels=4,
+        sample_size=16,
+        norm_num_groups=32,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        scaling_factor=SDXL_VAE_SCALING,
     )
     # PixArt-Sigma's scheduler config, as PixArt-alpha's: linear betas 1e-4 .. 2e-2 on 1000 steps, epsilon
     scheduler = DPMSolverMultistepScheduler(beta_start=0.0001, beta_end=0.02, beta_schedule="linear", num_train_timesteps=1000)
-    pipe = PixArtSigmaPipeline(
-        tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=vae.eval(), transformer=transformer.eval(), scheduler=scheduler
-    )
+    pipe = PixArtSigmaPipeline(tokenizer=tokenizer, text_encoder=text_encoder.eval(), vae=vae.eval(), transformer=transformer.eval(), scheduler=scheduler)
     pipe.save_pretrained(root)
     return root, pipe
 
@@ -72,9 +96,17 @@ def tiny(tmp_path_factory):
 def draw(pipe, teacher, prompts=PROMPTS, timesteps=TIMESTEPS):
     pipe.set_progress_bar_config(disable=True)
     return pipe(
-        prompts, timesteps=timesteps, num_inference_steps=len(timesteps), guidance_scale=1.0, height=teacher.image_size,
-        width=teacher.image_size, use_resolution_binning=False, max_sequence_length=teacher.max_sequence_length, clean_caption=False,
-        generator=torch.Generator().manual_seed(0), output_type="pt",
+        prompts,
+        timesteps=timesteps,
+        num_inference_steps=len(timesteps),
+        guidance_scale=1.0,
+        height=teacher.image_size,
+        width=teacher.image_size,
+        use_resolution_binning=False,
+        max_sequence_length=teacher.max_sequence_length,
+        clean_caption=False,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
     ).images
 
 

@@ -4,6 +4,7 @@ training steps; student samples at 1, 2 and 4 NFEs; the exported LoRA reloaded i
 ``StableDiffusionPipeline`` reproduces the in-memory student; the offline error; bf16 on CUDA; the paper's
 trainable-parameter count on the real UNet config (meta device).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,16 @@ def write_tiny_sd15(root):
 
     from flashbench_plugins.teachers import _sd_configs as cfg
 
-    return write_tiny_pipeline(root, StableDiffusionPipeline, vae=cfg.TINY_VAE, unet=cfg.TINY_UNET, scheduler=cfg.SD15_SCHEDULER,
-                               safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    return write_tiny_pipeline(
+        root,
+        StableDiffusionPipeline,
+        vae=cfg.TINY_VAE,
+        unet=cfg.TINY_UNET,
+        scheduler=cfg.SD15_SCHEDULER,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 def components():
@@ -123,6 +132,7 @@ def test_student_sample_agrees_with_the_stock_pipeline(trained):
         PROMPTS, timesteps=[999, 749, 499, 249], guidance_scale=0.0, generator=torch.Generator().manual_seed(0), output_type="pt"
     ).images
     torch.testing.assert_close((ours.clamp(-1, 1) + 1) / 2, theirs, rtol=0, atol=1e-5)
+
 
 # --- (8): the paper's trainable-parameter count ------------------------------------------------------------------
 def test_default_lora_matches_the_paper_count_on_the_real_unet():

@@ -7,6 +7,7 @@ the LoRA count on the real UNet config, and the top of the schedule: a v student
 not amplified, where an epsilon reading of the same output is multiplied by sigma/alpha = 14.6 (and is infinite
 on a zero-terminal-SNR schedule).
 """
+
 from __future__ import annotations
 
 import math
@@ -40,9 +41,14 @@ def write_tiny_sd21(root):
     text_encoder, tokenizer = tiny_clip_text(root)
     tokenizer.pad_token = "!"  # SD2's tokenizer pads with "!" (id 0), not with the end-of-text token
     pipe = StableDiffusionPipeline(
-        vae=AutoencoderKL(**cfg.TINY_VAE).eval(), text_encoder=text_encoder, tokenizer=tokenizer,
-        unet=UNet2DConditionModel(**cfg.TINY_SD21_UNET).eval(), scheduler=DDIMScheduler(**cfg.SD21_SCHEDULER),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        vae=AutoencoderKL(**cfg.TINY_VAE).eval(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=UNet2DConditionModel(**cfg.TINY_SD21_UNET).eval(),
+        scheduler=DDIMScheduler(**cfg.SD21_SCHEDULER),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.save_pretrained(root / "model")
     return root / "model"
@@ -145,8 +151,9 @@ def test_student_samples(trained, nfe):
 def test_student_sample_agrees_with_the_stock_pipeline(trained):
     # flashbench's few-step sampler is the stock pipeline's (LCM reads x0 = alpha x - sigma v the same way)
     teacher, _ = trained
-    in_memory = teacher.pipeline()(PROMPTS, timesteps=[999, 749, 499, 249], guidance_scale=0.0, generator=torch.Generator().manual_seed(0),
-                                   output_type="pt").images
+    in_memory = teacher.pipeline()(
+        PROMPTS, timesteps=[999, 749, 499, 249], guidance_scale=0.0, generator=torch.Generator().manual_seed(0), output_type="pt"
+    ).images
     g = torch.Generator().manual_seed(0)
     noise = torch.randn((2, *teacher.latent_shape), generator=g)
     ours = student_sample(teacher, teacher.encode_prompts(PROMPTS), noise, 4, g)

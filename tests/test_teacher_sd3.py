@@ -6,6 +6,7 @@ pipeline's own prompt encoding (with and without T5), full-method training steps
 samples at 1/2/4 NFE, the exported LoRA reloaded into a fresh stock pipeline, the offline error, and the
 authors' LoRA parameter count on the real SD3-medium transformer (meta device).
 """
+
 from __future__ import annotations
 
 import math
@@ -42,18 +43,39 @@ def write_tiny_sd3(root, *, t5: bool = False):
     parts = dict(
         # joint width 64 holds both CLIPs (32 + 32); pooled 64 = both projections
         transformer=SD3Transformer2DModel(
-            sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8, num_attention_heads=2,
-            joint_attention_dim=64, caption_projection_dim=16, pooled_projection_dim=64, pos_embed_max_size=8,
+            sample_size=8,
+            patch_size=2,
+            in_channels=4,
+            out_channels=4,
+            num_layers=2,
+            attention_head_dim=8,
+            num_attention_heads=2,
+            joint_attention_dim=64,
+            caption_projection_dim=16,
+            pooled_projection_dim=64,
+            pos_embed_max_size=8,
         ).eval(),
-        text_encoder=CLIPTextModelWithProjection(clip).eval(), text_encoder_2=CLIPTextModelWithProjection(clip).eval(),
-        tokenizer=tokenizer, tokenizer_2=tokenizer,
+        text_encoder=CLIPTextModelWithProjection(clip).eval(),
+        text_encoder_2=CLIPTextModelWithProjection(clip).eval(),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
         vae=AutoencoderKL(
-            in_channels=3, out_channels=3, block_out_channels=(32, 64), latent_channels=4, sample_size=16, norm_num_groups=32,
-            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, scaling_factor=1.5305,
-            shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False,
+            in_channels=3,
+            out_channels=3,
+            block_out_channels=(32, 64),
+            latent_channels=4,
+            sample_size=16,
+            norm_num_groups=32,
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            scaling_factor=1.5305,
+            shift_factor=0.0609,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
         ).eval(),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        text_encoder_3=None, tokenizer_3=None,
+        text_encoder_3=None,
+        tokenizer_3=None,
     )
     if t5:
         from transformers import T5Config, T5EncoderModel
@@ -62,10 +84,22 @@ def write_tiny_sd3(root, *, t5: bool = False):
 
         tok3 = tiny_tokenizer()
         parts["tokenizer_3"] = tok3
-        parts["text_encoder_3"] = T5EncoderModel(T5Config(
-            vocab_size=len(tok3), d_model=64, d_kv=8, d_ff=37, num_layers=2, num_heads=4, relative_attention_num_buckets=8,
-            feed_forward_proj="gated-gelu", dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-        )).eval()
+        parts["text_encoder_3"] = T5EncoderModel(
+            T5Config(
+                vocab_size=len(tok3),
+                d_model=64,
+                d_kv=8,
+                d_ff=37,
+                num_layers=2,
+                num_heads=4,
+                relative_attention_num_buckets=8,
+                feed_forward_proj="gated-gelu",
+                dropout_rate=0.0,
+                pad_token_id=0,
+                eos_token_id=1,
+                decoder_start_token_id=0,
+            )
+        ).eval()
     pipe = StableDiffusion3Pipeline(**parts)
     pipe.save_pretrained(root / "model")
     return root / "model"
@@ -88,8 +122,16 @@ def draw(pipe, steps=4, prompts=PROMPTS, renoise_seed=7):
     pipe.set_progress_bar_config(disable=True)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(renoise_seed)
-        return pipe(prompts, sigmas=few_step_sigmas(steps), guidance_scale=1.0, height=IMAGE_SIZE, width=IMAGE_SIZE,
-                    max_sequence_length=T5_TOKENS, generator=torch.Generator().manual_seed(0), output_type="pt").images
+        return pipe(
+            prompts,
+            sigmas=few_step_sigmas(steps),
+            guidance_scale=1.0,
+            height=IMAGE_SIZE,
+            width=IMAGE_SIZE,
+            max_sequence_length=T5_TOKENS,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+        ).images
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +167,9 @@ def test_conditioning_is_the_pipelines(request, t5):
     cond, null = teacher.encode_prompts(PROMPTS), teacher.null_condition(PROMPTS)
     assert set(cond) == {"encoder_hidden_states", "pooled_projections"}
     assert cond["encoder_hidden_states"].shape == (2, 77 + T5_TOKENS, 64) and cond["pooled_projections"].shape == (2, 64)
-    pe, ne, pp, npp = teacher.pipeline().encode_prompt(PROMPTS, PROMPTS, PROMPTS, device="cpu", do_classifier_free_guidance=True,
-                                                       negative_prompt="", max_sequence_length=T5_TOKENS)
+    pe, ne, pp, npp = teacher.pipeline().encode_prompt(
+        PROMPTS, PROMPTS, PROMPTS, device="cpu", do_classifier_free_guidance=True, negative_prompt="", max_sequence_length=T5_TOKENS
+    )
     torch.testing.assert_close(cond["encoder_hidden_states"], pe)
     torch.testing.assert_close(cond["pooled_projections"], pp)
     torch.testing.assert_close(null["encoder_hidden_states"], ne)
@@ -270,8 +313,9 @@ def test_lora_parameter_count_of_the_real_sd3_medium_transformer():
     from flashbench_plugins.teachers._flow_family import lora_parameter_count
 
     config = sd3.SD3TeacherConfig()
-    count = lora_parameter_count(SD3Transformer2DModel, sd3.SD3_MEDIUM_TRANSFORMER, config.default_lora_rank, alpha=config.lora_alpha,
-                                 targets=config.lora_targets)
+    count = lora_parameter_count(
+        SD3Transformer2DModel, sd3.SD3_MEDIUM_TRANSFORMER, config.default_lora_rank, alpha=config.lora_alpha, targets=config.lora_targets
+    )
     assert count == 87_646_208
     widths = [16, 64, 128, 256, 512]
     head = sum(16 * a * b for a, b in zip(widths, widths[1:])) + 2 * sum(widths[2:]) + 16 * widths[-1]

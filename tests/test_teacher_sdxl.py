@@ -4,6 +4,7 @@ equals the stock ``StableDiffusionXLPipeline``'s, the published teacher contract
 method, few-step sampling, the LoRA export reloaded into the stock pipeline, the offline error, bf16 on a
 GPU, and the paper's LoRA size on the real-size UNet (meta device).
 """
+
 from __future__ import annotations
 
 import json
@@ -184,7 +185,7 @@ class TestSDXLContract(TeacherContract):
 def trained(tiny_sdxl):
     teacher = build(tiny_sdxl)
     g = torch.Generator().manual_seed(0)
-    batches = [Batch(torch.rand((2, 3, 16, 16), generator=g) * 2 - 1, tiny_text_prompts(4)[2 * (i % 2):][:2]) for i in range(4)]
+    batches = [Batch(torch.rand((2, 3, 16, 16), generator=g) * 2 - 1, tiny_text_prompts(4)[2 * (i % 2) :][:2]) for i in range(4)]
     trainer, stats = flash_training_smoke(teacher, batches, lr=1e-2)
     yield teacher, stats
     trainer.close()

@@ -5,6 +5,7 @@ pipeline builds it; v -> epsilon; several full-method training steps; student sa
 exported LoRA reloaded into a fresh ``StableDiffusionUpscalePipeline`` reproduces the in-memory student; the
 offline error; bf16 on CUDA; the LoRA count on the real upscaler UNet config.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,9 +32,15 @@ def write_tiny_upscaler(root):
 
     from flashbench_plugins.teachers import _sd_configs as cfg
 
-    return write_tiny_pipeline(root, StableDiffusionUpscalePipeline, vae=cfg.TINY_X4_VAE, unet=cfg.TINY_X4_UNET,
-                               scheduler=cfg.X4_SCHEDULER, low_res_scheduler=DDPMScheduler(**cfg.X4_LOW_RES_SCHEDULER),
-                               max_noise_level=cfg.X4_MAX_NOISE_LEVEL)
+    return write_tiny_pipeline(
+        root,
+        StableDiffusionUpscalePipeline,
+        vae=cfg.TINY_X4_VAE,
+        unet=cfg.TINY_X4_UNET,
+        scheduler=cfg.X4_SCHEDULER,
+        low_res_scheduler=DDPMScheduler(**cfg.X4_LOW_RES_SCHEDULER),
+        max_noise_level=cfg.X4_MAX_NOISE_LEVEL,
+    )
 
 
 def components():
@@ -88,8 +95,13 @@ class TestSuperResContract(TeacherContract):
     def stock_sample(self, pipe, teacher):
         # no text: the student was trained on empty prompts
         out = pipe(
-            ["", ""], image=(downscale(images(2, seed=7)) + 1) / 2, noise_level=20, num_inference_steps=4, guidance_scale=0.0,
-            generator=torch.Generator().manual_seed(0), output_type="pt",
+            ["", ""],
+            image=(downscale(images(2, seed=7)) + 1) / 2,
+            noise_level=20,
+            num_inference_steps=4,
+            guidance_scale=0.0,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
         ).images
         assert pipe.scheduler.timesteps.tolist() == [999, 749, 499, 249]
         assert out.shape == (2, 3, HIGH, HIGH)
@@ -230,12 +242,18 @@ def test_student_sample_agrees_with_the_stock_pipeline(trained):
         betas[0] = 0
         pipe.low_res_scheduler = DDPMScheduler(**{**cfg.X4_LOW_RES_SCHEDULER, "trained_betas": betas.tolist()})
         theirs = pipe(
-            ["", ""], image=(low + 1) / 2, noise_level=0, num_inference_steps=4, guidance_scale=0.0,
-            generator=torch.Generator().manual_seed(0), output_type="pt",
+            ["", ""],
+            image=(low + 1) / 2,
+            noise_level=0,
+            num_inference_steps=4,
+            guidance_scale=0.0,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
         ).images
     finally:
         teacher.noise_level = noise_level
     torch.testing.assert_close((ours.clamp(-1, 1) + 1) / 2, theirs, rtol=0, atol=1e-5)
+
 
 # --- (6): the config ----------------------------------------------------------------------------------------------
 def test_config_is_validated():

@@ -1,6 +1,7 @@
 """The rectified-flow toy teacher ``toy-digits-flow``: the teacher contract, its noise process and samplers against
 diffusers' ``FlowMatchEulerDiscreteScheduler`` through its stock pipeline, and (slow) a short Flash run whose
 2-NFE student beats the teacher at 2 NFE both ways the teacher can spend that budget."""
+
 from __future__ import annotations
 
 import pytest
@@ -126,9 +127,17 @@ def test_flash_student_beats_the_flow_teacher_at_2_nfe(components, seed):
 
     iters = 150
     cfg = TrainConfig(
-        teacher=ComponentSpec("toy-digits-flow"), dataset=ComponentSpec("toy-digits"), solver=ComponentSpec("flow-euler"),
-        num_timesteps=8, phase_length=iters // 4, iterations=iters, batch_size=16, learning_rate=1e-3,
-        disc_learning_rate=1e-3, guidance_min=1.5, guidance_max=3.0,
+        teacher=ComponentSpec("toy-digits-flow"),
+        dataset=ComponentSpec("toy-digits"),
+        solver=ComponentSpec("flow-euler"),
+        num_timesteps=8,
+        phase_length=iters // 4,
+        iterations=iters,
+        batch_size=16,
+        learning_rate=1e-3,
+        disc_learning_rate=1e-3,
+        guidance_min=1.5,
+        guidance_max=3.0,
     )
     trainer = build_trainer(cfg, components, teacher=teacher, seed=seed, adapter_name="flow-effect")  # mse + lsgan + dmd
     try:

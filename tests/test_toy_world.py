@@ -1,5 +1,6 @@
 """The embedded toy world: data and split, prompts, the offline CLIP tokenizer, the bundled networks, and the
 toy evaluators / perceptual loss checked against direct computations."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """``flashbench validate`` checks every scale (issue 13, item 10): a typo in the paper scale is found on the
 machine that writes the study, not on the cluster after the queue; a claim on a metric no evaluator of the
 study produces is refused with "did you mean"; two bad options of one component are two lines."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,7 +34,7 @@ def _errors(argv, components, capsys) -> list[str]:
     assert out == "" and "Traceback" not in err
     lines = err.splitlines()
     assert all(line.startswith("flashbench: error: ") for line in lines)
-    return [line[len("flashbench: error: "):] for line in lines]
+    return [line[len("flashbench: error: ") :] for line in lines]
 
 
 # --- every scale by default --------------------------------------------------------------------------------
@@ -49,10 +50,13 @@ def test_a_typo_in_the_paper_scale_is_found_without_asking_for_it(tmp_path, caps
     assert _errors(["validate", str(path), "--scale", "paper"], components, capsys) == [line]
 
 
-@pytest.mark.parametrize("value,message", [
-    ('"abc"', "must be a number, got a string ('abc')"),
-    ("nan", "must be a finite number, got nan"),
-])
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ('"abc"', "must be a number, got a string ('abc')"),
+        ("nan", "must be a finite number, got nan"),
+    ],
+)
 def test_a_bad_option_of_a_paper_scale_component_is_found(value, message, tmp_path, capsys, components):
     path = _edited(tmp_path, "min_aesthetic = 6.0", f"min_aesthetic = {value}")
     assert _errors(["validate", str(path)], components, capsys) == [f"{path}: base.dataset.min_aesthetic: {message}"]
@@ -77,8 +81,7 @@ def test_a_problem_of_a_variant_is_one_line_though_every_scale_meets_it(tmp_path
 def test_a_claim_on_a_metric_no_evaluator_produces_is_refused_with_did_you_mean(tmp_path, capsys, components):
     path = _edited(tmp_path, 'metric = "clip_score"', 'metric = "clip_scroe"')
     (line,) = _errors(["validate", str(path)], components, capsys)
-    assert line.startswith(f"{path}: paper.claims[1].metric: no evaluator of this study produces 'clip_scroe' at any scale; "
-                           "did you mean 'clip_score'?")
+    assert line.startswith(f"{path}: paper.claims[1].metric: no evaluator of this study produces 'clip_scroe' at any scale; did you mean 'clip_score'?")
     # the metrics it may name: what the toy and the paper evaluators produce, and the paper's "fid" (toy "fd")
     assert line.endswith("metrics: clip, clip_score, fd, fid, kid, lpips_to_teacher")
 
@@ -118,8 +121,15 @@ def test_every_built_in_evaluator_declares_the_metric_of_its_rows(components):
     (their weights are not here) read from their evaluator classes."""
     evaluators = {c.name: c for c in components["evaluator"] if c.distribution == "flashbench"}
     assert {n: c.metric for n, c in evaluators.items()} == {
-        "fid": "fid", "kid": "kid", "clip_score": "clip_score", "lpips": "lpips_to_teacher",
-        "toy-fd": "fd", "toy-kid": "kid", "toy-clip-score": "clip_score", "toy-lpips": "lpips_to_teacher"}
+        "fid": "fid",
+        "kid": "kid",
+        "clip_score": "clip_score",
+        "lpips": "lpips_to_teacher",
+        "toy-fd": "fd",
+        "toy-kid": "kid",
+        "toy-clip-score": "clip_score",
+        "toy-lpips": "lpips_to_teacher",
+    }
     for name in ("toy-fd", "toy-kid", "toy-clip-score", "toy-lpips"):
         assert evaluators[name].build({}, device="cpu").metric == evaluators[name].metric, name
     from flashbench_plugins.evaluators._clip_score import ClipScore
@@ -168,7 +178,9 @@ def test_config_problems_lists_each_value_alone_then_the_combination(components)
     sd15 = components.get("teacher", "sd15")
     assert sd15.config_problems({}) == [] and sd15.config_problems({"default_lora_rank": 8}) == []
     assert sd15.config_problems({"default_lora_rank": 0, "dtype": "f32", "path": "x"}) == [
-        "default_lora_rank must be positive, got 0", "dtype must be float32, bfloat16 or float16, got 'f32'"]
+        "default_lora_rank must be positive, got 0",
+        "dtype must be float32, bfloat16 or float16, got 'f32'",
+    ]
     web = components.get("dataset", "webdataset")
     problems = web.config_problems({"shards": ("a.tar",), "num_workers": -1, "resolution": 0})
     assert len(problems) == 2 and "num_workers" in problems[0] and "resolution" in problems[1], problems

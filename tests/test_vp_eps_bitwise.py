@@ -8,6 +8,7 @@ teacher's own 4-step samples. The test reruns the same thing and compares every 
 (``torch.equal``, losses as float64 bits). Re-record only when a change *meant* to move these numbers:
 ``FLASHBENCH_RECORD_VP_EPS=1 OMP_NUM_THREADS=1 python -m pytest tests/test_vp_eps_bitwise.py``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,9 +27,18 @@ REFERENCE = Path(__file__).parent / "data" / "vp_eps_reference.safetensors"
 RECORD = os.environ.get("FLASHBENCH_RECORD_VP_EPS") == "1"
 
 CFG = TrainConfig(
-    teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("toy-digits"), num_timesteps=8, phase_length=1,
-    iterations=3, batch_size=3, learning_rate=1e-2, disc_learning_rate=1e-2, guidance_min=1.5, guidance_max=3,
-    lora_rank=4, trackers=(),
+    teacher=ComponentSpec("toy-digits"),
+    dataset=ComponentSpec("toy-digits"),
+    num_timesteps=8,
+    phase_length=1,
+    iterations=3,
+    batch_size=3,
+    learning_rate=1e-2,
+    disc_learning_rate=1e-2,
+    guidance_min=1.5,
+    guidance_max=3,
+    lora_rank=4,
+    trackers=(),
 )
 
 

@@ -2,6 +2,7 @@
 URL, each process reading its own share (disjoint, the shares of a pass make up the whole pass), decoded in
 DataLoader workers like in the training process, the same batches for the same seed, resuming at a step,
 and the trainer asking a streaming dataset for its rank's share instead of slicing a global batch."""
+
 from __future__ import annotations
 
 import io
@@ -57,8 +58,7 @@ def build():
     pm.add_hookspecs(flashbench.hookspecs)
     pm.register(webdataset)
     factory = flashbench.plugins.collect_components(pm).get("dataset", "webdataset").build
-    return lambda folder, **options: factory({"shards": (f"pipe:cat {folder}/shard-{{000..003}}.tar",), "resolution": 16,
-                                              "heldout_shards": 0, **options})
+    return lambda folder, **options: factory({"shards": (f"pipe:cat {folder}/shard-{{000..003}}.tar",), "resolution": 16, "heldout_shards": 0, **options})
 
 
 def _take(stream, n):
@@ -212,8 +212,10 @@ print(json.dumps({b.prompts[i]: float(b.images[i].sum()) for b in batches for i 
 
 def test_two_processes_read_disjoint_samples(build, folder):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FLASHBENCH_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", _SHARE_SCRIPT, str(folder), str(r)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for r in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _SHARE_SCRIPT, str(folder), str(r)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for r in range(2)
+    ]
     outs = []
     for p in procs:
         out, err = p.communicate(timeout=300)
@@ -230,10 +232,23 @@ def test_training_on_the_stream_resumes_bit_for_bit(components, build, folder, t
     from flashbench.config import ComponentSpec, TrainConfig
     from flashbench.training import TrainingLoop, build_trainer
 
-    cfg = TrainConfig(teacher=ComponentSpec("toy-digits"), dataset=ComponentSpec("webdataset"), solver=ComponentSpec("ddim"),
-                      adv_loss=ComponentSpec("none"), dmd_loss=ComponentSpec("none"), num_timesteps=8, phase_length=2,
-                      iterations=4, batch_size=2, learning_rate=1e-2, disc_learning_rate=1e-2, guidance_min=1.5, guidance_max=3,
-                      checkpoint_every=2, trackers=())
+    cfg = TrainConfig(
+        teacher=ComponentSpec("toy-digits"),
+        dataset=ComponentSpec("webdataset"),
+        solver=ComponentSpec("ddim"),
+        adv_loss=ComponentSpec("none"),
+        dmd_loss=ComponentSpec("none"),
+        num_timesteps=8,
+        phase_length=2,
+        iterations=4,
+        batch_size=2,
+        learning_rate=1e-2,
+        disc_learning_rate=1e-2,
+        guidance_min=1.5,
+        guidance_max=3,
+        checkpoint_every=2,
+        trackers=(),
+    )
     teacher = components.get("teacher", "toy-digits").build({}, device="cpu")
     dataset = build(folder, num_workers=2, task="t2i")
 

@@ -28,6 +28,7 @@ correctness on the CPU (same outputs, same LoRA gradients) in ``tests/test_accel
   LoRA and the discriminator head stay float32 (their Adam steps of 1e-5 would round away in bf16).
   :func:`mixed_precision_supported` says whether a device can run it.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -140,8 +141,9 @@ def enable_sdpa(module: nn.Module) -> int:
 # --- torch.compile --------------------------------------------------------------------------------------------
 
 
-def maybe_compile(module: nn.Module, enabled: bool, *, backend: str = "inductor", mode: str | None = None,
-                  dynamic: bool | None = None, fullgraph: bool = False) -> nn.Module:
+def maybe_compile(
+    module: nn.Module, enabled: bool, *, backend: str = "inductor", mode: str | None = None, dynamic: bool | None = None, fullgraph: bool = False
+) -> nn.Module:
     """``torch.compile(module)`` when ``enabled``, else ``module`` itself. The compiled wrapper shares the
     module's parameters. ``backend="aot_eager"`` traces without generating code (tests, debugging)."""
     if not enabled:

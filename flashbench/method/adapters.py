@@ -21,6 +21,7 @@ runs the same module with the adapters off. Two costs that are not the method's 
   significant bits of ``W``, which wipes out most of a delta a hundred times smaller than the weight (a
   trained LoRA's usual size); half-precision layers keep their LoRA branch, computed in the adapter's float32.
 """
+
 from __future__ import annotations
 
 import contextlib

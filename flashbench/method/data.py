@@ -1,4 +1,5 @@
 """What the method needs from a dataset plugin: training batches, evaluation prompts, real images."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

@@ -7,6 +7,7 @@ C->64, SiLU, conv4x4/2 ->128 (no bias), SiLU, GroupNorm(4), conv4x4 ->1 (no bias
 8x8 mid-block map that is one score per sample, on a larger map the scores are averaged as above. Only
 the head is trained; the features come from the teacher with its adapters disabled.
 """
+
 from __future__ import annotations
 
 import torch
@@ -46,8 +47,10 @@ class AuthorsHead(nn.Module):
         if feature_size < 8:  # 4x4 after the strided conv, which the last 4x4 conv (no padding) needs
             raise ValueError(f"the authors' discriminator head needs feature maps of at least 8x8, got {feature_size}x{feature_size}")
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1, bias=False), nn.SiLU(),
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1, bias=False),
+            nn.SiLU(),
             nn.GroupNorm(4, 2 * width),
             nn.Conv2d(2 * width, 1, 4, bias=False),
         )

@@ -12,6 +12,7 @@ or kernel metric (:class:`FrechetEvaluator`, :class:`KernelEvaluator`) -- never 
 of those bases get intervals without extra code; an evaluator that returns ``None`` (the default) gets
 rows without an interval, and the report says so.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

@@ -9,6 +9,7 @@ input (its guidance embedding). Its teacher says so by putting a :data:`GUIDANCE
 the cond dicts it returns; the guided output is then *one* forward on the conditional input with that entry
 set to omega, and the null condition is not read. The student, which sees no omega, runs on the cond dict as
 encoded (with the teacher's fixed student guidance value in that entry)."""
+
 from __future__ import annotations
 
 from typing import Callable, Mapping

@@ -1,4 +1,5 @@
 """The loss terms of Eq. (10): distillation (Eq. 6), adversarial (Eq. 8) and DMD (Eq. 9)."""
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -29,7 +30,7 @@ def centre_crop(latents: torch.Tensor, size: int) -> torch.Tensor:
     h, w = latents.shape[-2:]
     ch, cw = min(size, h), min(size, w)
     top, left = (h - ch) // 2, (w - cw) // 2
-    return latents[..., top:top + ch, left:left + cw]
+    return latents[..., top : top + ch, left : left + cw]
 
 
 class PerceptualDistillation(DistillationLoss):

@@ -28,6 +28,7 @@ DMD terms, so a flow student is trained and sampled on one set of sigmas.
 The VP processes wrap :class:`~flashbench.method.schedule.NoiseSchedule` and call its own methods, so the
 epsilon path computes exactly what it computed before this module existed (``tests/test_vp_eps_bitwise.py``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -184,8 +185,7 @@ class NoiseProcess(ABC):
         t = self.sampling_timesteps(1)[0]
         like = torch.zeros((), dtype=torch.float64)
         a, s = float(self.alpha(t, like)), float(self.sigma(t, like))
-        return {"epsilon": s / a if a > 0 else math.inf, "v_prediction": s / (a * a + s * s),
-                "flow": s / (a + s), "sample": 1.0}[prediction]
+        return {"epsilon": s / a if a > 0 else math.inf, "v_prediction": s / (a * a + s * s), "flow": s / (a + s), "sample": 1.0}[prediction]
 
 
 def student_process(process: NoiseProcess, prediction: str = "teacher") -> NoiseProcess:
@@ -212,8 +212,10 @@ def parametrisation_warning(process: NoiseProcess, prediction: str = "teacher") 
         return None
     t = process.sampling_timesteps(1)[0]
     alpha = float(process.alpha(t, torch.zeros((), dtype=torch.float64)))
-    return (f"the student's {student.prediction} output is amplified {gain:.0f}x in its first x0 on the teacher's schedule "
-            f"(alpha = {alpha:.4f} at full noise): set student_prediction = \"auto\" (v here), \"v_prediction\" or \"sample\"")
+    return (
+        f"the student's {student.prediction} output is amplified {gain:.0f}x in its first x0 on the teacher's schedule "
+        f"(alpha = {alpha:.4f} at full noise): set student_prediction = \"auto\" (v here), \"v_prediction\" or \"sample\""
+    )
 
 
 class VPProcess(NoiseProcess):
@@ -291,8 +293,7 @@ def vp_process(schedule: NoiseSchedule, prediction_type: str = "epsilon") -> VPP
 # ==================================================================================================
 
 
-def flux_mu(image_seq_len: int, *, base_seq_len: int = 256, max_seq_len: int = 4096, base_shift: float = 0.5,
-            max_shift: float = 1.15) -> float:
+def flux_mu(image_seq_len: int, *, base_seq_len: int = 256, max_seq_len: int = 4096, base_shift: float = 0.5, max_shift: float = 1.15) -> float:
     """Flux's resolution-dependent shift parameter: linear in the image's token count, base_shift at
     ``base_seq_len`` tokens, max_shift at ``max_seq_len`` (diffusers' ``calculate_shift``; 1024 px = 4096 tokens)."""
     slope = (max_shift - base_shift) / (max_seq_len - base_seq_len)
@@ -314,8 +315,7 @@ class RectifiedFlow(NoiseProcess):
     clean = 0.0
     timestep_dtype = torch.float32
 
-    def __init__(self, *, num_train_timesteps: int = 1000, shift: float = 1.0, mu: float | None = None,
-                 time_shift: str = "exponential"):
+    def __init__(self, *, num_train_timesteps: int = 1000, shift: float = 1.0, mu: float | None = None, time_shift: str = "exponential"):
         if shift <= 0:
             raise ValueError(f"shift must be positive, got {shift}")
         if time_shift not in ("exponential", "linear"):
@@ -332,8 +332,13 @@ class RectifiedFlow(NoiseProcess):
         if get("use_dynamic_shifting", False):
             if image_seq_len is None:
                 raise ValueError("this scheduler shifts by resolution (use_dynamic_shifting): give image_seq_len")
-            mu = flux_mu(image_seq_len, base_seq_len=get("base_image_seq_len", 256), max_seq_len=get("max_image_seq_len", 4096),
-                         base_shift=get("base_shift", 0.5), max_shift=get("max_shift", 1.15))
+            mu = flux_mu(
+                image_seq_len,
+                base_seq_len=get("base_image_seq_len", 256),
+                max_seq_len=get("max_image_seq_len", 4096),
+                base_shift=get("base_shift", 0.5),
+                max_shift=get("max_shift", 1.15),
+            )
             return cls(num_train_timesteps=t, mu=mu, time_shift=get("time_shift_type", "exponential"))
         return cls(num_train_timesteps=t, shift=float(get("shift", 1.0)))
 

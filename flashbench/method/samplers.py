@@ -23,6 +23,7 @@ sampler             step                                                        
 indices); on another process they refuse to run with one line. Each equals diffusers' scheduler of the same
 name on identical inputs (``tests/test_samplers.py``).
 """
+
 from __future__ import annotations
 
 import math
@@ -86,8 +87,10 @@ class TrailingEulerSampler(FewStepSampler):
 
 def _require_vp(sampler: FewStepSampler, process: NoiseProcess) -> None:
     if not isinstance(process, VPProcess):
-        raise ValueError(f"sampler {sampler.name!r} is defined on a discrete variance-preserving schedule; the teacher's noise "
-                         f"process is {process.name!r}: use 'flash' or 'trailing-euler'")
+        raise ValueError(
+            f"sampler {sampler.name!r} is defined on a discrete variance-preserving schedule; the teacher's noise "
+            f"process is {process.name!r}: use 'flash' or 'trailing-euler'"
+        )
 
 
 def consistency_timesteps(steps: int, *, num_train_timesteps: int = 1000, original_steps: int = 50) -> list[int]:

@@ -9,6 +9,7 @@ sigma with fresh noise, as the authors' flash flow-matching scheduler (SD3) does
 into the base weights for the run (``Teacher.merged_student``): the same network, without the adapter
 branches' extra matmuls in every layer (the teacher's weights come back bit for bit afterwards).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,17 @@ from .teacher import Teacher, network, process_of
 
 @torch.no_grad()
 def student_sample(
-    teacher: Teacher, cond: Cond, noise: torch.Tensor, steps: int, generator: torch.Generator, *, fresh_noise: bool = True,
-    merge_lora: bool = True, student: bool = True, sampler: FewStepSampler | None = None, prediction: str = "teacher",
+    teacher: Teacher,
+    cond: Cond,
+    noise: torch.Tensor,
+    steps: int,
+    generator: torch.Generator,
+    *,
+    fresh_noise: bool = True,
+    merge_lora: bool = True,
+    student: bool = True,
+    sampler: FewStepSampler | None = None,
+    prediction: str = "teacher",
 ) -> torch.Tensor:
     """``steps`` steps of ``sampler`` (default: ``flash``, :mod:`flashbench.method.samplers`) without CFG.
     ``fresh_noise=False`` (without a sampler) re-noises deterministically with the student's own epsilon (a
@@ -49,9 +59,7 @@ def student_sample(
 
 
 @torch.no_grad()
-def teacher_sample(
-    teacher: Teacher, solver: Solver, cond: Cond, uncond: Cond, noise: torch.Tensor, steps: int, omega: float
-) -> torch.Tensor:
+def teacher_sample(teacher: Teacher, solver: Solver, cond: Cond, uncond: Cond, noise: torch.Tensor, steps: int, omega: float) -> torch.Tensor:
     """The teacher's own ``steps``-step sample with CFG (2 network evaluations a step)."""
     process, net = process_of(teacher), network(teacher)
     ts = process.sampling_timesteps(steps) + [process.clean]

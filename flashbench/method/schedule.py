@@ -6,6 +6,7 @@ teacher's T-step grid with *trailing* spacing, t_i = i T / K - 1: for T = 1000, 
 inference timesteps i = K/4, K/2, 3K/4, K are 249, 499, 749, 999. Grid index 0 is the clean sample
 (alpha = 1, sigma = 0), where the ODE solver stops.
 """
+
 from __future__ import annotations
 
 import torch

@@ -14,6 +14,7 @@ last step onto the clean state is exact:
 Samples of one batch may start at different grid levels; ``has_prev`` says per sample whether a
 previous x0 exists.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod

@@ -8,6 +8,7 @@ VP-epsilon teacher, as every teacher was before noise processes existed. Switchi
 work on any peft-adapted ``denoiser`` (``adapters.py``); a family with another kind of adapter overrides
 :meth:`Teacher.adapters_disabled` and :meth:`Teacher.merged_student`.
 """
+
 from __future__ import annotations
 
 import contextlib

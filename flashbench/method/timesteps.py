@@ -9,6 +9,7 @@ weights beta change per phase: warm-up [.5, .5, 0, 0], then [.3, .3, .3, .1], [.
 the authors' width 1/sqrt(2K)) and ``sharp`` (the four modes only, no spread) are the ablation's
 alternatives (Fig. 5f).
 """
+
 from __future__ import annotations
 
 import math
@@ -61,8 +62,7 @@ FLASH_SPREADS = {"paper": math.sqrt(0.5), "code": 0.5}
 
 
 class FlashMixture(TimestepDistribution):
-    def __init__(self, num_timesteps, phase_length, num_phases, weights: Sequence[Sequence[float]] = FLASH_PHASE_WEIGHTS,
-                 spread: str = "paper"):
+    def __init__(self, num_timesteps, phase_length, num_phases, weights: Sequence[Sequence[float]] = FLASH_PHASE_WEIGHTS, spread: str = "paper"):
         super().__init__(num_timesteps, phase_length, num_phases)
         self.weights = [tuple(float(b) for b in w) for w in weights]
         if any(len(w) != 4 for w in self.weights):

@@ -16,6 +16,7 @@ No I/O here: :func:`flashbench.training.build_trainer` wires a trainer from a co
 :class:`flashbench.training.TrainingLoop` drives its steps with the progress, trackers and checkpoints
 (``checkpoint.py``) that make a run resumable bit for bit.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,7 @@ def new_accelerator(mixed_precision: str, device, *, log_with=None, project_dir:
     from accelerate import Accelerator
 
     _allow_precision_change(mixed_precision)
-    return Accelerator(mixed_precision=mixed_precision, cpu=torch.device(device).type == "cpu",
-                       log_with=log_with, project_dir=project_dir)
+    return Accelerator(mixed_precision=mixed_precision, cpu=torch.device(device).type == "cpu", log_with=log_with, project_dir=project_dir)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -98,8 +98,7 @@ class FlashTrainer:
         self.teacher, self.conditioning, self.solver, self.timesteps, self.cfg = teacher, conditioning, solver, timesteps, cfg
         supports = getattr(solver, "supports", None)
         if supports is not None and not supports(self.process):
-            raise ValueError(f"solver {getattr(solver, 'name', type(solver).__name__)!r} cannot integrate the teacher's "
-                             f"{self.process.describe()} process")
+            raise ValueError(f"solver {getattr(solver, 'name', type(solver).__name__)!r} cannot integrate the teacher's {self.process.describe()} process")
         self.distil, self.gan, self.dmd = distil, gan, dmd
         if accelerator is None and tracking_dir is not None:
             # the trackers are the host's: build_trainer makes this accelerator; kept for direct callers
@@ -167,6 +166,7 @@ class FlashTrainer:
         def sliced():
             while True:
                 yield self.local_batch(dataset.train_batch(rng, self.cfg.batch_size * self.world))
+
         return sliced()
 
     @property
@@ -310,8 +310,7 @@ class FlashTrainer:
         return StepStats(losses, teacher_nfe, student_nfe, phase)
 
     # -- kept for callers of the trainer's former loop API: the loop and checkpoints are flashbench.training's ----
-    def train(self, dataset, iterations: int, *, seed: int, progress: bool = True, log=None, desc: str = "train",
-              checkpoint: Path | None = None):
+    def train(self, dataset, iterations: int, *, seed: int, progress: bool = True, log=None, desc: str = "train", checkpoint: Path | None = None):
         """``TrainingLoop(self).run(...)`` (:class:`flashbench.training.TrainingLoop`)."""
         from ..training import TrainingLoop
 

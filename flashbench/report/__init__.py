@@ -43,6 +43,7 @@ The package, one part per module: :mod:`.rows` (reading the stored rows), :mod:`
 :mod:`.render` (``render_report``) and :mod:`.publish` (the index, publishing, the summary table). Numbers are
 written as :mod:`flashbench.formatting` writes them. The command is ``flashbench report`` (:mod:`flashbench.cli`).
 """
+
 from __future__ import annotations
 
 from .claims import ClaimResult, evaluate_claims, measured_effects
@@ -52,8 +53,20 @@ from .rows import METRIC_ALIASES, metric_directions
 from .tables import main_table, paper_directions, paper_table, panel_table
 
 __all__ = [
-    "render_report", "render_index", "publish_reports", "read_report_meta", "summary_markdown", "main_table", "panel_table",
-    "paper_table", "evaluate_claims", "ClaimResult", "metric_directions",
+    "render_report",
+    "render_index",
+    "publish_reports",
+    "read_report_meta",
+    "summary_markdown",
+    "main_table",
+    "panel_table",
+    "paper_table",
+    "evaluate_claims",
+    "ClaimResult",
+    "metric_directions",
     # also read by other modules: the study loader (METRIC_ALIASES), the command line (INDEX_FILE)
-    "measured_effects", "paper_directions", "METRIC_ALIASES", "INDEX_FILE",
+    "measured_effects",
+    "paper_directions",
+    "METRIC_ALIASES",
+    "INDEX_FILE",
 ]

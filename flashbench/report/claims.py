@@ -1,5 +1,6 @@
 """Verdicts on the paper's claims (``paper.claims``) and the measured effects (``paper.effects``): paired
 differences with their 95% intervals, judged by :mod:`flashbench.stats`."""
+
 from __future__ import annotations
 
 import math
@@ -10,6 +11,7 @@ from ..formatting import DASH, decimals, interval, number
 from ..results import ResultStore
 from ..stats import CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, REPRODUCED, Difference, paired_difference, verdict
 from .rows import TEACHER, TEACHER_FEWSTEP, _measured_metric, _ok_rows, _primary_nfe, metric_directions
+
 
 @dataclass(frozen=True)
 class ClaimResult:
@@ -67,17 +69,19 @@ def _baseline(ok, than: str, metric: str, nfe: int | None, better: str | None, r
         return than, _claim_side(ok, than, metric, nfe, replicates)
     than = own_teacher(ok, variant)
     side = _claim_side(ok, than, metric, nfe, replicates)
-    fewstep = TEACHER_FEWSTEP + than[len(TEACHER):]
+    fewstep = TEACHER_FEWSTEP + than[len(TEACHER) :]
     other = _claim_side(ok, fewstep, metric, nfe, replicates)
-    if other and (not side or (better in ("lower", "higher")
-                                and (_side_mean(other) < _side_mean(side)) == (better == "lower")
-                                and _side_mean(other) != _side_mean(side))):
+    if other and (
+        not side or (better in ("lower", "higher") and (_side_mean(other) < _side_mean(side)) == (better == "lower") and _side_mean(other) != _side_mean(side))
+    ):
         return fewstep, other
     return than, side
 
 
-ONE_SEED_NOTE = ("One seed: the interval covers the sampling noise of the evaluated samples only, not training "
-                 "noise (seed to seed), which on the toy world is larger; run several seeds to include it.")
+ONE_SEED_NOTE = (
+    "One seed: the interval covers the sampling noise of the evaluated samples only, not training "
+    "noise (seed to seed), which on the toy world is larger; run several seeds to include it."
+)
 
 
 def evaluate_claims(study: dict, df, store: ResultStore | None = None) -> list[ClaimResult]:
@@ -112,23 +116,47 @@ def evaluate_claims(study: dict, df, store: ResultStore | None = None) -> list[C
         common = sorted(set(a) & set(b))
         if not common or better not in ("lower", "higher"):
             missing = [name for name, side in ((variant, a), (than, b)) if not side]
-            why = (f"no {metric} result for {' and '.join(missing)} {at}" if missing
-                   else f"no seed in common between {variant} and {than}" if not common
-                   else f"the direction of {metric} is unknown")
-            out.append(ClaimResult(text, metric, better, variant, than_used, nfe, than_nfe,
-                                   _side_mean(a) if a else None, _side_mean(b) if b else None, None,
-                                   NOT_MEASURED, f"Not measured: {why}."))
+            why = (
+                f"no {metric} result for {' and '.join(missing)} {at}"
+                if missing
+                else f"no seed in common between {variant} and {than}"
+                if not common
+                else f"the direction of {metric} is unknown"
+            )
+            out.append(
+                ClaimResult(
+                    text,
+                    metric,
+                    better,
+                    variant,
+                    than_used,
+                    nfe,
+                    than_nfe,
+                    _side_mean(a) if a else None,
+                    _side_mean(b) if b else None,
+                    None,
+                    NOT_MEASURED,
+                    f"Not measured: {why}.",
+                )
+            )
             continue
         per_seed = {s_: (a[s_][0], b[s_][0], a[s_][1], b[s_][1]) for s_ in common}
         diff = paired_difference(per_seed)
         result = verdict(diff, better)
         va, vb = _side_mean({s_: a[s_] for s_ in common}), _side_mean({s_: b[s_] for s_ in common})
         value_text, interval_text = _difference_text(diff)
-        baseline = (than_used if than_used == than else f"{than} ({than_used}: the stronger teacher baseline)"
-                    if than_used.startswith(TEACHER_FEWSTEP) else f"{than} ({than_used}: its own teacher)")
-        sentence = (f"{result.capitalize()}: {metric} {number(va)} for {variant} {at} vs {number(vb)} for {baseline} {at_than}"
-                    f"{' (mean over ' + str(len(common)) + ' seeds)' if len(common) > 1 else ''}; "
-                    f"difference {value_text}, 95% interval {interval_text or 'no interval'} ({diff.method}); {better} is better.")
+        baseline = (
+            than_used
+            if than_used == than
+            else f"{than} ({than_used}: the stronger teacher baseline)"
+            if than_used.startswith(TEACHER_FEWSTEP)
+            else f"{than} ({than_used}: its own teacher)"
+        )
+        sentence = (
+            f"{result.capitalize()}: {metric} {number(va)} for {variant} {at} vs {number(vb)} for {baseline} {at_than}"
+            f"{' (mean over ' + str(len(common)) + ' seeds)' if len(common) > 1 else ''}; "
+            f"difference {value_text}, 95% interval {interval_text or 'no interval'} ({diff.method}); {better} is better."
+        )
         if not diff.has_interval:
             sentence += " Without an interval the data cannot decide (rows written before intervals were recorded)."
         elif len(common) == 1:
@@ -158,9 +186,18 @@ def measured_effects(study: dict, df, store: ResultStore | None = None) -> list[
             common = sorted(set(a) & set(b))
             diff = paired_difference({s_: (a[s_][0], b[s_][0], a[s_][1], b[s_][1]) for s_ in common}) if common else None
             resolved = diff is not None and diff.has_interval and (diff.low > 0 or diff.high < 0)
-            out.append({"text": str(effect.get("text", f"{variant} vs {than}")), "variant": variant, "than": than, "metric": metric,
-                        "nfe": nfe, "higher_is_better": directions.get(metric), "difference": diff,
-                        "verdict": "not measured" if diff is None else "resolved" if resolved else "within noise"})
+            out.append(
+                {
+                    "text": str(effect.get("text", f"{variant} vs {than}")),
+                    "variant": variant,
+                    "than": than,
+                    "metric": metric,
+                    "nfe": nfe,
+                    "higher_is_better": directions.get(metric),
+                    "difference": diff,
+                    "verdict": "not measured" if diff is None else "resolved" if resolved else "within noise",
+                }
+            )
     return out
 
 
@@ -171,8 +208,17 @@ def _effects_table(effects: list[dict]):
     for e in effects:
         d = e["difference"]
         value_text, interval_text = _difference_text(d) if d is not None else (DASH, None)
-        rows.append({"effect": e["text"], "metric": e["metric"], "nfe": e["nfe"], "difference": value_text,
-                     "95% interval": interval_text or DASH, "seeds": 0 if d is None else d.seeds, "the data": e["verdict"]})
+        rows.append(
+            {
+                "effect": e["text"],
+                "metric": e["metric"],
+                "nfe": e["nfe"],
+                "difference": value_text,
+                "95% interval": interval_text or DASH,
+                "seeds": 0 if d is None else d.seeds,
+                "the data": e["verdict"],
+            }
+        )
     return pd.DataFrame(rows, columns=["effect", "metric", "nfe", "difference", "95% interval", "seeds", "the data"])
 
 
@@ -188,6 +234,6 @@ def _claims_summary(claims: list[ClaimResult]) -> dict[str, int]:
 
 
 def _summary_text(counts: dict[str, int], total: int) -> str:
-    """"2 reproduced, 1 contradicted, 3 inconclusive of 6" (zero counts left out)."""
+    """ "2 reproduced, 1 contradicted, 3 inconclusive of 6" (zero counts left out)."""
     parts = [f"{n} {k.replace('_', ' ')}" for k, n in counts.items() if n]
     return f"{', '.join(parts)} of {total}" if total else DASH

@@ -1,6 +1,7 @@
 """Tables for people: each column's cells (numbers as :mod:`flashbench.formatting` writes them, a metric as
 "mean ± std [low, high]"), headers with ↑/↓, the best non-teacher value of each metric in bold, and a table as
 HTML cells, Markdown or LaTeX (booktabs)."""
+
 from __future__ import annotations
 
 import base64
@@ -27,9 +28,9 @@ def _header(col: str, directions: dict[str, bool | None]) -> str:
     """``fd ↓``; ``fid ↓ (paper)`` / ``fd ↓ (this run)`` in the paper table; readable cost names."""
     base, suffix = col, ""
     if col.startswith(PAPER):
-        base, suffix = col[len(PAPER):], " (paper)"
+        base, suffix = col[len(PAPER) :], " (paper)"
     elif col.startswith(THIS_RUN):
-        base, suffix = col[len(THIS_RUN):], " (this run)"
+        base, suffix = col[len(THIS_RUN) :], " (this run)"
     d = directions.get(col)
     arrow = "" if d is None else f" {UP if d else DOWN}"
     return f"{PRETTY.get(base, base)}{arrow}{suffix}"
@@ -38,7 +39,7 @@ def _header(col: str, directions: dict[str, bool | None]) -> str:
 def _base_column(col: str) -> str:
     for prefix in (PAPER, THIS_RUN):
         if col.startswith(prefix):
-            return col[len(prefix):]
+            return col[len(prefix) :]
     return col
 
 
@@ -110,9 +111,10 @@ def _html_table(table, directions, caption: str = "") -> dict:
         "caption": caption,
         "headers": [{"text": h, "numeric": num, "paper": c.startswith(PAPER)} for h, num, c in zip(headers, numeric, shown)],
         "rows": [
-            {"role": re.sub(r"[^a-z-]", "-", str(roles[i])) if not is_missing(roles[i]) else "",
-             "cells": [{"text": t, "best": (i, j) in best, "numeric": numeric[j], "paper": shown[j].startswith(PAPER)}
-                       for j, t in enumerate(cells)]}
+            {
+                "role": re.sub(r"[^a-z-]", "-", str(roles[i])) if not is_missing(roles[i]) else "",
+                "cells": [{"text": t, "best": (i, j) in best, "numeric": numeric[j], "paper": shown[j].startswith(PAPER)} for j, t in enumerate(cells)],
+            }
             for i, cells in enumerate(rows)
         ],
     }
@@ -136,8 +138,18 @@ def _markdown(table, directions) -> str:
     return disp.to_markdown(index=False, colalign=align, disable_numparse=True) + "\n"
 
 
-_TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 _TEX_SYMBOLS = {UP: r"$\uparrow$", DOWN: r"$\downarrow$", "±": r"$\pm$", DASH: "--", "ω": r"$\omega$"}
 
 
@@ -153,8 +165,13 @@ def _latex(table, directions) -> str:
     headers, rows, shown = _display_table(table, directions)
     best = _best_cells(table, shown, directions)
     spec = "".join("r" if _is_numeric_column(c, directions) else "l" for c in shown) or "l"
-    lines = ["% flashbench table; needs \\usepackage{booktabs}", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & ".join(_tex(h) for h in headers) + r" \\", r"\midrule"]
+    lines = [
+        "% flashbench table; needs \\usepackage{booktabs}",
+        f"\\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(_tex(h) for h in headers) + r" \\",
+        r"\midrule",
+    ]
     for i, r in enumerate(rows):
         lines.append(" & ".join(rf"\textbf{{{_tex(c)}}}" if (i, j) in best else _tex(c) for j, c in enumerate(r)) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]

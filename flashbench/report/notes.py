@@ -1,6 +1,7 @@
 """What the report says besides its tables: failed and unfinished variants, the compute spent, provenance, the
 notes a reader needs to weigh the numbers, the study's departures from the paper's protocol and, wherever the
 paper and the authors' code differ, which side ran."""
+
 from __future__ import annotations
 
 from ..formatting import DASH, count
@@ -18,12 +19,16 @@ def _failures(study: dict, df, store: ResultStore) -> tuple[list[dict], list[dic
         for key, sub in bad.groupby("variant_key", sort=False):
             reasons = _unique_in_order(sub["reason"].tolist()) if "reason" in sub else []
             first = sub.iloc[0]
-            failed.append({
-                "key": str(key), "variant": str(first["variant"]), "seed": count(first["seed"]),
-                "role": str(first["role"]),
-                "metrics": ", ".join(str(m) for m in _unique_in_order(sub["metric"].tolist())) or DASH,
-                "reason": "; ".join(str(r) for r in reasons) or "no reason recorded",
-            })
+            failed.append(
+                {
+                    "key": str(key),
+                    "variant": str(first["variant"]),
+                    "seed": count(first["seed"]),
+                    "role": str(first["role"]),
+                    "metrics": ", ".join(str(m) for m in _unique_in_order(sub["metric"].tolist())) or DASH,
+                    "reason": "; ".join(str(r) for r in reasons) or "no reason recorded",
+                }
+            )
     unfinished = []
     for v in study.get("variants", []):
         key = v.get("key") if isinstance(v, dict) else None
@@ -55,8 +60,7 @@ def _provenance_view(provenance: dict, study: dict, df) -> dict:
     packages = provenance.get("packages") or {}
     gpus = provenance.get("gpus")
     if gpus:
-        gpu = ", ".join(f"{g.get('name', '?')} ({g.get('memory_gib', '?')} GiB)" if isinstance(g, dict) else str(g)
-                        for g in gpus)
+        gpu = ", ".join(f"{g.get('name', '?')} ({g.get('memory_gib', '?')} GiB)" if isinstance(g, dict) else str(g) for g in gpus)
     else:
         gpu = "none" if gpus == [] else "not recorded"
     row_hashes = _unique_in_order(df["git_hash"].tolist()) if not df.empty and "git_hash" in df else []
@@ -66,8 +70,7 @@ def _provenance_view(provenance: dict, study: dict, df) -> dict:
         seeds = _unique_in_order(df["seed"].tolist())
     # The global batch: processes x the per-process batch_size, beside the one the recipe states.
     processes, global_batch = provenance.get("processes"), provenance.get("global_batch")
-    if isinstance(processes, int) and processes > 0 and isinstance(global_batch, list) and global_batch \
-            and all(isinstance(g, int) for g in global_batch):
+    if isinstance(processes, int) and processes > 0 and isinstance(global_batch, list) and global_batch and all(isinstance(g, int) for g in global_batch):
         per_process = ", ".join(str(g // processes) for g in global_batch)
         batch = f"{', '.join(map(str, global_batch))} ({processes} process{'es' * (processes != 1)} x {per_process})"
     else:  # a run from before the global batch was recorded, or one where no variant trained
@@ -103,26 +106,35 @@ def _uncertainty_notes(ok, study: dict, seeds: list[int]) -> list[str]:
     Fréchet distance at a sample count where it is biased, the two teacher baselines."""
     notes = []
     if len(seeds) <= 1:
-        notes.append("One seed: each interval is a bootstrap over the evaluated samples and covers sampling noise only, "
-                     "not the seed-to-seed spread of training.")
+        notes.append(
+            "One seed: each interval is a bootstrap over the evaluated samples and covers sampling noise only, not the seed-to-seed spread of training."
+        )
     else:
-        notes.append(f"{len(seeds)} seeds: each interval is a t-interval over the per-seed values, so the seed-to-seed "
-                     "spread of training and the sampling noise are both in it.")
+        notes.append(
+            f"{len(seeds)} seeds: each interval is a t-interval over the per-seed values, so the seed-to-seed "
+            "spread of training and the sampling noise are both in it."
+        )
     if not ok.empty and ("ci_low" not in ok or ok["ci_low"].isna().any()):
         missing = int(ok["ci_low"].isna().sum()) if "ci_low" in ok else len(ok)
-        notes.append(f"{missing} of {len(ok)} result rows carry no interval (written before intervals were recorded, "
-                     "or by an evaluator without a bootstrap); a verdict resting on them is inconclusive.")
+        notes.append(
+            f"{missing} of {len(ok)} result rows carry no interval (written before intervals were recorded, "
+            "or by an evaluator without a bootstrap); a verdict resting on them is inconclusive."
+        )
     if not ok.empty:
         fd = ok[ok["metric"].isin(FRECHET_METRICS)]
         n = pd_numeric(fd["n"]).dropna() if not fd.empty else []
         if len(n) and float(n.min()) < FD_UNBIASED_N:
-            notes.append(f"Fréchet distances ({', '.join(sorted(set(fd['metric'])))}) here use {int(n.min()):,} samples, fewer "
-                         f"than {FD_UNBIASED_N:,}: at that n they are biased upwards (the bias shrinks roughly as 1/n), so compare "
-                         "them only at equal n; KID, where shown, is unbiased.")
+            notes.append(
+                f"Fréchet distances ({', '.join(sorted(set(fd['metric'])))}) here use {int(n.min()):,} samples, fewer "
+                f"than {FD_UNBIASED_N:,}: at that n they are biased upwards (the bias shrinks roughly as 1/n), so compare "
+                "them only at equal n; KID, where shown, is unbiased."
+            )
     if not ok.empty and (ok["variant"] == TEACHER_FEWSTEP).any():
-        notes.append(f"Two teacher baselines at each student NFE: \"{TEACHER}\" is the teacher's own sampler with CFG "
-                     f"(2 NFE a step), \"{TEACHER_FEWSTEP}\" the teacher through the student's few-step sampler without CFG. "
-                     "A claim against the teacher is judged against the stronger of the two.")
+        notes.append(
+            f"Two teacher baselines at each student NFE: \"{TEACHER}\" is the teacher's own sampler with CFG "
+            f"(2 NFE a step), \"{TEACHER_FEWSTEP}\" the teacher through the student's few-step sampler without CFG. "
+            "A claim against the teacher is judged against the stronger of the two."
+        )
     return notes
 
 
@@ -131,7 +143,7 @@ def _departures(study: dict) -> list[str]:
     one list per scale), and the circular measurements the run itself holds: a variant distilled with the
     toy LPIPS loss, measured by toy-lpips / toy-fd on the same network."""
     scale = str(study.get("scale") or "")
-    stated = ((study.get("paper") or {}).get("departures") or {})
+    stated = (study.get("paper") or {}).get("departures") or {}
     out = [str(x) for x in stated.get(scale, [])] if isinstance(stated, dict) and isinstance(stated.get(scale), list) else []
     circular = []
     for v in study.get("variants", []):
@@ -140,29 +152,46 @@ def _departures(study: dict) -> list[str]:
         loss = loss if isinstance(loss, dict) else {"name": loss}  # a component without options is stored by name
         evaluators = {e.get("name") if isinstance(e, dict) else e for e in ev.get("evaluators", [])}
         net = loss.get("net", (loss.get("options") or {}).get("net", "auto"))
-        if loss.get("name") == "lpips" and "toy-lpips" in evaluators and net in ("auto", "toy-digits") \
-                and v.get("name") not in circular:
+        if loss.get("name") == "lpips" and "toy-lpips" in evaluators and net in ("auto", "toy-digits") and v.get("name") not in circular:
             circular.append(str(v.get("name")))
     if circular:
-        out.append(f"circular: {', '.join(circular)} distil with the toy LPIPS loss, whose network also computes toy-lpips and "
-                   "toy-fd; their lpips_to_teacher (and fd) measure the quantity they were trained on")
+        out.append(
+            f"circular: {', '.join(circular)} distil with the toy LPIPS loss, whose network also computes toy-lpips and "
+            "toy-fd; their lpips_to_teacher (and fd) measure the quantity they were trained on"
+        )
     return out
 
 
 # Where the paper and the authors' code differ (docs/studies.md): training field -> component -> option ->
 # (default when the study leaves it out, {value: what it means}). The defaults mirror the plugins' configs.
 PAPER_OR_CODE = {
-    "timesteps": {"flash": {"spread": ("paper", {"paper": "the paper's Eq. 7 spread, exp(-d^2)", "code": "the authors' code's spread, exp(-2 d^2)"})},
-                  "gaussian": {"std": (0, {0: "the authors' width 1/sqrt(2K) (the paper gives none)"})}},
-    "adv_loss": {"lsgan": {"scores": ("raw", {"raw": "LSGAN on raw scores with the 1/2 (Eq. 8)", "sigmoid": "LSGAN on sigmoid scores (the authors' code)"}),
-                           "head": ("paper", {"paper": "the paper's discriminator head", "code": "the authors' small discriminator head"})},
-                 "hinge": {"head": ("paper", {"paper": "the paper's discriminator head", "code": "the authors' small discriminator head"})},
-                 "wgan": {"clip": (0.01, {0.01: "WGAN critic clipped to +-0.01 (Arjovsky et al., the authors' code)", 0: "WGAN without a Lipschitz constraint"}),  # noqa: E501
-                          "head": ("paper", {"paper": "the paper's discriminator head", "code": "the authors' small discriminator head"})}},
-    "distil_loss": {"lpips": {"crop": (64, {64: "LPIPS distillation on the centre 64x64-latent crop (the authors' code; a latent no larger than 64x64, as the toy world's 16x16 pixels, is decoded whole)",  # noqa: E501
-                                            0: "LPIPS distillation on the full image"}),
-                              "clamp": (True, {True: "decoded images clamped to [-1, 1] before LPIPS (the authors' code)",
-                                               False: "decoded images not clamped before LPIPS"})}},
+    "timesteps": {
+        "flash": {"spread": ("paper", {"paper": "the paper's Eq. 7 spread, exp(-d^2)", "code": "the authors' code's spread, exp(-2 d^2)"})},
+        "gaussian": {"std": (0, {0: "the authors' width 1/sqrt(2K) (the paper gives none)"})},
+    },
+    "adv_loss": {
+        "lsgan": {
+            "scores": ("raw", {"raw": "LSGAN on raw scores with the 1/2 (Eq. 8)", "sigmoid": "LSGAN on sigmoid scores (the authors' code)"}),
+            "head": ("paper", {"paper": "the paper's discriminator head", "code": "the authors' small discriminator head"}),
+        },
+        "hinge": {"head": ("paper", {"paper": "the paper's discriminator head", "code": "the authors' small discriminator head"})},
+        "wgan": {
+            "clip": (0.01, {0.01: "WGAN critic clipped to +-0.01 (Arjovsky et al., the authors' code)", 0: "WGAN without a Lipschitz constraint"}),  # noqa: E501
+            "head": ("paper", {"paper": "the paper's discriminator head", "code": "the authors' small discriminator head"}),
+        },
+    },
+    "distil_loss": {
+        "lpips": {
+            "crop": (
+                64,
+                {
+                    64: "LPIPS distillation on the centre 64x64-latent crop (the authors' code; a latent no larger than 64x64, as the toy world's 16x16 pixels, is decoded whole)",  # noqa: E501
+                    0: "LPIPS distillation on the full image",
+                },
+            ),
+            "clamp": (True, {True: "decoded images clamped to [-1, 1] before LPIPS (the authors' code)", False: "decoded images not clamped before LPIPS"}),
+        }
+    },
 }
 
 

@@ -1,5 +1,6 @@
 """The figure panel as inline SVG (bars per metric; Figure 5(d)'s FID-vs-CLIP curve for a guidance axis), built
 here from escaped pieces so that every label is escaped by hand."""
+
 from __future__ import annotations
 
 import html
@@ -48,8 +49,7 @@ def _direction_text(higher: bool | None) -> str:
     return "" if higher is None else (f" {UP} higher is better" if higher else f" {DOWN} lower is better")
 
 
-def _svg_bars(metric: str, higher: bool | None, points: list[tuple[str, float, float, float]],
-              reference: tuple[str, float] | None) -> str:
+def _svg_bars(metric: str, higher: bool | None, points: list[tuple[str, float, float, float]], reference: tuple[str, float] | None) -> str:
     """Horizontal bars, one per ``(label, mean, low, high)``, whiskers over the 95% interval [low, high]
     (NaN: none), the best bar highlighted, an optional reference line (the teacher at the same NFE).
 
@@ -92,19 +92,22 @@ def _svg_bars(metric: str, higher: bool | None, points: list[tuple[str, float, f
         parts.append(f'<text x="{label_w - 8}" y="{cy + 4:.1f}" text-anchor="end"><title>{_e(label)}</title>{_e(short)}</text>')
         x0, x1 = sorted((zero, x(mean)))
         cls = "bar best" if best is not None and mean == best else "bar"
-        parts.append(f'<rect x="{x0:.1f}" y="{y + 5:.1f}" width="{max(x1 - x0, 1):.1f}" height="{row_h - 10}" class="{cls}">'
-                     f'<title>{_e(label)}: {_e(shown)}</title></rect>')
+        parts.append(
+            f'<rect x="{x0:.1f}" y="{y + 5:.1f}" width="{max(x1 - x0, 1):.1f}" height="{row_h - 10}" class="{cls}">'
+            f'<title>{_e(label)}: {_e(shown)}</title></rect>'
+        )
         if not (is_missing(low) or is_missing(high)):
             a, b = x(low), x(high)
             parts.append(f'<path d="M{a:.1f},{cy - 4:.1f}v8M{a:.1f},{cy:.1f}H{b:.1f}M{b:.1f},{cy - 4:.1f}v8" class="err"/>')
-        parts.append(f'<text x="{label_w + plot_w + 8}" y="{cy + 4:.1f}" class="v{" bestv" if cls.endswith("best") else ""}">'
-                     f'{_e(shown)}</text>')
+        parts.append(f'<text x="{label_w + plot_w + 8}" y="{cy + 4:.1f}" class="v{" bestv" if cls.endswith("best") else ""}">{_e(shown)}</text>')
     parts.append(f'<line x1="{zero:.1f}" y1="{top - 4}" x2="{zero:.1f}" y2="{height - bottom + 2}" class="ax"/>')
     if reference is not None:
         rx = x(reference[1])
         parts.append(f'<line x1="{rx:.1f}" y1="{top - 8}" x2="{rx:.1f}" y2="{height - bottom + 2}" class="ref"/>')
-        parts.append(f'<text x="{min(rx, label_w + plot_w):.1f}" y="{top - 12}" text-anchor="{"start" if rx < label_w + 90 else "end"}" class="refl">'
-                     f'{_e(reference[0])}: {_e(number(reference[1]))}</text>')
+        parts.append(
+            f'<text x="{min(rx, label_w + plot_w):.1f}" y="{top - 12}" text-anchor="{"start" if rx < label_w + 90 else "end"}" class="refl">'
+            f'{_e(reference[0])}: {_e(number(reference[1]))}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -135,10 +138,15 @@ class _LabelPlacer:
         return chosen[0], chosen[1], chosen[2]
 
 
-def _svg_tradeoff(x_metric: str, x_higher: bool | None, y_metric: str, y_higher: bool | None,
-                  fixed: list[tuple[str, float, float, float, float, float, float]],
-                  sampled: list[tuple[str, float, float, float, float, float, float]],
-                  teacher: tuple[str, float, float] | None) -> str:
+def _svg_tradeoff(
+    x_metric: str,
+    x_higher: bool | None,
+    y_metric: str,
+    y_higher: bool | None,
+    fixed: list[tuple[str, float, float, float, float, float, float]],
+    sampled: list[tuple[str, float, float, float, float, float, float]],
+    teacher: tuple[str, float, float] | None,
+) -> str:
     """Figure 5(d): y (FID) against x (CLIP) for each fixed guidance (a curve in order of omega), the
     sampled-range variants as marked points, the teacher as a grey square. Points:
     (label, x, x_low, x_high, y, y_low, y_high), whiskers over the 95% intervals."""
@@ -164,8 +172,9 @@ def _svg_tradeoff(x_metric: str, x_higher: bool | None, y_metric: str, y_higher:
         parts.append(f'<line x1="{left}" y1="{Y(t):.1f}" x2="{left + plot_w}" y2="{Y(t):.1f}" class="grid"/>')
         parts.append(f'<text x="{left - 6}" y="{Y(t) + 4:.1f}" text-anchor="end" class="v">{_e(_tick_label(t, yt))}</text>')
     parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{height - 10}" text-anchor="middle">{_e(x_metric)}{_e(_direction_text(x_higher))}</text>')
-    parts.append(f'<text transform="translate(14 {top + plot_h / 2:.0f}) rotate(-90)" text-anchor="middle">'
-                 f'{_e(y_metric)}{_e(_direction_text(y_higher))}</text>')
+    parts.append(
+        f'<text transform="translate(14 {top + plot_h / 2:.0f}) rotate(-90)" text-anchor="middle">{_e(y_metric)}{_e(_direction_text(y_higher))}</text>'
+    )
 
     def whiskers(px, xlo, xhi, py, ylo, yhi):
         out = []
@@ -184,19 +193,25 @@ def _svg_tradeoff(x_metric: str, x_higher: bool | None, y_metric: str, y_higher:
     for label, px, xlo, xhi, py, ylo, yhi in sampled:
         parts += whiskers(px, xlo, xhi, py, ylo, yhi)
         cx, cy = X(px), Y(py)
-        parts.append(f'<path d="M{cx:.1f},{cy - 8:.1f}L{cx + 8:.1f},{cy:.1f}L{cx:.1f},{cy + 8:.1f}L{cx - 8:.1f},{cy:.1f}Z" '
-                     f'class="sampled"><title>{_e(label)}: {_e(x_metric)} {_e(mean_interval(px, math.nan, xlo, xhi))}, {_e(y_metric)} '
-                     f'{_e(mean_interval(py, math.nan, ylo, yhi))}</title></path>')
+        parts.append(
+            f'<path d="M{cx:.1f},{cy - 8:.1f}L{cx + 8:.1f},{cy:.1f}L{cx:.1f},{cy + 8:.1f}L{cx - 8:.1f},{cy:.1f}Z" '
+            f'class="sampled"><title>{_e(label)}: {_e(x_metric)} {_e(mean_interval(px, math.nan, xlo, xhi))}, {_e(y_metric)} '
+            f'{_e(mean_interval(py, math.nan, ylo, yhi))}</title></path>'
+        )
         labels.append((*placer.place(cx, cy, label), "pl sl", label))
     for label, px, xlo, xhi, py, ylo, yhi in fixed:
         parts += whiskers(px, xlo, xhi, py, ylo, yhi)
-        parts.append(f'<circle cx="{X(px):.1f}" cy="{Y(py):.1f}" r="5" class="dot"><title>{_e(label)}: {_e(x_metric)} '
-                     f'{_e(mean_interval(px, math.nan, xlo, xhi))}, {_e(y_metric)} {_e(mean_interval(py, math.nan, ylo, yhi))}</title></circle>')
+        parts.append(
+            f'<circle cx="{X(px):.1f}" cy="{Y(py):.1f}" r="5" class="dot"><title>{_e(label)}: {_e(x_metric)} '
+            f'{_e(mean_interval(px, math.nan, xlo, xhi))}, {_e(y_metric)} {_e(mean_interval(py, math.nan, ylo, yhi))}</title></circle>'
+        )
         labels.append((*placer.place(X(px), Y(py), label), "pl", label))
     if teacher is not None:
         label, tx, ty = teacher
-        parts.append(f'<rect x="{X(tx) - 5:.1f}" y="{Y(ty) - 5:.1f}" width="10" height="10" class="teacher">'
-                     f'<title>{_e(label)}: {_e(x_metric)} {_e(number(tx))}, {_e(y_metric)} {_e(number(ty))}</title></rect>')
+        parts.append(
+            f'<rect x="{X(tx) - 5:.1f}" y="{Y(ty) - 5:.1f}" width="10" height="10" class="teacher">'
+            f'<title>{_e(label)}: {_e(x_metric)} {_e(number(tx))}, {_e(y_metric)} {_e(number(ty))}</title></rect>'
+        )
         labels.append((*placer.place(X(tx), Y(ty), label), "pl v", label))
     for lx_, ly_, anchor, cls, label in labels:
         parts.append(f'<text x="{lx_:.1f}" y="{ly_:.1f}" text-anchor="{anchor}" class="{cls}">{_e(label)}</text>')
@@ -204,7 +219,9 @@ def _svg_tradeoff(x_metric: str, x_higher: bool | None, y_metric: str, y_higher:
     parts.append(f'<circle cx="{lx + 5}" cy="{ly}" r="5" class="dot"/><text x="{lx + 16}" y="{ly + 4}" class="v">fixed ω (line: ω rising)</text>')
     parts.append(f'<path d="M{lx + 5},{ly + 14}l7,7l-7,7l-7,-7Z" class="sampled"/><text x="{lx + 16}" y="{ly + 25}" class="v">ω sampled from its range</text>')
     if teacher is not None:
-        parts.append(f'<rect x="{lx}" y="{ly + 37}" width="10" height="10" class="teacher"/><text x="{lx + 16}" y="{ly + 46}" class="v">teacher, same NFE</text>')  # noqa: E501
+        parts.append(
+            f'<rect x="{lx}" y="{ly + 37}" width="10" height="10" class="teacher"/><text x="{lx + 16}" y="{ly + 46}" class="v">teacher, same NFE</text>'
+        )  # noqa: E501
     parts.append("</svg>")
     return "".join(parts)
 
@@ -248,8 +265,7 @@ def _figure_plots(study: dict, panel, main, directions, nfe) -> list[dict]:
     if panel.empty:
         return plots
     # the reference line: the teacher with its own sampler and CFG at the same NFE
-    teacher = main[(main["role"] == "teacher") & (main["variant"] == TEACHER) & (main["nfe"] == nfe)] \
-        if not main.empty and nfe is not None else main.iloc[0:0]
+    teacher = main[(main["role"] == "teacher") & (main["variant"] == TEACHER) & (main["nfe"] == nfe)] if not main.empty and nfe is not None else main.iloc[0:0]
     trains = _variant_train(study)
 
     def cell(row, metric) -> tuple[float, float, float]:
@@ -277,12 +293,14 @@ def _figure_plots(study: dict, panel, main, directions, nfe) -> list[dict]:
         if not teacher.empty and not is_missing(teacher[xm].iloc[0]) and not is_missing(teacher[ym].iloc[0]):
             tpoint = (f"teacher, {nfe} NFE", float(teacher[xm].iloc[0]), float(teacher[ym].iloc[0]))
         if fixed_pts or sampled_pts:
-            plots.append({
-                "title": f"{ym} against {xm} at {nfe} NFE",
-                "caption": "As Figure 5(d) of the paper: each fixed guidance scale ω is a point on the curve (in order "
-                           "of ω); the marked point samples ω uniformly from its range during training, as Flash does.",
-                "svg": Markup(_svg_tradeoff(xm, directions.get(xm), ym, directions.get(ym), fixed_pts, sampled_pts, tpoint)),
-            })
+            plots.append(
+                {
+                    "title": f"{ym} against {xm} at {nfe} NFE",
+                    "caption": "As Figure 5(d) of the paper: each fixed guidance scale ω is a point on the curve (in order "
+                    "of ω); the marked point samples ω uniformly from its range during training, as Flash does.",
+                    "svg": Markup(_svg_tradeoff(xm, directions.get(xm), ym, directions.get(ym), fixed_pts, sampled_pts, tpoint)),
+                }
+            )
     if len(panel) < 2:
         return plots
     for metric, higher in directions.items():
@@ -301,16 +319,18 @@ def _figure_plots(study: dict, panel, main, directions, nfe) -> list[dict]:
         reference = None
         if not teacher.empty and metric in teacher and not is_missing(teacher[metric].iloc[0]):
             reference = (f"teacher {nfe} NFE", float(teacher[metric].iloc[0]))
-        plots.append({
-            "title": f"{metric} at {nfe} NFE",
-            "caption": "",
-            # Built from escaped pieces only (see _svg_bars), so it is safe to mark as markup.
-            "svg": Markup(_svg_bars(metric, higher, points, reference)),
-        })
+        plots.append(
+            {
+                "title": f"{metric} at {nfe} NFE",
+                "caption": "",
+                # Built from escaped pieces only (see _svg_bars), so it is safe to mark as markup.
+                "svg": Markup(_svg_bars(metric, higher, points, reference)),
+            }
+        )
     if "teacher_nfe_per_step" in panel and panel["teacher_nfe_per_step"].notna().any():
         # the panel varies the teacher's cost per training step (K, Fig. 5e): plot it as well
-        points = [(str(r["variant"]), float(r["teacher_nfe_per_step"]), math.nan, math.nan) for _, r in panel.iterrows()
-                  if not is_missing(r["teacher_nfe_per_step"])]
-        plots.append({"title": "teacher NFE per training step", "caption": "",
-                      "svg": Markup(_svg_bars(PRETTY["teacher_nfe_per_step"], None, points, None))})
+        points = [
+            (str(r["variant"]), float(r["teacher_nfe_per_step"]), math.nan, math.nan) for _, r in panel.iterrows() if not is_missing(r["teacher_nfe_per_step"])
+        ]
+        plots.append({"title": "teacher NFE per training step", "caption": "", "svg": Markup(_svg_bars(PRETTY["teacher_nfe_per_step"], None, points, None))})
     return plots

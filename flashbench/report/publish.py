@@ -1,5 +1,6 @@
 """Many reports at once: the index over a folder of reports (``render_index``), publishing runs into such a folder
 (``publish_reports``) and one Markdown table over several runs (``summary_markdown``)."""
+
 from __future__ import annotations
 
 import html
@@ -71,18 +72,22 @@ def render_index(directory: Path | str) -> Path:
             label = f"{reproduced} of {total} (sign only, re-render)"
         if "seed_list" not in meta and meta.get("seeds"):  # rendered before the count: "seeds" held the list
             meta["seeds"] = str(len([x for x in meta["seeds"].split(",") if x.strip()]))
-        entries.append({
-            **meta,
-            "href": path.relative_to(directory).as_posix(),
-            "claims": label if total else DASH,
-            "claims_class": "none" if not total else "zero" if contradicted else "all" if reproduced == total else "some",
-            "variants": f"{meta.get('variants_done', '?')} of {meta.get('variants_total', '?')}",
-            "claim_list": [{"verdict": str(c.get("verdict", "")), "text": str(c.get("text", ""))} for c in claims],
-        })
+        entries.append(
+            {
+                **meta,
+                "href": path.relative_to(directory).as_posix(),
+                "claims": label if total else DASH,
+                "claims_class": "none" if not total else "zero" if contradicted else "all" if reproduced == total else "some",
+                "variants": f"{meta.get('variants_done', '?')} of {meta.get('variants_total', '?')}",
+                "claim_list": [{"verdict": str(c.get("verdict", "")), "text": str(c.get("text", ""))} for c in claims],
+            }
+        )
     entries.sort(key=lambda e: (_reproduces_key(e.get("reproduces", "")), e.get("study", ""), e.get("scale", ""), e["href"]))
-    text = _environment().get_template("index.html.j2").render(
-        entries=entries, directory=directory.name or str(directory),
-        generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    text = (
+        _environment()
+        .get_template("index.html.j2")
+        .render(entries=entries, directory=directory.name or str(directory), generated=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    )
     out = directory / INDEX_FILE
     atomic_write_text(out, text)
     return out
@@ -124,8 +129,7 @@ def summary_markdown(run_dirs: Sequence[Path | str]) -> str:
         outcome = _summary_text(_claims_summary(claims), len(claims))
         rows = main[main["nfe"] == nfe] if not main.empty and nfe is not None else main.iloc[0:0]
         for i, (_, r) in enumerate(rows.iterrows()):
-            rec = {"study": label if i == 0 else "", "claims": outcome if i == 0 else "",
-                   "row": str(r["variant"]), "NFE": r["nfe"]}
+            rec = {"study": label if i == 0 else "", "claims": outcome if i == 0 else "", "row": str(r["variant"]), "NFE": r["nfe"]}
             for m in directions:
                 for suffix in ("", "_std", CI_LOW, CI_HIGH):
                     if f"{m}{suffix}" in r:
@@ -136,14 +140,14 @@ def summary_markdown(run_dirs: Sequence[Path | str]) -> str:
     if not records:
         return "(no results)\n"
     table = pd.DataFrame(records)
-    cols = ["study", "claims", "row", "NFE", *[c for c in table.columns if c in metric_dirs or _metric_part(c, metric_dirs)],
-            "s/step", "teacher NFE/step"]
+    cols = ["study", "claims", "row", "NFE", *[c for c in table.columns if c in metric_dirs or _metric_part(c, metric_dirs)], "s/step", "teacher NFE/step"]
     table = table[[c for c in cols if c in table.columns]]
     headers, rows, _ = _display_table(table, metric_dirs)
     rows = [[DASH if c in ("nan", "<NA>") else c for c in row] for row in rows]
-    rows = [[f"{float(c):.3g}" if h in ("s/step", "teacher NFE/step") and c != DASH else c for h, c in zip(headers, row)]
-            for row in rows]
-    lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |",
-             "| " + " | ".join("---:" if h not in ("study", "claims", "row") else "---" for h in headers) + " |"]
+    rows = [[f"{float(c):.3g}" if h in ("s/step", "teacher NFE/step") and c != DASH else c for h, c in zip(headers, row)] for row in rows]
+    lines = [
+        "| " + " | ".join(_md_cell(h) for h in headers) + " |",
+        "| " + " | ".join("---:" if h not in ("study", "claims", "row") else "---" for h in headers) + " |",
+    ]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"

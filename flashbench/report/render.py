@@ -1,5 +1,6 @@
 """``render_report``: the tables (CSV, Markdown, LaTeX), ``report.md`` and the self-contained ``report.html`` of one
 run directory, from its stored results only."""
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,11 @@ from .rows import _ok_rows, _primary_nfe, metric_directions
 from .samples import _Images, _other_grids, _sample_comparisons
 from .tables import _references, main_table, panel_table, paper_directions, paper_table
 
+
 def _environment():
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
-    return Environment(loader=PackageLoader("flashbench", "templates"), autoescape=True,
-                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return Environment(loader=PackageLoader("flashbench", "templates"), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
 def _markdown_report(context: dict, tables: dict[str, tuple[Any, dict]]) -> str:
@@ -30,8 +31,12 @@ def _markdown_report(context: dict, tables: dict[str, tuple[Any, dict]]) -> str:
     sub = []
     if context["reproduces"]:
         sub.append(f"Reproduces {context['reproduces']}.")
-    sub.append(f"Study `{context['name']}`" + (f", scale `{context['scale']}`" if context["scale"] else "")
-               + (f", primary NFE {context['primary_nfe']}" if context["primary_nfe"] is not None else "") + ".")
+    sub.append(
+        f"Study `{context['name']}`"
+        + (f", scale `{context['scale']}`" if context["scale"] else "")
+        + (f", primary NFE {context['primary_nfe']}" if context["primary_nfe"] is not None else "")
+        + "."
+    )
     lines += [" ".join(sub), ""]
     if context["direction"]:
         lines += ["**The paper:** " + context["direction"], ""]
@@ -47,8 +52,12 @@ def _markdown_report(context: dict, tables: dict[str, tuple[Any, dict]]) -> str:
     if context.get("departures"):
         lines += [f"**Departures from the paper's protocol (scale {context['scale']}):**"]
         lines += [f"- {d}" for d in context["departures"]] + [""]
-    for name, heading in (("paper", "The paper's numbers beside this run's"), ("effects", "Measured effects (variant - baseline, paired, 95% interval)"),
-                          ("main", "Results"), ("panel", "Panel")):
+    for name, heading in (
+        ("paper", "The paper's numbers beside this run's"),
+        ("effects", "Measured effects (variant - baseline, paired, 95% interval)"),
+        ("main", "Results"),
+        ("panel", "Panel"),
+    ):
         if name in tables:
             table, directions = tables[name]
             lines += [f"## {heading}", "", _markdown(table, directions).rstrip(), ""]
@@ -91,13 +100,17 @@ def render_report(run_dir: Path | str) -> Path:
     effects = measured_effects(study, df, store)
     if effects:
         tables["effects"] = (_effects_table(effects), {})
-        texts = {"csv": tables["effects"][0].to_csv(index=False), "md": _markdown(tables["effects"][0], {}),
-                 "tex": _latex(tables["effects"][0], {})}
+        texts = {"csv": tables["effects"][0].to_csv(index=False), "md": _markdown(tables["effects"][0], {}), "tex": _latex(tables["effects"][0], {})}
         exports["effects"] = []
         for ext, text in texts.items():
             atomic_write_text(tables_dir / f"effects.{ext}", text)
-            exports["effects"].append({"label": ext.upper(), "file": f"{name}-effects.{ext}",
-                                       "uri": _data_uri(text, {"csv": "text/csv", "md": "text/markdown", "tex": "application/x-tex"}[ext])})
+            exports["effects"].append(
+                {
+                    "label": ext.upper(),
+                    "file": f"{name}-effects.{ext}",
+                    "uri": _data_uri(text, {"csv": "text/csv", "md": "text/markdown", "tex": "application/x-tex"}[ext]),
+                }
+            )
     failed, unfinished = _failures(study, df, store)
     paper = study.get("paper") or {}
     several_seeds = any(c.endswith("_std") for c in main.columns)
@@ -126,8 +139,11 @@ def render_report(run_dir: Path | str) -> Path:
         "main": _html_table(main, directions),
         "panel": _html_table(panel, directions),
         "exports": exports,
-        "seeds_note": ("mean ± sample standard deviation over seeds [95% t-interval over the seeds]" if several_seeds
-                       else "one seed per variant: value [95% bootstrap interval over the samples]"),
+        "seeds_note": (
+            "mean ± sample standard deviation over seeds [95% t-interval over the seeds]"
+            if several_seeds
+            else "one seed per variant: value [95% bootstrap interval over the samples]"
+        ),
         "plots": _figure_plots(study, panel, main, directions, nfe),
         "failed": failed,
         "unfinished": unfinished,
@@ -140,13 +156,22 @@ def render_report(run_dir: Path | str) -> Path:
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     context["meta"] = {
-        "study": context["name"], "title": context["title"], "reproduces": context["reproduces"],
-        "scale": context["scale"], "claims_reproduced": str(counts["reproduced"]),
-        "claims_contradicted": str(counts["contradicted"]), "claims_inconclusive": str(counts["inconclusive"]),
-        "claims_not_measured": str(counts["not_measured"]), "claims_total": str(len(claims)),
-        "variants_done": str(done), "variants_total": str(len(keys)), "seeds": str(len(seeds_ran)),
+        "study": context["name"],
+        "title": context["title"],
+        "reproduces": context["reproduces"],
+        "scale": context["scale"],
+        "claims_reproduced": str(counts["reproduced"]),
+        "claims_contradicted": str(counts["contradicted"]),
+        "claims_inconclusive": str(counts["inconclusive"]),
+        "claims_not_measured": str(counts["not_measured"]),
+        "claims_total": str(len(claims)),
+        "variants_done": str(done),
+        "variants_total": str(len(keys)),
+        "seeds": str(len(seeds_ran)),
         "seed_list": ", ".join(str(s) for s in seeds_ran),
-        "compute": context["compute"], "generated": context["generated"], "git_hash": str(provenance.get("git_hash", "")),
+        "compute": context["compute"],
+        "generated": context["generated"],
+        "git_hash": str(provenance.get("git_hash", "")),
         "direction": context["direction"],
         "claims_json": json.dumps([{"verdict": c.verdict, "text": c.text} for c in claims], ensure_ascii=False),
     }

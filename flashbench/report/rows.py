@@ -1,6 +1,7 @@
 """Reading a run's stored rows: the rows that carry a value, each metric's direction (and the metric standing
 for a paper's metric), the study's variant order and primary NFE, one table cell over seeds; the column names
 the other parts of the report share."""
+
 from __future__ import annotations
 
 import json

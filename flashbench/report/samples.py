@@ -1,5 +1,6 @@
 """The sample grids a run stored: per seed and student NFE, the teacher at many steps, the teacher at the
 student's NFE and every student, on the same prompts and initial noise; then the grids nothing compares."""
+
 from __future__ import annotations
 
 import base64
@@ -105,19 +106,31 @@ def _sample_comparisons(study: dict, df, run_dir: Path, primary_nfe: int | None,
         for nfe in nfes:
             rows = []
             if many is not None:
-                rows.append({"label": "teacher", "note": f"{many} steps ({2 * many} NFE with CFG): the reference",
-                             "kind": "teacher", **images.get(teacher[many])})
+                rows.append(
+                    {"label": "teacher", "note": f"{many} steps ({2 * many} NFE with CFG): the reference", "kind": "teacher", **images.get(teacher[many])}
+                )
             same = nfe // 2 if nfe % 2 == 0 and nfe // 2 in teacher else None
             if same is not None and same != many:
-                rows.append({"label": "teacher", "note": f"{same} step{'s' * (same != 1)} ({nfe} NFE): the student's NFE",
-                             "kind": "teacher", **images.get(teacher[same])})
+                rows.append(
+                    {
+                        "label": "teacher",
+                        "note": f"{same} step{'s' * (same != 1)} ({nfe} NFE): the student's NFE",
+                        "kind": "teacher",
+                        **images.get(teacher[same]),
+                    }
+                )
             if nfe in teacher and nfe != many:  # CFG doubles the teacher's NFE: also show it at the student's steps
-                rows.append({"label": "teacher", "note": f"{nfe} step{'s' * (nfe != 1)} ({2 * nfe} NFE): the student's steps",
-                             "kind": "teacher", **images.get(teacher[nfe])})
+                rows.append(
+                    {
+                        "label": "teacher",
+                        "note": f"{nfe} step{'s' * (nfe != 1)} ({2 * nfe} NFE): the student's steps",
+                        "kind": "teacher",
+                        **images.get(teacher[nfe]),
+                    }
+                )
             for name, n, png, done in entry["students"]:
                 if n == nfe:
-                    rows.append({"label": name, "note": f"student, {nfe} NFE" + ("" if done else " (unfinished)"),
-                                 "kind": "student", **images.get(png)})
+                    rows.append({"label": name, "note": f"student, {nfe} NFE" + ("" if done else " (unfinished)"), "kind": "student", **images.get(png)})
             sections.append({"nfe": nfe, "open": nfe == nfes[0], "rows": rows})
         if sections:
             out.append({"seed": seed, "sections": sections})
@@ -139,6 +152,13 @@ def _other_grids(study: dict, df, run_dir: Path, images: _Images) -> list[dict]:
         if not pngs:
             continue
         name, seed = labels.get(d.name, (d.name, None))
-        out.append({"key": d.name, "variant": name, "seed": count(seed) if not is_missing(seed) else "",
-                    "done": (d / DONE_FILE).is_file(), "images": [images.get(p) for p in pngs]})
+        out.append(
+            {
+                "key": d.name,
+                "variant": name,
+                "seed": count(seed) if not is_missing(seed) else "",
+                "done": (d / DONE_FILE).is_file(),
+                "images": [images.get(p) for p in pngs],
+            }
+        )
     return out

@@ -1,5 +1,6 @@
 """The report's tables as pandas DataFrames (the CSV files are these frames): the main table (one row per role,
 variant and NFE), the figure panel (the students at the primary NFE) and the paper's table beside this run's."""
+
 from __future__ import annotations
 
 import math
@@ -27,6 +28,7 @@ from .rows import (
     metric_directions,
 )
 
+
 def main_table(study: dict, df):
     """One row per (role, variant, nfe): metric means (and stds with several seeds), costs, n."""
     import pandas as pd
@@ -40,7 +42,8 @@ def main_table(study: dict, df):
             n = pd.to_numeric(sub["n"], errors="coerce").dropna()
             steps = pd.to_numeric(sub["steps"], errors="coerce").dropna()
             rec: dict[str, Any] = {
-                "role": role, "variant": variant,
+                "role": role,
+                "variant": variant,
                 "nfe": None if pd.isna(nfe) else int(nfe),
                 "steps": int(steps.iloc[0]) if len(steps) else None,
                 "seeds": int(sub["seed"].nunique()),
@@ -100,7 +103,7 @@ def _axis_values(study: dict, df) -> tuple[list[str], dict[str, dict[str, Any]]]
         cols = [c for c in df.columns if isinstance(c, str) and c.startswith(AXIS_PREFIX)]
         students = df[df["role"] != "teacher"]
         for col in cols:
-            axis = col[len(AXIS_PREFIX):]
+            axis = col[len(AXIS_PREFIX) :]
             names.append(axis)
             for variant, val in zip(students["variant"], students[col]):
                 if val is None or (isinstance(val, float) and math.isnan(val)):
@@ -126,8 +129,7 @@ def panel_table(study: dict, df):
             for values in axis_values.values():
                 if "variant" in values:
                     values["variant_group"] = values["variant"]
-    students = main[(main["role"] == "student") & (main["nfe"] == nfe)] if not main.empty and nfe is not None \
-        else main.iloc[0:0]
+    students = main[(main["role"] == "student") & (main["nfe"] == nfe)] if not main.empty and nfe is not None else main.iloc[0:0]
     several_seeds = any(f"{m}_std" in main.columns for m in metrics)
     columns = ["variant", *axes, "nfe", "seeds", "n"]
     for metric in metrics:
@@ -215,8 +217,7 @@ def paper_table(study: dict, df):
     for metric, mine in pairs:
         columns.append(PAPER + metric)
         if mine and THIS_RUN + mine not in columns:
-            columns += [THIS_RUN + mine] + ([THIS_RUN + mine + "_std"] if several_seeds else []) \
-                + [THIS_RUN + mine + CI_LOW, THIS_RUN + mine + CI_HIGH]
+            columns += [THIS_RUN + mine] + ([THIS_RUN + mine + "_std"] if several_seeds else []) + [THIS_RUN + mine + CI_LOW, THIS_RUN + mine + CI_HIGH]
     columns += ["role", "variant"]
     if not refs:
         return pd.DataFrame(columns=columns)
@@ -234,8 +235,12 @@ def paper_table(study: dict, df):
         role, variant = _reference_target(ref, students)
         idx = measured_row(role, variant, ref.get("nfe"))
         # the role decides which rows compete for "best" (never the teacher's), measured or not
-        rec: dict[str, Any] = {"method": str(ref.get("method", "")), "nfe": ref.get("nfe"), "role": role or "paper only",
-                               "variant": variant if idx is not None else None}
+        rec: dict[str, Any] = {
+            "method": str(ref.get("method", "")),
+            "nfe": ref.get("nfe"),
+            "role": role or "paper only",
+            "variant": variant if idx is not None else None,
+        }
         for metric, mine in pairs:
             rec[PAPER + metric] = ref.get(metric)
             if mine:
@@ -245,7 +250,7 @@ def paper_table(study: dict, df):
         if idx is not None:
             used.add(idx)
         records.append(rec)
-    for idx, row in (main.iterrows() if not main.empty else iter(())):
+    for idx, row in main.iterrows() if not main.empty else iter(()):
         if idx in used:
             continue
         rec = {"method": "(not in the paper)", "nfe": row["nfe"], "role": row["role"], "variant": row["variant"]}

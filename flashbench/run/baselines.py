@@ -2,6 +2,7 @@
 counts, and (``teacher_at_student_nfe``) the teacher sampled the student's way. The many-step run is the
 reference the students' LPIPS-to-teacher reads. Rows from another study's identical baselines are taken
 from :mod:`flashbench.baseline_cache`."""
+
 from __future__ import annotations
 
 import logging
@@ -76,8 +77,17 @@ class TeacherBaselines:
         cache_key = baseline_cache.cache_key(teacher_recipe, seed, str(self.device))
         cached = baseline_cache.load(cache_key, vdir)
         if cached is not None:  # another study computed these very baselines with this code
-            rows = [{**r, "study": self.study.name, "scale": self.study.scale, "git_hash": self.stamp.git_hash, "variant_key": key,
-                     "variant": r["variant"].split("@")[0] + suffix} for r in cached]  # this study's names for that teacher
+            rows = [
+                {
+                    **r,
+                    "study": self.study.name,
+                    "scale": self.study.scale,
+                    "git_hash": self.stamp.git_hash,
+                    "variant_key": key,
+                    "variant": r["variant"].split("@")[0] + suffix,
+                }
+                for r in cached
+            ]  # this study's names for that teacher
             log.info("teacher baselines of seed %d: from the cache (%s, key %s)", seed, baseline_cache.cache_root(), cache_key)
             self.store.add_rows(rows)
             self.store.mark_done(key, {"status": "ok", "rows": len(rows), "recipe": teacher_recipe, "baseline_cache": cache_key})
@@ -92,8 +102,13 @@ class TeacherBaselines:
             if is_reference:
                 ref_dir.mkdir(parents=True, exist_ok=True)
             measured = self.evaluation.sample_and_evaluate(
-                self.evaluation.teacher_sampler(train, ev, steps), train, ev, seed, vdir / f"grid_steps{steps:03d}_nfe{2 * steps}.png",
-                reference=ref_dir, save_reference=is_reference,
+                self.evaluation.teacher_sampler(train, ev, steps),
+                train,
+                ev,
+                seed,
+                vdir / f"grid_steps{steps:03d}_nfe{2 * steps}.png",
+                reference=ref_dir,
+                save_reference=is_reference,
             )
             rows += measured_rows(self.store, self.stamp, with_cfg, 2 * steps, steps, measured)
             log.info("teacher %d steps (%d NFE): %s", steps, 2 * steps, {m: round(v.value, 4) for m, v in measured.values.items()})
@@ -103,8 +118,13 @@ class TeacherBaselines:
             fewstep = Subject("teacher", TEACHER_FEWSTEP + suffix, key, seed)
             for nfe in ev.nfe:
                 measured = self.evaluation.sample_and_evaluate(
-                    self.evaluation.student_sampler(train, nfe, seed, student=False), train, ev, seed, vdir / f"fewstep_nfe{nfe}.png",
-                    reference=self.names.reference_dir(train, ev, seed))
+                    self.evaluation.student_sampler(train, nfe, seed, student=False),
+                    train,
+                    ev,
+                    seed,
+                    vdir / f"fewstep_nfe{nfe}.png",
+                    reference=self.names.reference_dir(train, ev, seed),
+                )
                 rows += measured_rows(self.store, self.stamp, fewstep, nfe, nfe, measured)
                 log.info("teacher, student's sampler, %d NFE: %s", nfe, {m: round(v.value, 4) for m, v in measured.values.items()})
         plain = [r.to_dict() for r in rows]

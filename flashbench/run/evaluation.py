@@ -1,5 +1,6 @@
 """Sampling and evaluation: the inputs every variant of a seed shares, the teacher's and the students'
 samplers, and one evaluation set streamed through the evaluators, each measurement with its bootstrap."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,8 +56,10 @@ def measure(evaluator, n: int, resamples: int, seed: int) -> Measurement:
         why = "bootstrap disabled (bootstrap_resamples = 0)" if resamples <= 0 else f"{type(evaluator).__name__} gives no bootstrap replicates"
         return Measurement(value, hib, float("nan"), float("nan"), why, None, 0.0, compute_seconds)
     low, high = centred_interval(value, reps)
-    method = (f"bootstrap (percentile, re-centred on the value) over the {n} samples, {resamples} resamples (seed {SEED_OFFSET + seed}), "
-              f"paired across the rows of seed {seed}" + ("; reference fixed" if isinstance(evaluator, (FrechetEvaluator, KernelEvaluator)) else ""))
+    method = (
+        f"bootstrap (percentile, re-centred on the value) over the {n} samples, {resamples} resamples (seed {SEED_OFFSET + seed}), "
+        f"paired across the rows of seed {seed}" + ("; reference fixed" if isinstance(evaluator, (FrechetEvaluator, KernelEvaluator)) else "")
+    )
     return Measurement(value, hib, low, high, method, reps, time.perf_counter() - t0, compute_seconds)
 
 
@@ -90,8 +93,9 @@ class Evaluation:
             out.append(evaluator)
         return out
 
-    def sample_and_evaluate(self, sample_fn, train, ev: EvalConfig, seed: int, grid_path: Path, *, reference: Path,
-                            save_reference: bool = False) -> EvaluationSet:
+    def sample_and_evaluate(
+        self, sample_fn, train, ev: EvalConfig, seed: int, grid_path: Path, *, reference: Path, save_reference: bool = False
+    ) -> EvaluationSet:
         """Generate the evaluation set batch by batch and stream it through every evaluator.
 
         Only one batch of images is in memory at a time; the teacher's many-step samples (for

@@ -1,6 +1,7 @@
 """What a result depends on: the teacher baselines' names per teacher side, and the fingerprints a done
 marker records (:func:`recipe`, :func:`training_recipe`) with the check that reads them (:class:`Completion`).
 Plain data only: nothing here imports torch."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,8 +55,11 @@ def train_fields(variant) -> dict:
     they had before the field existed, :data:`~flashbench.config.FINGERPRINT_SINCE`, so old runs resume)."""
     from ..checkpoint import _plain
 
-    return {f.name: _plain(getattr(variant.train, f.name)) for f in dataclasses.fields(variant.train)
-            if f.name not in ROW_NEUTRAL_FIELDS and getattr(variant.train, f.name) != FINGERPRINT_SINCE.get(f.name, _NO_DEFAULT)}
+    return {
+        f.name: _plain(getattr(variant.train, f.name))
+        for f in dataclasses.fields(variant.train)
+        if f.name not in ROW_NEUTRAL_FIELDS and getattr(variant.train, f.name) != FINGERPRINT_SINCE.get(f.name, _NO_DEFAULT)
+    }
 
 
 def recipe(variant, *, teacher_only: bool = False) -> str:
@@ -66,8 +70,11 @@ def recipe(variant, *, teacher_only: bool = False) -> str:
     train = train_fields(variant)
     if teacher_only:
         train = {k: train[k] for k in TEACHER_SIDE}
-    ev = {f.name: _plain(getattr(variant.eval, f.name)) for f in dataclasses.fields(variant.eval)
-          if getattr(variant.eval, f.name) != FINGERPRINT_SINCE.get(f.name, _NO_DEFAULT)}
+    ev = {
+        f.name: _plain(getattr(variant.eval, f.name))
+        for f in dataclasses.fields(variant.eval)
+        if getattr(variant.eval, f.name) != FINGERPRINT_SINCE.get(f.name, _NO_DEFAULT)
+    }
     return fingerprint({"train": train, "eval": ev})
 
 

@@ -1,4 +1,5 @@
 """The component cache of a study run: each component built once, with the context its kind names."""
+
 from __future__ import annotations
 
 import logging

@@ -1,6 +1,7 @@
 """A result row as a typed record (the columns of :mod:`flashbench.results`), and the rows of one
 evaluation set. :meth:`ResultRow.to_dict` is the line the result store writes: its keys, their order and
 which of them a row has are part of the file format (the report and older runs read them)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,8 +32,14 @@ class Interval:
     level: float = LEVEL
 
     def columns(self) -> dict:
-        out = {"ci_low": self.low, "ci_high": self.high, "ci_level": self.level, "ci_method": self.method,
-               "bootstrap_seconds": self.bootstrap_seconds, "eval_seconds": self.eval_seconds}
+        out = {
+            "ci_low": self.low,
+            "ci_high": self.high,
+            "ci_level": self.level,
+            "ci_method": self.method,
+            "bootstrap_seconds": self.bootstrap_seconds,
+            "eval_seconds": self.eval_seconds,
+        }
         if self.bootstrap_file is not None:
             out["bootstrap_file"] = self.bootstrap_file
         return out
@@ -112,9 +119,19 @@ class ResultRow:
     def to_dict(self) -> dict:
         s = self.subject
         row = {
-            "study": self.stamp.study, "scale": self.stamp.scale, "variant": s.variant, "variant_key": s.variant_key,
-            "seed": s.seed, "role": s.role, "nfe": self.nfe, "steps": self.steps, "metric": self.metric, "value": self.value,
-            "n": self.n, "higher_is_better": self.higher_is_better, "status": "failed" if self.failure else "ok",
+            "study": self.stamp.study,
+            "scale": self.stamp.scale,
+            "variant": s.variant,
+            "variant_key": s.variant_key,
+            "seed": s.seed,
+            "role": s.role,
+            "nfe": self.nfe,
+            "steps": self.steps,
+            "metric": self.metric,
+            "value": self.value,
+            "n": self.n,
+            "higher_is_better": self.higher_is_better,
+            "status": "failed" if self.failure else "ok",
             "git_hash": self.stamp.git_hash,
         }
         row.update({f"axis.{k}": (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in s.axes.items()})

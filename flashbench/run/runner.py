@@ -1,6 +1,7 @@
 """The run loop of one study: check every pending variant's components before anything trains, sample the
 teacher baselines, then train and evaluate the variants in the study's order (or, under ``--jobs N``, as
 tasks claimed from the other workers), storing each variant's rows and done marker."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -22,8 +23,9 @@ log = logging.getLogger("flashbench")
 class StudyRunner:
     """Runs the pending work of ``study`` into ``store``, with the components of ``components``."""
 
-    def __init__(self, study, store, components, *, device="cpu", progress=True, shard: tuple[int, int] = (0, 1),
-                 claims=None, primary: bool = True, check_workers=None):
+    def __init__(
+        self, study, store, components, *, device="cpu", progress=True, shard: tuple[int, int] = (0, 1), claims=None, primary: bool = True, check_workers=None
+    ):
         import torch
 
         from accelerate import PartialState
@@ -61,13 +63,17 @@ class StudyRunner:
             for tracker in train.trackers:
                 module = {"tensorboard": "tensorboard", "wandb": "wandb"}[tracker]
                 if importlib.util.find_spec(module) is None:
-                    raise UserError(f"{self.study.path}: trackers: {tracker!r} needs the {module} package (pip install {module}), "
-                                    f"or set trackers = [] in the study")
+                    raise UserError(
+                        f"{self.study.path}: trackers: {tracker!r} needs the {module} package (pip install {module}), or set trackers = [] in the study"
+                    )
             teacher = self.resources.teacher(train.teacher)
             self._warn_parametrisation(v, teacher)
             if train.gradient_checkpointing and not supports_gradient_checkpointing(teacher.denoiser):
-                raise StudyError(self.study.path, f"variant {v.name!r}: gradient_checkpointing",
-                                 f"the {train.teacher.name} teacher's {type(teacher.denoiser).__name__} cannot checkpoint its activations; allowed: false")
+                raise StudyError(
+                    self.study.path,
+                    f"variant {v.name!r}: gradient_checkpointing",
+                    f"the {train.teacher.name} teacher's {type(teacher.denoiser).__name__} cannot checkpoint its activations; allowed: false",
+                )
             self.resources.dataset(train.dataset)
             self.resources.dataset(ev.prompts)
             build_components(train, self.resources, teacher)  # what build_trainer will build (nothing seeded)
@@ -103,10 +109,27 @@ class StudyRunner:
         provenance = collect_provenance(self.study.scale, processes=self.state.num_processes, batch_sizes=trained)
         self.git_hash = provenance.get("git_hash") or provenance.get("git_commit") or "unknown"
         stamp = RowStamp(self.study.name, self.study.scale, self.git_hash)
-        self.baselines = TeacherBaselines(study=self.study, store=self.store, names=self.names, evaluation=self.evaluation,
-                                          completion=self.completion, stamp=stamp, device=self.device, is_main=self.is_main)
-        self.training = VariantTraining(study=self.study, store=self.store, resources=self.resources, evaluation=self.evaluation,
-                                        names=self.names, completion=self.completion, stamp=stamp, state=self.state, progress=self.progress)
+        self.baselines = TeacherBaselines(
+            study=self.study,
+            store=self.store,
+            names=self.names,
+            evaluation=self.evaluation,
+            completion=self.completion,
+            stamp=stamp,
+            device=self.device,
+            is_main=self.is_main,
+        )
+        self.training = VariantTraining(
+            study=self.study,
+            store=self.store,
+            resources=self.resources,
+            evaluation=self.evaluation,
+            names=self.names,
+            completion=self.completion,
+            stamp=stamp,
+            state=self.state,
+            progress=self.progress,
+        )
         if self.is_main and self.primary:
             self.store.write_study(self.study.to_data())
             self.store.write_provenance(provenance)
@@ -146,8 +169,7 @@ class StudyRunner:
             if self.progress:
                 ok = [r for r in rows if r["status"] == "ok"]
                 summary = ", ".join(f"{r['metric']}@{r['nfe']}={r['value']:.4g}" for r in ok) or rows[0].get("reason", "failed")
-                print(f"[{position[done_variant.key] + 1}/{len(self.study.variants)}] {done_variant.name} (seed {done_variant.seed}): {summary}",
-                      flush=True)
+                print(f"[{position[done_variant.key] + 1}/{len(self.study.variants)}] {done_variant.name} (seed {done_variant.seed}): {summary}", flush=True)
             yield done_variant, rows
 
     def _run_claimed(self):

@@ -47,6 +47,7 @@ words), :mod:`~flashbench.study.header` (``[study]`` and seeds),
 names, tags and options), :mod:`~flashbench.study.claims` (``[paper]`` claims and compute) and
 :mod:`~flashbench.study.model` (:class:`Variant`, :class:`Study`, :func:`load_study`).
 """
+
 from __future__ import annotations
 
 from .claims import CLAIM_KEYS, COMPUTE_KEYS, claim_applies
@@ -55,9 +56,32 @@ from .model import SECTIONS, Study, Variant, load_study, study_scales, validate_
 from .naming import VARIANT_NAME_RE, _slug
 from .reading import MAX_DEPTH, MAX_FILE_BYTES, MAX_NAME_CHARS, MAX_SEED, MAX_SEEDS, MAX_VARIANTS, NAME_RE
 from .values import (
-    CONVERTERS, DRAWS, EVAL_CHECKS, EVAL_TYPES, MIXED_PRECISION, NUM_PHASES, PASSTHROUGH, PHASE_COUNTING, TRACKERS, TRAIN_CHECKS,
-    TRAIN_TYPES, Check, Converter,
+    CONVERTERS,
+    DRAWS,
+    EVAL_CHECKS,
+    EVAL_TYPES,
+    MIXED_PRECISION,
+    NUM_PHASES,
+    PASSTHROUGH,
+    PHASE_COUNTING,
+    TRACKERS,
+    TRAIN_CHECKS,
+    TRAIN_TYPES,
+    Check,
+    Converter,
 )
 
-__all__ = ["Variant", "Study", "load_study", "validate_study", "study_scales", "MAX_VARIANTS", "NUM_PHASES",
-           "MAX_FILE_BYTES", "MAX_DEPTH", "MAX_SEEDS", "MAX_NAME_CHARS", "COMPUTE_KEYS"]
+__all__ = [
+    "Variant",
+    "Study",
+    "load_study",
+    "validate_study",
+    "study_scales",
+    "MAX_VARIANTS",
+    "NUM_PHASES",
+    "MAX_FILE_BYTES",
+    "MAX_DEPTH",
+    "MAX_SEEDS",
+    "MAX_NAME_CHARS",
+    "COMPUTE_KEYS",
+]

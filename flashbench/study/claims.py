@@ -1,6 +1,7 @@
 """The ``[paper]`` checks: ``[[paper.claims]]`` (each names a metric some evaluator of the study produces,
 and variants of the study) and ``[paper.compute]`` (the paper's training cost).
 """
+
 from __future__ import annotations
 
 from pydantic_core import core_schema as cs
@@ -42,14 +43,16 @@ def _claim_metric_problem(metric: str, produced: set[str] | None) -> str | None:
     if any(m in produced for m in (metric, *METRIC_ALIASES.get(metric, ()))):
         return None
     accepted = sorted(produced | {paper for paper, ours in METRIC_ALIASES.items() if produced & set(ours)})
-    return (f"no evaluator of this study produces {_short(metric)} at any scale;{closest(metric, accepted)} "
-            f"metrics: {', '.join(accepted) or '(none)'}")
+    return f"no evaluator of this study produces {_short(metric)} at any scale;{closest(metric, accepted)} metrics: {', '.join(accepted) or '(none)'}"
 
 
 #: ``[paper.compute]``: the paper's training cost, which ``flashbench run`` projects this run's step time onto
 #: (:mod:`flashbench.projection`); ``iterations`` and ``gpu_hours`` are required
 COMPUTE_KEYS: dict[str, tuple[str, tuple]] = {
-    "iterations": ("int", (_positive,)), "gpu_hours": ("float", (_positive,)), "global_batch": ("int", (_positive,)), "gpu": ("str", ()),
+    "iterations": ("int", (_positive,)),
+    "gpu_hours": ("float", (_positive,)),
+    "global_batch": ("int", (_positive,)),
+    "gpu": ("str", ()),
 }
 PaperCompute = _model("PaperCompute", {k: _typed(_field(*v)) for k, v in COMPUTE_KEYS.items()}, required=("iterations", "gpu_hours"))
 
@@ -81,6 +84,7 @@ def claim_applies(claim: dict, scale: str) -> bool:
 # What a claim names is checked against the study (validation context: "produced", "names", "scale",
 # "scale_names" and the claim as written, "claim").
 
+
 def _metric_produced(v: str, info) -> str:
     problem = _claim_metric_problem(v, info.context["produced"])
     if problem:
@@ -109,21 +113,24 @@ def _scale_names(v, info):
 
 _NAMED_VARIANT = _typed(cs.chain_schema([_STR, cs.with_info_plain_validator_function(_variant_exists)]))
 #: one ``[[paper.claims]]`` entry
-PaperClaim = _model("PaperClaim", {
-    "text": _typed(_STR),
-    "metric": _typed(cs.chain_schema([_STR, cs.with_info_plain_validator_function(_metric_produced)])),
-    "better": _typed(_field("str", (_one_of(("lower", "higher")),))),
-    "variant": _NAMED_VARIANT,
-    "than": _NAMED_VARIANT,
-    "nfe": _typed(_field("int", (_positive,))),
-    "than_nfe": _typed(_field("int", (_positive,))),
-    "scales": _typed(cs.with_info_plain_validator_function(_scale_names)),
-}, required=("metric", "better", "variant", "than"))
+PaperClaim = _model(
+    "PaperClaim",
+    {
+        "text": _typed(_STR),
+        "metric": _typed(cs.chain_schema([_STR, cs.with_info_plain_validator_function(_metric_produced)])),
+        "better": _typed(_field("str", (_one_of(("lower", "higher")),))),
+        "variant": _NAMED_VARIANT,
+        "than": _NAMED_VARIANT,
+        "nfe": _typed(_field("int", (_positive,))),
+        "than_nfe": _typed(_field("int", (_positive,))),
+        "scales": _typed(cs.with_info_plain_validator_function(_scale_names)),
+    },
+    required=("metric", "better", "variant", "than"),
+)
 assert tuple(PaperClaim.model_fields) == CLAIM_KEYS
 
 
-def _parse_claims(paper: dict, names, p: _Problems, produced: set[str] | None = None, scale: str | None = None,
-                  scale_names: tuple = ()) -> None:
+def _parse_claims(paper: dict, names, p: _Problems, produced: set[str] | None = None, scale: str | None = None, scale_names: tuple = ()) -> None:
     """``produced``: the metrics the study's evaluators produce (None: unknown, any metric is accepted);
     variant names are checked for the claims that apply at ``scale``."""
     claims = paper.get("claims")

@@ -1,6 +1,7 @@
 """Component checks: a field naming a component (teacher, losses, evaluators, ...) is checked against the
 registries for its name, its kind's required tag and its options (see :mod:`flashbench.kinds`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,9 +26,10 @@ def options_adapter(config: type | None) -> TypeAdapter:
     is passed through, frozen and checked for NaN/inf and NUL. The config's ``__post_init__`` rules are not
     run here: :meth:`~flashbench.registry.Component.config_problems` lists every value they refuse."""
     if config not in _OPTIONS:
-        fields = {f.name: cs.typed_dict_field(_field(_annotation(f.type)) if _annotation(f.type) in CONVERTERS else PASSTHROUGH,
-                                              required=False)
-                  for f in (dataclasses.fields(config) if config else ())}
+        fields = {
+            f.name: cs.typed_dict_field(_field(_annotation(f.type)) if _annotation(f.type) in CONVERTERS else PASSTHROUGH, required=False)
+            for f in (dataclasses.fields(config) if config else ())
+        }
         _OPTIONS[config] = TypeAdapter(_typed(cs.typed_dict_schema(fields, extra_behavior="forbid")))
     return _OPTIONS[config]
 
@@ -69,8 +71,11 @@ class _ComponentChecker:
         component = registry.get(spec.name)
         if tag and tag not in component.tags:
             fitting = [c.name for c in registry if tag in c.tags]
-            p.add(key, f"{kind} {spec.name!r} is not tagged {tag!r} (its tags: {', '.join(component.tags) or 'none'}); "
-                       f"{field} takes one of: {', '.join(fitting) or '(none installed)'}{', none' if field in OPTIONAL_COMPONENT_FIELDS else ''}")
+            p.add(
+                key,
+                f"{kind} {spec.name!r} is not tagged {tag!r} (its tags: {', '.join(component.tags) or 'none'}); "
+                f"{field} takes one of: {', '.join(fitting) or '(none installed)'}{', none' if field in OPTIONAL_COMPONENT_FIELDS else ''}",
+            )
             return _BAD
         allowed = component.option_names()
 
@@ -87,8 +92,11 @@ class _ComponentChecker:
         ok = not mistyped and set(spec.options) <= set(allowed)
         # The values the config itself refuses, every one of them, beside the unknown and mistyped above
         # (unless a mistyped one is required: its absence would only add a derived problem).
-        required = [f.name for f in dataclasses.fields(component.config) if f.default is dataclasses.MISSING
-                    and f.default_factory is dataclasses.MISSING] if component.config else []  # type: ignore[misc]
+        required = (
+            [f.name for f in dataclasses.fields(component.config) if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+            if component.config
+            else []
+        )  # type: ignore[misc]
         for message in [] if set(mistyped) & set(required) else component.config_problems(options):
             p.add(key, f"invalid options for {kind} {spec.name!r}: {message}; options: {', '.join(allowed) or '(none)'}")
             ok = False

@@ -1,6 +1,7 @@
 """The ``[study]`` section (name, title, seeds, default scale, ...) and seed lists (also ``[scale.<s>]
 seeds``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,21 +31,31 @@ SEEDS = _field("tuple[int, ...]", (_non_empty, _at_most(MAX_SEEDS, "seeds"), _ea
 _SEEDS = _adapter(SEEDS)
 
 #: ``[study]``
-StudyHeader = _model("StudyHeader", {
-    "name": _typed(_field("str", (_rule(_name_rule),))),
-    **{k: _typed(_STR) for k in ("title", "reproduces", "panel")},
-    "version": _typed(_field("int", (_positive,))),
-    "default_scale": _typed(_STR),
-    "seeds": _typed(SEEDS),
-    "primary_nfe": _typed(_field("int", (_positive,))),
-}, required=("name",))
+StudyHeader = _model(
+    "StudyHeader",
+    {
+        "name": _typed(_field("str", (_rule(_name_rule),))),
+        **{k: _typed(_STR) for k in ("title", "reproduces", "panel")},
+        "version": _typed(_field("int", (_positive,))),
+        "default_scale": _typed(_STR),
+        "seeds": _typed(SEEDS),
+        "primary_nfe": _typed(_field("int", (_positive,))),
+    },
+    required=("name",),
+)
 assert tuple(StudyHeader.model_fields) == STUDY_KEYS
 
 
 def _parse_header(table, p: _Problems) -> dict:
     header: dict[str, Any] = {
-        "name": None, "title": "", "reproduces": "", "panel": "", "version": 1,
-        "default_scale": None, "seeds": (0,), "primary_nfe": None,
+        "name": None,
+        "title": "",
+        "reproduces": "",
+        "panel": "",
+        "version": 1,
+        "default_scale": None,
+        "seeds": (0,),
+        "primary_nfe": None,
     }
     if table is None:
         p.add("study", 'missing [study] section; it needs at least name = "..."')

@@ -2,6 +2,7 @@
 was written, and their merge into one variant's configs (last wins: defaults <- base <- scale <- variant
 <- matrix cell), with the cross-field rules and the component checks.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -166,9 +167,7 @@ def _defaults(cls) -> dict[str, _Set]:
     return out
 
 
-def _resolve_one(
-    layers: list[_Layer], cell: list[tuple[_Axis, _Set]], checker: _ComponentChecker, p: _Problems
-) -> tuple[TrainConfig, EvalConfig] | None:
+def _resolve_one(layers: list[_Layer], cell: list[tuple[_Axis, _Set]], checker: _ComponentChecker, p: _Problems) -> tuple[TrainConfig, EvalConfig] | None:
     train, ev = _defaults(TrainConfig), _defaults(EvalConfig)
     for layer in layers:
         train.update(layer.train)

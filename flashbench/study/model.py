@@ -1,6 +1,7 @@
 """The model: :class:`Variant` and :class:`Study` (and their JSON form), and :func:`load_study`, which reads,
 resolves and validates a study file at one scale.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -216,9 +217,13 @@ def _load(path, scale: str | None, components) -> tuple[Study | None, list[Study
     # What the claims may name: the metrics of every evaluator the study runs, at any of its scales.
     written = [base, *scales.values(), *(layer for _, layer in explicit), *(layer for sv in scale_variants.values() for _, layer in sv)]
     evaluator_sets = [scales[s].eval.get("evaluators") or base.eval.get("evaluators") for s in scales]
-    evaluator_sets += [layer.eval["evaluators"] for layer in written[1 + len(scales):] if "evaluators" in layer.eval]
-    evaluator_sets += [value for axis in [*axes, *(a for sa in scale_axes.values() for a in sa)]
-                       if axis.section == "eval" and axis.field == "evaluators" for value in axis.values]
+    evaluator_sets += [layer.eval["evaluators"] for layer in written[1 + len(scales) :] if "evaluators" in layer.eval]
+    evaluator_sets += [
+        value
+        for axis in [*axes, *(a for sa in scale_axes.values() for a in sa)]
+        if axis.section == "eval" and axis.field == "evaluators"
+        for value in axis.values
+    ]
 
     scale_names = tuple(scales)
     if header["default_scale"] is not None and header["default_scale"] not in scales:

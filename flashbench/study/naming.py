@@ -1,6 +1,7 @@
 """Names: what an explicit variant may be called, how a matrix cell names its variant, and the
 filesystem-safe key derived from a name.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -6,6 +6,7 @@ echoed as :mod:`flashbench.formatting` writes them; the study's modules import i
 the names they have always used: ``_fmt`` (a value as TOML spells it), ``_short`` (a string's repr, cut) and
 ``_desc`` (a value's type and value).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -2,6 +2,7 @@
 TOML), how deep it may nest (MAX_DEPTH), and the other limits on hostile or mistaken input (variants,
 seeds, name lengths).
 """
+
 from __future__ import annotations
 
 import re

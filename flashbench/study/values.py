@@ -9,6 +9,7 @@ is not a multiple of 4 would be noise); :func:`_each` checks every item of an ar
 Every error is reported with the study's own wording (:func:`_message`) at its key path, in the order the
 keys were written (:func:`_report`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -77,8 +78,7 @@ def _component_name(v: Any) -> str:
     return v
 
 
-_COMPONENT_TABLE = cs.typed_dict_schema(
-    {"name": cs.typed_dict_field(cs.no_info_plain_validator_function(_component_name))}, extra_behavior="allow")
+_COMPONENT_TABLE = cs.typed_dict_schema({"name": cs.typed_dict_field(cs.no_info_plain_validator_function(_component_name))}, extra_behavior="allow")
 
 
 def _tuple_of(item: cs.CoreSchema) -> cs.CoreSchema:
@@ -157,6 +157,7 @@ Check = cs.CoreSchema
 
 def _rule(test: Callable[[Any], str | None]) -> Check:
     """A check from a function that returns the problem with a value (None: the value is fine)."""
+
     def check(v):
         message = test(v)
         if message:
@@ -299,8 +300,7 @@ def _written_order(data: Any, loc: tuple) -> tuple:
     return tuple(order)
 
 
-def _report(e: ValidationError, data: Any, key: str | None, p: _Problems,
-            word: Callable[[dict], str] | None = None) -> list[dict]:
+def _report(e: ValidationError, data: Any, key: str | None, p: _Problems, word: Callable[[dict], str] | None = None) -> list[dict]:
     """Record each error of ``e`` (from validating ``data``) at ``key`` + its location, in written order;
     ``word`` words the errors :func:`_message` leaves (unknown keys, missing ones, tables of the wrong
     type). Returns the errors, in that order."""
@@ -325,8 +325,16 @@ def _parse_value(schema: TypeAdapter, raw: Any, key: str, p: _Problems) -> Any:
         return _BAD
 
 
-def _parse_table(schema: type[BaseModel] | TypeAdapter, table: dict, key: str, p: _Problems, word: Callable[[dict], str],
-                 *, nested: tuple[str, ...] = (), context: dict | None = None) -> dict[str, Any]:
+def _parse_table(
+    schema: type[BaseModel] | TypeAdapter,
+    table: dict,
+    key: str,
+    p: _Problems,
+    word: Callable[[dict], str],
+    *,
+    nested: tuple[str, ...] = (),
+    context: dict | None = None,
+) -> dict[str, Any]:
     """A table through its model (or a TypeAdapter of a typed dict): every value written, in written order,
     typed, or _BAD where it has a problem (recorded; ``word`` words the unknown and missing keys). Unknown keys
     are left out. Only the values with a problem fail: the others are validated again without them.
@@ -375,5 +383,4 @@ def _values(schema: type[BaseModel] | TypeAdapter, table: dict, nested: tuple[st
 
 def _problems_at(messages: list[str], value: Any) -> ValidationError:
     """Several problems with one value, raised from a validator (each a line of its own)."""
-    return ValidationError.from_exception_data(
-        "study", [InitErrorDetails(type=_problem(m), loc=(), input=value) for m in messages])
+    return ValidationError.from_exception_data("study", [InitErrorDetails(type=_problem(m), loc=(), input=value) for m in messages])

@@ -2,6 +2,7 @@
 
 Config: none.
 """
+
 from __future__ import annotations
 
 from flashbench import hookimpl

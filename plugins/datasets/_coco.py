@@ -1,6 +1,7 @@
 """The COCO prompt sets' class (see :mod:`flashbench_plugins.datasets.coco` for the protocols). Imported when
 one is built: it needs torch. ``build`` parses the protocol's selection (:class:`~.coco.CocoSelection`, no torch)
 and hands it in."""
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor

@@ -30,6 +30,7 @@ side, for pre-aligned face crops such as FFHQ), registered by :mod:`.face_detect
 real detector, RetinaFace, MTCNN, ..., registered with the ``register_face_detectors`` hook of a module of the
 ``flashbench`` entry-point group), selected with the dataset option ``face_detector = "retinaface"``.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,5 +1,6 @@
 """The ``image-captions`` dataset's class (see :mod:`flashbench_plugins.datasets.image_captions`). Imported
 when the dataset is built: it needs torch. ``build`` reads the caption file and splits the records."""
+
 from __future__ import annotations
 
 from ._degradations import Batcher, Record, RecordDataset

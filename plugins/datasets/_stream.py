@@ -18,6 +18,7 @@ worker ``i`` plays worker ``w = (i + start) % workers`` of the uninterrupted run
 worker hands a one-line error (a :class:`Failure`) to the training process instead of raising: the DataLoader
 would re-raise it wrapped in a worker traceback.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -86,8 +87,7 @@ def share_samples(config, shards, seed: int, *, rank: int, world: int, worker: i
             yield _pop_random(buffer, rng)
         if not passed:
             whose = "" if world == workers == 1 else f" of process {rank} (worker {worker}) in pass {epoch}"
-            raise UserError(f"webdataset: no sample of the {len(mine)} training shard(s){whose} passes the filter "
-                            f"({sample_filter.describe()})")
+            raise UserError(f"webdataset: no sample of the {len(mine)} training shard(s){whose} passes the filter ({sample_filter.describe()})")
 
 
 def _pop_random(buffer: list, rng: np.random.Generator):
@@ -125,8 +125,7 @@ class ShareStream(IterableDataset):
         skip = max(0, -(-(self.start - worker) // workers))
         try:
             batcher = make_batcher(self.config)
-            samples = share_samples(self.config, self.shards, self.seed, rank=self.rank, world=self.world,
-                                    worker=worker, workers=workers)
+            samples = share_samples(self.config, self.shards, self.seed, rank=self.rank, world=self.world, worker=worker, workers=workers)
             for _ in range(skip * self.batch_size):
                 next(samples)  # read and filtered, not decoded
             while True:
@@ -143,18 +142,22 @@ def local_batches(config, shards, seed: int, batch_size: int, *, rank: int = 0, 
     """Process ``rank`` of ``world``'s endless batches of ``batch_size``, from batch ``start`` on, decoded by
     ``config.num_workers`` workers (at most one per shard of the process; 0: in this process)."""
     if world < 1 or not 0 <= rank < world or batch_size < 1 or start < 0:
-        raise ValueError(f"webdataset: need 0 <= rank < world, batch_size >= 1 and start >= 0; got rank {rank}, "
-                         f"world {world}, batch_size {batch_size}, start {start}")
+        raise ValueError(
+            f"webdataset: need 0 <= rank < world, batch_size >= 1 and start >= 0; got rank {rank}, world {world}, batch_size {batch_size}, start {start}"
+        )
     mine = shards_per_process(len(shards), rank, world)
     if mine == 0:
-        raise UserError(f"webdataset: {len(shards)} training shard(s) for {world} processes: each process reads whole "
-                        f"shards, so give at least {world} (the last heldout_shards of the list are held out)")
+        raise UserError(
+            f"webdataset: {len(shards)} training shard(s) for {world} processes: each process reads whole "
+            f"shards, so give at least {world} (the last heldout_shards of the list are held out)"
+        )
     stream = ShareStream(config, shards, seed, batch_size, rank, world, start)
     workers = min(config.num_workers, mine)
     if workers == 0:
         return _checked(iter(stream))
-    loader = DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=_as_is, prefetch_factor=PREFETCH_BATCHES,
-                        generator=torch.Generator().manual_seed(seed))  # not the global RNG: workers' base seed only
+    loader = DataLoader(
+        stream, batch_size=None, num_workers=workers, collate_fn=_as_is, prefetch_factor=PREFETCH_BATCHES, generator=torch.Generator().manual_seed(seed)
+    )  # not the global RNG: workers' base seed only
     return _checked(iter(loader))
 
 

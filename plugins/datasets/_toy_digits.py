@@ -1,5 +1,6 @@
 """The ``toy-digits`` dataset's class (see :mod:`flashbench_plugins.datasets.toy_digits`). Imported when the
 dataset is built: it needs torch."""
+
 from __future__ import annotations
 
 import numpy as np

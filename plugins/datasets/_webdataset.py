@@ -1,6 +1,7 @@
 """The ``webdataset`` dataset's class (see :mod:`flashbench_plugins.datasets.webdataset` for the shards, the
 filter and the split; :mod:`._stream` for the training stream). Imported when the dataset is built: it needs
 torch. ``build`` resolves the shards and splits them."""
+
 from __future__ import annotations
 
 from flashbench.errors import UserError
@@ -56,7 +57,9 @@ class WebDataset(RecordDataset):
             else:
                 self._pool_complete = True
             if not pool:
-                raise UserError(f"webdataset: no sample of the held-out shard(s) {', '.join(s.name for s in self.heldout_shards)} "
-                                f"passes the filter ({sample_filter.describe()})")
+                raise UserError(
+                    f"webdataset: no sample of the held-out shard(s) {', '.join(s.name for s in self.heldout_shards)} "
+                    f"passes the filter ({sample_filter.describe()})"
+                )
             self._pool = pool
         return self._pool[:n]

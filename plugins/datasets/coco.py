@@ -64,6 +64,7 @@ Config: ``root`` (the COCO folder; empty: the environment variable ``FLASHBENCH_
 is unchanged unless it is "selected"), ``reference`` ("": the protocol's; "all" or "selected"),
 ``num_workers`` (image-decoding threads of ``reference_batches``; 0: min(8, CPU count)).
 """
+
 from __future__ import annotations
 
 import hashlib

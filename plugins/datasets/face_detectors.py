@@ -11,6 +11,7 @@ Deprecated: an entry point of the former group ``flashbench.face_detectors`` (it
 argument, returns the detector) is still registered here, under its name, and warns with a ``FutureWarning``
 when a dataset builds it; it is skipped when ``FLASHBENCH_DISABLE_PLUGIN_AUTOLOAD`` is set.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,9 +40,12 @@ def center_box(config):
 
 def _legacy_factory(ep):
     def build(config):
-        warnings.warn(f"face_detector {ep.name!r} ({ep.value}) comes from the deprecated entry-point group {LEGACY_GROUP!r}: "
-                      f"register it with a register_face_detectors hook in a module of the {ENTRY_POINT_GROUP!r} group instead",
-                      FutureWarning, stacklevel=2)
+        warnings.warn(
+            f"face_detector {ep.name!r} ({ep.value}) comes from the deprecated entry-point group {LEGACY_GROUP!r}: "
+            f"register it with a register_face_detectors hook in a module of the {ENTRY_POINT_GROUP!r} group instead",
+            FutureWarning,
+            stacklevel=2,
+        )
         return ep.load()()
 
     build.__doc__ = f"{ep.value} (deprecated entry-point group {LEGACY_GROUP})"

@@ -30,6 +30,7 @@ else captions.csv), ``file_key`` / ``text_key`` / ``box_key`` (column names: fil
 ``sr_scale`` (4), ``face_detector`` ("boxes": given boxes only; "center"; or a plugin's: a component of kind
 ``face_detector``, see ``face_detectors``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -150,5 +151,9 @@ def build(config: ImageCaptionsConfig):
 
 @hookimpl
 def register_datasets(register):
-    register("image-captions", build, config=ImageCaptionsConfig,
-             description="image folder + captions.jsonl/csv; task t2i/inpaint/superres/faceswap builds the conditioning")
+    register(
+        "image-captions",
+        build,
+        config=ImageCaptionsConfig,
+        description="image folder + captions.jsonl/csv; task t2i/inpaint/superres/faceswap builds the conditioning",
+    )

@@ -6,6 +6,7 @@ digit) painted in seeded colours. See :mod:`flashbench_plugins.toy.data`.
 
 Config: ``shift`` (max random shift in pixels, default 1).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

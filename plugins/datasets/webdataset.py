@@ -53,6 +53,7 @@ Config: ``shards`` (required), ``resolution`` (512), ``center_crop`` (true), ``t
 ``shuffle_buffer`` (256), ``num_workers`` (2; 0: decode in the training process), ``box_key``
 ("face_box"), ``task`` ("t2i"), ``sr_scale`` (4), ``face_detector`` ("boxes").
 """
+
 from __future__ import annotations
 
 import copy
@@ -97,8 +98,7 @@ class WebDatasetConfig:
         if self.heldout_shards < 0 or self.shuffle_buffer < 1:
             raise ValueError("webdataset: heldout_shards must be >= 0 and shuffle_buffer >= 1")
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
-            raise ValueError(f"webdataset: num_workers must be a whole number >= 0 (0: decode in the training process), "
-                             f"got {self.num_workers!r}")
+            raise ValueError(f"webdataset: num_workers must be a whole number >= 0 (0: decode in the training process), got {self.num_workers!r}")
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,10 @@ def _check_scheme(url: str) -> None:
     scheme = URL.match(url).group(1).lower()
     if scheme != "file" and scheme not in gopen_schemes:
         readable = ", ".join(f"{s}:" for s in sorted(gopen_schemes) if not s.startswith("_"))
-        raise UserError(f"webdataset: webdataset cannot open {scheme}: URLs ({url}); it reads {readable} and local "
-                        f"paths; read it through a command, e.g. 'pipe:aws s3 cp {scheme}://bucket/shard.tar -'")
+        raise UserError(
+            f"webdataset: webdataset cannot open {scheme}: URLs ({url}); it reads {readable} and local "
+            f"paths; read it through a command, e.g. 'pipe:aws s3 cp {scheme}://bucket/shard.tar -'"
+        )
 
 
 def resolve_shards(patterns) -> list[Shard]:
@@ -281,14 +283,16 @@ def build(config: WebDatasetConfig):
     else:
         train_shards, held_shards = shards, shards
     batcher = make_batcher(config)
-    key = hashlib.sha1(
-        "\n".join([*map(str, held_shards), str(config.min_aesthetic), *config.aesthetic_keys, config.text_key]).encode("utf-8")
-    ).hexdigest()[:12]
+    key = hashlib.sha1("\n".join([*map(str, held_shards), str(config.min_aesthetic), *config.aesthetic_keys, config.text_key]).encode("utf-8")).hexdigest()[:12]
     return WebDataset(config, batcher, train_shards, held_shards, f"webdataset:{config.resolution}:{key}")
 
 
 @hookimpl
 def register_datasets(register):
-    register("webdataset", build, config=WebDatasetConfig,
-             description="webdataset tar shards or pipe:/https: URLs (image + json caption), streamed by DataLoader "
-                         "workers, each process its own share; aesthetic filter (LAION, score >= 6)")
+    register(
+        "webdataset",
+        build,
+        config=WebDatasetConfig,
+        description="webdataset tar shards or pipe:/https: URLs (image + json caption), streamed by DataLoader "
+        "workers, each process its own share; aesthetic filter (LAION, score >= 6)",
+    )

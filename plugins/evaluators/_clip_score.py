@@ -1,6 +1,7 @@
 """The ``clip_score`` evaluator's class (see :mod:`flashbench_plugins.evaluators.clip_score` for the definition
 and the weights). Imported when the evaluator is built: it needs torch; the open_clip model, its transform
 and tokenizer are loaded by ``build`` and handed in."""
+
 from __future__ import annotations
 
 import torch

@@ -2,6 +2,7 @@
 the modes and the cache). Imported when one is built: it needs torch and numpy. The feature extractor and
 the reference-statistics cache are made by ``build_evaluator`` and handed in.
 """
+
 from __future__ import annotations
 
 import datetime

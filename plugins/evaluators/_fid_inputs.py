@@ -2,6 +2,7 @@
 images, and real images in chunks from a dataset. No torch, numpy or clean-fid import at module level (they
 are imported when called), so the plugin module :mod:`flashbench_plugins.evaluators.fid` imports this cheaply.
 """
+
 from __future__ import annotations
 
 STATS_FORMAT = 1  # bump when the preprocessing or the statistics change meaning (invalidates cached entries)

@@ -1,6 +1,7 @@
 """The ``lpips`` evaluator's class (see :mod:`flashbench_plugins.evaluators.lpips`). Imported when the evaluator
 is built: it needs torch; the lpips network is loaded by ``build`` (or given by the caller of
 :func:`~flashbench_plugins.evaluators.lpips.evaluator_for`) and handed in."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Loading the lpips package's networks, failing clearly when the backbone cannot be had offline."""
+
 from __future__ import annotations
 
 from flashbench.errors import MissingWeightsError

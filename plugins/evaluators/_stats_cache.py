@@ -16,6 +16,7 @@ treated as absent and recomputed, with a warning.
 Folder: the evaluator's ``cache_dir`` option, else ``$FLASHBENCH_CACHE/<sub>``, else
 ``~/.cache/flashbench/<sub>``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -107,7 +108,6 @@ class StatsCache:
         text = json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n"
         _atomic_write(sidecar, lambda fh: fh.write(text.encode("utf-8")))
         return npz
-
 
     def load_features(self, key: dict) -> np.ndarray | None:
         """Cached reference feature rows (KID) for ``key``, or None."""

@@ -3,6 +3,7 @@ those plugin modules for what each measures). Imported when one of them is built
 trained networks are loaded by the plugins' ``build`` and handed in; open_clip is imported only by
 ``toy-clip-score``'s ``build``.
 """
+
 from __future__ import annotations
 
 import torch

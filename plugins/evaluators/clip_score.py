@@ -26,6 +26,7 @@ Config:
 - ``batch_size``: images / prompts per encoder call (default 32).
 - ``precision``: open_clip precision, "fp32" (default) | "fp16" | "bf16" | "amp".
 """
+
 from __future__ import annotations
 
 import os
@@ -166,5 +167,10 @@ def build(config: ClipScoreConfig, *, device="cpu"):
 
 @hookimpl
 def register_evaluators(register):
-    register("clip_score", build, metric="clip_score", config=ClipScoreConfig,
-             description="CLIP score: mean image-prompt cosine similarity under open_clip (default ViT-bigG-14 laion2b), not x100")
+    register(
+        "clip_score",
+        build,
+        metric="clip_score",
+        config=ClipScoreConfig,
+        description="CLIP score: mean image-prompt cosine similarity under open_clip (default ViT-bigG-14 laion2b), not x100",
+    )

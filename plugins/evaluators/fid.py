@@ -46,6 +46,7 @@ Config:
   through ``register_evaluators`` like any other: its factory calls :func:`build_evaluator` with its
   extractor function and a config whose ``extractor`` names that feature space.
 """
+
 from __future__ import annotations
 
 import os
@@ -183,12 +184,16 @@ def build_evaluator(config: FIDConfig, *, device="cpu", kernel: bool = False, ex
             raise UserError(f"fid: unknown feature extractor {config.extractor!r}; available: {INCEPTION_EXTRACTOR}")
         extractor = _inception_extractor(config, device)
     elif config.extractor == INCEPTION_EXTRACTOR:
-        raise ValueError(f"fid: a custom feature extractor needs its own name in the config's extractor field (not {INCEPTION_EXTRACTOR!r}), "
-                         "which keys its cached reference statistics")
+        raise ValueError(
+            f"fid: a custom feature extractor needs its own name in the config's extractor field (not {INCEPTION_EXTRACTOR!r}), "
+            "which keys its cached reference statistics"
+        )
     cache = StatsCache(Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir("fid-stats"))
     return (KID if kernel else FID)(config, extractor, cache, device)
 
 
 @hookimpl
 def register_evaluators(register):
-    register("fid", build, metric="fid", config=FIDConfig, description="FID as clean-fid computes it (clean / legacy modes), reference statistics cached on disk")  # noqa: E501
+    register(
+        "fid", build, metric="fid", config=FIDConfig, description="FID as clean-fid computes it (clean / legacy modes), reference statistics cached on disk"
+    )  # noqa: E501

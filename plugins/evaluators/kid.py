@@ -15,6 +15,7 @@ The reference features (not just their statistics) are cached on disk beside ``f
 Config: the ``fid`` evaluator's (``mode``, ``inception_dir``, ``cache_dir``, ``batch_size``,
 ``reference_samples``, ``extractor``); weights are never downloaded (one line says where to put them).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -11,6 +11,7 @@ no random backbone is ever used.
 
 Config: ``net``: "alex" (default, the usual choice for reporting LPIPS) | "vgg" | "squeeze".
 """
+
 from __future__ import annotations
 
 import os
@@ -76,4 +77,10 @@ def build(config: LPIPSEvalConfig, *, device="cpu"):
 
 @hookimpl
 def register_evaluators(register):
-    register("lpips", build, metric="lpips_to_teacher", config=LPIPSEvalConfig, description="LPIPS (lpips package, AlexNet by default) to the teacher's many-step sample")  # noqa: E501
+    register(
+        "lpips",
+        build,
+        metric="lpips_to_teacher",
+        config=LPIPSEvalConfig,
+        description="LPIPS (lpips package, AlexNet by default) to the teacher's many-step sample",
+    )  # noqa: E501

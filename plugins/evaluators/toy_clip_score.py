@@ -3,6 +3,7 @@
 Defined as in the paper's tables: the mean cosine similarity between image and prompt embeddings
 (not x100). Not OpenCLIP-G: comparable only with other toy-clip-score numbers. Config: none.
 """
+
 from __future__ import annotations
 
 from flashbench import hookimpl

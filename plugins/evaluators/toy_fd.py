@@ -6,6 +6,7 @@ evaluator instance (so once per study).
 
 Config: ``reference_samples`` (default 0: as many as the generated samples).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

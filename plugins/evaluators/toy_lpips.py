@@ -2,6 +2,7 @@
 prompt, measured with the toy perceptual distance (LPIPS construction on the trained digit classifier,
 see the ``lpips`` loss plugin). Lower is closer to the teacher. Config: none.
 """
+
 from __future__ import annotations
 
 from flashbench import hookimpl

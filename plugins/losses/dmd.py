@@ -6,6 +6,7 @@ MSE to a stop-gradient target, normalised per sample as in DMD: the mean squared
 the authors' code, so lambda_DMD weighs the authors' gradient. See :func:`flashbench.method.losses.dmd_loss`.
 Config: none.
 """
+
 from __future__ import annotations
 
 from flashbench import hookimpl

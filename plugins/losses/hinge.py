@@ -5,6 +5,7 @@ with the same noise at t' drawn from the study's ``adv_timesteps`` ({0.01, 0.25,
 
 Config: ``head`` ("paper" | "code", default "paper": the paper's head; "code": the authors' released head).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,5 +30,4 @@ def build(config: HingeConfig, **context):
 
 @hookimpl
 def register_losses(register):
-    register("hinge", build, config=HingeConfig, tags=("adversarial",),
-             description="L_adv = -E[D(fake)], L_D = E[relu(1-D(real))] + E[relu(1+D(fake))]")
+    register("hinge", build, config=HingeConfig, tags=("adversarial",), description="L_adv = -E[D(fake)], L_D = E[relu(1-D(real))] + E[relu(1+D(fake))]")

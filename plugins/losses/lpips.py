@@ -20,6 +20,7 @@ otherwise: the toy teachers say "toy-digits"; "vgg" when built without a teacher
 side of the centre latent window decoded, default 64; 0 decodes the full image); ``clamp`` (clamp the
 decoded images to [-1, 1], default true).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

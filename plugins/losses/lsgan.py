@@ -8,6 +8,7 @@ Config: ``scores`` ("raw" | "sigmoid", default "raw": Eq. 8; "sigmoid": the auth
 a sigmoid and no 1/2 in the generator's loss); ``head`` ("paper" | "code", default "paper": the paper's
 head; "code": the authors' released head).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,5 +38,10 @@ def build(config: LSGANConfig, **context):
 
 @hookimpl
 def register_losses(register):
-    register("lsgan", build, config=LSGANConfig, tags=("adversarial",),
-             description="the paper's choice; L_adv = 1/2 E[(D(fake)-1)^2], L_D = 1/2 E[(D(real)-1)^2 + D(fake)^2] (Eq. 8)")
+    register(
+        "lsgan",
+        build,
+        config=LSGANConfig,
+        tags=("adversarial",),
+        description="the paper's choice; L_adv = 1/2 E[(D(fake)-1)^2], L_D = 1/2 E[(D(real)-1)^2 + D(fake)^2] (Eq. 8)",
+    )

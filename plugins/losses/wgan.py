@@ -8,6 +8,7 @@ head is clipped to [-clip, clip] before each critic step, as in the authors' cod
 Config: ``clip`` (default 0.01, the authors' value; 0 trains an unconstrained critic); ``head`` ("paper" |
 "code", default "paper": the paper's head; "code": the authors' released head).
 """
+
 from __future__ import annotations
 
 import math
@@ -36,5 +37,10 @@ def build(config: WGANConfig, **context):
 
 @hookimpl
 def register_losses(register):
-    register("wgan", build, config=WGANConfig, tags=("adversarial",),
-             description="L_adv = -E[D(fake)], L_D = E[D(fake)] - E[D(real)] (critic, weights clipped to +-clip)")
+    register(
+        "wgan",
+        build,
+        config=WGANConfig,
+        tags=("adversarial",),
+        description="L_adv = -E[D(fake)], L_D = E[D(fake)] - E[D(real)] (critic, weights clipped to +-clip)",
+    )

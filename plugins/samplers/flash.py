@@ -1,5 +1,6 @@
 """``flash``: the Flash student's sampler, x0 re-noised to the next trailing timestep with fresh noise
 (on rectified flow, the authors' flash flow-matching scheduler). The default ``eval.sampler``. Config: none."""
+
 from __future__ import annotations
 
 from flashbench import hookimpl

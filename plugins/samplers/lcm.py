@@ -3,6 +3,7 @@ re-noising, timesteps skipping over an ``original_steps``-step grid. Variance-pr
 
 Config: ``original_steps`` (50, LCMScheduler's ``original_inference_steps``), ``timestep_scaling`` (10.0).
 """
+
 from __future__ import annotations
 
 import math

@@ -3,6 +3,7 @@ s = (1 - gamma) t_next, then forward-noised to t_next. Variance-preserving teach
 
 Config: ``gamma`` (0.3, the pipelines' default ``eta``; 0: deterministic), ``original_steps`` (50).
 """
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """``ddim``: the first-order DDIM step in data-prediction form (exact final step onto t = 0). Config: none."""
+
 from __future__ import annotations
 
 from flashbench import hookimpl

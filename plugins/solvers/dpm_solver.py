@@ -1,5 +1,6 @@
 """``dpm-solver``: DPM-Solver++(2M), the multistep solver the authors use for the teacher target;
 first order on a sample's first step and on the final step onto t = 0. Config: none."""
+
 from __future__ import annotations
 
 from flashbench import hookimpl

@@ -1,6 +1,7 @@
 """``flow-euler``: the Euler step of a rectified-flow teacher, x_next = x + (sigma_next - sigma) u, as diffusers'
 ``FlowMatchEulerDiscreteScheduler`` (SD3, Flux); rectified-flow teachers only (``ddim`` on such a teacher is
 the same step in data-prediction form, ``dpm-solver`` its second-order multistep). Config: none."""
+
 from __future__ import annotations
 
 from flashbench import hookimpl

@@ -18,6 +18,7 @@ Prediction type: the scheduler's ``prediction_type`` (SD2 models are often ``v_p
 family's noise process (``vp-epsilon`` or ``vp-v``), which turns the UNet's raw output into x0: with
 z_t = a x0 + s eps (a = sqrt(acp), s = sqrt(1 - acp)) and v = a eps - s x0, x0 = a z_t - s v.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -83,8 +84,7 @@ def input_channels(inputs, latent_channels: int) -> int:
 
 
 @torch.no_grad()
-def encode_conditioning(vae, inputs, extras: Mapping | None, *, image_size: int, latent_size: int, device, dtype, who: str
-                        ) -> dict[str, torch.Tensor]:
+def encode_conditioning(vae, inputs, extras: Mapping | None, *, image_size: int, latent_size: int, device, dtype, who: str) -> dict[str, torch.Tensor]:
     """The encoded conditioning tensors (cond keys of :data:`INPUTS`) of the face-swap UNet's extra channels."""
     out = {}
     for name in inputs:
@@ -113,17 +113,19 @@ class FaceSwapTeacher(SDFamilyTeacher):
     are the encoded ``inputs``; the family's ``_forward`` concatenates them (its noise process reads
     v-prediction), and its ``encoder_features`` runs the UNet's encoder on the same concatenated input."""
 
-    def __init__(self, source: str, *, inputs=("source_face",), device="cpu", dtype=torch.float32,
-                 lora_targets=FACESWAP_LORA_TARGETS, default_lora_rank: int = 64):
+    def __init__(
+        self, source: str, *, inputs=("source_face",), device="cpu", dtype=torch.float32, lora_targets=FACESWAP_LORA_TARGETS, default_lora_rank: int = 64
+    ):
         if not Path(source).is_dir():
-            raise MissingWeightsError(f"teacher 'faceswap': {source} is not a folder; set path to a local diffusers folder of your "
-                                      "face-swap model (unet, vae, text_encoder, tokenizer, scheduler)")
+            raise MissingWeightsError(
+                f"teacher 'faceswap': {source} is not a folder; set path to a local diffusers folder of your "
+                "face-swap model (unet, vae, text_encoder, tokenizer, scheduler)"
+            )
         inputs = tuple(inputs)
         if not inputs or any(n not in INPUTS for n in inputs) or len(set(inputs)) != len(inputs):
             raise UserError(f"teacher 'faceswap': inputs must be distinct names among {', '.join(INPUTS)}, got {list(inputs)}")
         try:
-            super().__init__(source, device=device, dtype=dtype, lora_targets=lora_targets, default_lora_rank=default_lora_rank,
-                             pipeline_cls=FaceSwapPipeline)
+            super().__init__(source, device=device, dtype=dtype, lora_targets=lora_targets, default_lora_rank=default_lora_rank, pipeline_cls=FaceSwapPipeline)
         except ValueError as exc:  # e.g. a prediction type the family does not convert
             raise UserError(f"teacher 'faceswap': {exc}".splitlines()[0]) from None
         if self.vae is None:
@@ -158,16 +160,30 @@ class FaceSwapTeacher(SDFamilyTeacher):
         key = tuple((id(v), getattr(v, "_version", None)) for v in values)
         if self._image_cache is not None and self._image_cache[0] == key:
             return self._image_cache[2]
-        encoded = encode_conditioning(self.vae, self.inputs, extras, image_size=self.image_size, latent_size=self.latent_shape[-1],
-                                      device=self.device, dtype=self.dtype, who="teacher 'faceswap'")
+        encoded = encode_conditioning(
+            self.vae,
+            self.inputs,
+            extras,
+            image_size=self.image_size,
+            latent_size=self.latent_shape[-1],
+            device=self.device,
+            dtype=self.dtype,
+            who="teacher 'faceswap'",
+        )
         self._image_cache = (key, values, encoded)
         return encoded
 
     # --- sampling ---
     def pipeline(self):
         """:class:`FaceSwapPipeline` over these components with the family's few-step ``LCMScheduler``."""
-        return FaceSwapPipeline(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
-                                scheduler=few_step_scheduler(self.scheduler.config), inputs=self.inputs)
+        return FaceSwapPipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=few_step_scheduler(self.scheduler.config),
+            inputs=self.inputs,
+        )
 
 
 class FaceSwapPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
@@ -195,9 +211,22 @@ class FaceSwapPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return self.text_encoder(ids.to(self.device))[0]
 
     @torch.no_grad()
-    def __call__(self, prompt="", source_face=None, *, source_image=None, source_box=None, masked_image=None, face_mask=None,
-                 num_inference_steps: int = 4, timesteps=None, guidance_scale: float = 1.0, generator=None, latents=None,
-                 margin: float | None = None):
+    def __call__(
+        self,
+        prompt="",
+        source_face=None,
+        *,
+        source_image=None,
+        source_box=None,
+        masked_image=None,
+        face_mask=None,
+        num_inference_steps: int = 4,
+        timesteps=None,
+        guidance_scale: float = 1.0,
+        generator=None,
+        latents=None,
+        margin: float | None = None,
+    ):
         if source_face is None:
             if source_image is None or source_box is None:
                 raise ValueError("give source_face (cropped faces) or source_image with source_box")
@@ -212,8 +241,16 @@ class FaceSwapPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         dtype = self.unet.dtype
         extras = {"source_face": source_face, "masked_image": masked_image, "face_mask": face_mask}
-        cond = encode_conditioning(self.vae, self.config.inputs, extras, image_size=c.sample_size * vae_scale, latent_size=c.sample_size,
-                                   device=self.device, dtype=dtype, who="FaceSwapPipeline")
+        cond = encode_conditioning(
+            self.vae,
+            self.config.inputs,
+            extras,
+            image_size=c.sample_size * vae_scale,
+            latent_size=c.sample_size,
+            device=self.device,
+            dtype=dtype,
+            who="FaceSwapPipeline",
+        )
         keys = [INPUTS[name][1] for name in self.config.inputs]
         text = self._embed(prompts)
         extra = torch.cat([cond[k] for k in keys], dim=1)

@@ -3,6 +3,7 @@ default) and the teacher class (:mod:`._faceswap`), so that neither imports the 
 
 No torch import: the plugin module imports this cheaply.
 """
+
 from __future__ import annotations
 
 #: the default LoRA's targets: the transformer blocks' attention, projections and feed-forward layers

@@ -1,5 +1,6 @@
 """Option checks shared by the ``sd3`` and ``flux`` teacher configs (no torch here: a config is validated
 before anything heavy is imported)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,12 +46,25 @@ class FlowTeacherOptions:
     def __post_init__(self):
         if self.max_sequence_length < 1:
             raise ValueError(f"max_sequence_length must be positive, got {self.max_sequence_length}")
-        targets = check_options(rank=self.default_lora_rank, alpha=self.lora_alpha, targets=self.lora_targets, disc_blocks=self.disc_blocks,
-                                disc_features=self.disc_features, dtype=self.dtype, resolution=self.resolution)
+        targets = check_options(
+            rank=self.default_lora_rank,
+            alpha=self.lora_alpha,
+            targets=self.lora_targets,
+            disc_blocks=self.disc_blocks,
+            disc_features=self.disc_features,
+            dtype=self.dtype,
+            resolution=self.resolution,
+        )
         object.__setattr__(self, "lora_targets", targets)  # a TOML list arrives as a list
 
     def teacher_kwargs(self) -> dict:
         """The shared keyword arguments of the family's teacher class."""
-        return dict(max_sequence_length=self.max_sequence_length, resolution=self.resolution, default_lora_rank=self.default_lora_rank,
-                    lora_alpha=self.lora_alpha, lora_targets=self.lora_targets, disc_blocks=self.disc_blocks,
-                    disc_features=self.disc_features)
+        return dict(
+            max_sequence_length=self.max_sequence_length,
+            resolution=self.resolution,
+            default_lora_rank=self.default_lora_rank,
+            lora_alpha=self.lora_alpha,
+            lora_targets=self.lora_targets,
+            disc_blocks=self.disc_blocks,
+            disc_features=self.disc_features,
+        )

@@ -17,6 +17,7 @@ through diffusers' ``PeftAdapterMixin`` exported for the family pipeline's ``loa
   (Adam's 1e-5 steps vanish in bf16). Export: ``<Pipeline>.save_lora_weights`` with the adapter's
   ``LoraConfig`` as metadata, so ``load_lora_weights`` restores its ``lora_alpha`` (alpha != rank).
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,6 +33,7 @@ from flashbench.method.teacher import Teacher
 
 from ._flow_configs import DISC_FEATURES
 from ._sd_family import _load
+
 
 def as_timesteps(t, x: torch.Tensor) -> torch.Tensor:
     t = torch.as_tensor(t, device=x.device)
@@ -66,8 +68,19 @@ class FlowTransformerTeacher(Teacher):
         """The side of one transformer token in latent pixels (SD3: its patch size; Flux: the 2x2 packing)."""
         return 2
 
-    def _load_common(self, source: str, *, device, dtype, resolution: int, lora_rank: int, lora_alpha: float,
-                     lora_targets: Sequence[str], disc_blocks: int, disc_features: str):
+    def _load_common(
+        self,
+        source: str,
+        *,
+        device,
+        dtype,
+        resolution: int,
+        lora_rank: int,
+        lora_alpha: float,
+        lora_targets: Sequence[str],
+        disc_blocks: int,
+        disc_features: str,
+    ):
         import diffusers
         from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
         from transformers.utils import logging as hf_logging
@@ -178,7 +191,9 @@ class FlowTransformerTeacher(Teacher):
         config["target_modules"] = sorted(config["target_modules"])  # a set: JSON wants a list
         folder = Path(folder)
         self.pipeline_class().save_lora_weights(
-            str(folder), transformer_lora_layers=self.lora_state_dict(name), transformer_lora_adapter_metadata=config,
+            str(folder),
+            transformer_lora_layers=self.lora_state_dict(name),
+            transformer_lora_adapter_metadata=config,
             safe_serialization=True,
         )
         return folder
@@ -199,7 +214,6 @@ class FlowTransformerTeacher(Teacher):
 def few_step_sigmas(steps: int) -> list[float]:
     """The unshifted sigmas of the student's ``steps`` timesteps (the K-grid with K = steps, without 0)."""
     return [i / steps for i in range(steps, 0, -1)]
-
 
 
 class PromptCache:
@@ -235,13 +249,34 @@ class SD3Teacher(FlowTransformerTeacher):
 
     transformer_class = "SD3Transformer2DModel"
 
-    def __init__(self, source: str, *, device="cpu", dtype=torch.float32, use_t5: bool = False, max_sequence_length: int = 256,
-                 resolution: int = 0, default_lora_rank: int = 64, lora_alpha: float = 8.0, lora_targets: Sequence[str] = (),
-                 disc_blocks: int = 0, disc_features: str = "tokens"):
+    def __init__(
+        self,
+        source: str,
+        *,
+        device="cpu",
+        dtype=torch.float32,
+        use_t5: bool = False,
+        max_sequence_length: int = 256,
+        resolution: int = 0,
+        default_lora_rank: int = 64,
+        lora_alpha: float = 8.0,
+        lora_targets: Sequence[str] = (),
+        disc_blocks: int = 0,
+        disc_features: str = "tokens",
+    ):
         from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
-        self._load_common(source, device=device, dtype=dtype, resolution=resolution, lora_rank=default_lora_rank, lora_alpha=lora_alpha,
-                          lora_targets=lora_targets, disc_blocks=disc_blocks, disc_features=disc_features)
+        self._load_common(
+            source,
+            device=device,
+            dtype=dtype,
+            resolution=resolution,
+            lora_rank=default_lora_rank,
+            lora_alpha=lora_alpha,
+            lora_targets=lora_targets,
+            disc_blocks=disc_blocks,
+            disc_features=disc_features,
+        )
 
         def model(cls, sub):
             return _load(cls, self.source, sub, torch_dtype=dtype).to(self.device).eval().requires_grad_(False)
@@ -286,8 +321,9 @@ class SD3Teacher(FlowTransformerTeacher):
 
     @torch.no_grad()
     def _encode_t5(self, prompts: list[str]) -> tuple[torch.Tensor]:
-        ids = self.tokenizer_3(prompts, padding="max_length", max_length=self.max_sequence_length, truncation=True, add_special_tokens=True,
-                               return_tensors="pt").input_ids
+        ids = self.tokenizer_3(
+            prompts, padding="max_length", max_length=self.max_sequence_length, truncation=True, add_special_tokens=True, return_tensors="pt"
+        ).input_ids
         return (self.text_encoder_3(ids.to(self.device))[0].to(self.dtype),)
 
     @torch.no_grad()
@@ -306,13 +342,24 @@ class SD3Teacher(FlowTransformerTeacher):
 
     # --- denoiser ---
     def _forward(self, module, x, t, cond):
-        return module(hidden_states=x.to(self.dtype), encoder_hidden_states=cond["encoder_hidden_states"],
-                      pooled_projections=cond["pooled_projections"], timestep=as_timesteps(t, x), return_dict=False)[0]
+        return module(
+            hidden_states=x.to(self.dtype),
+            encoder_hidden_states=cond["encoder_hidden_states"],
+            pooled_projections=cond["pooled_projections"],
+            timestep=as_timesteps(t, x),
+            return_dict=False,
+        )[0]
 
     def _block_tokens(self, x, t, cond):
-        return transformer_block_tokens(self.transformer, self.disc_blocks, hidden_states=x.to(self.dtype),
-                                        encoder_hidden_states=cond["encoder_hidden_states"], pooled_projections=cond["pooled_projections"],
-                                        timestep=t, return_dict=False)
+        return transformer_block_tokens(
+            self.transformer,
+            self.disc_blocks,
+            hidden_states=x.to(self.dtype),
+            encoder_hidden_states=cond["encoder_hidden_states"],
+            pooled_projections=cond["pooled_projections"],
+            timestep=t,
+            return_dict=False,
+        )
 
     # --- the stock pipeline ---
     def pipeline_class(self):
@@ -325,9 +372,15 @@ class SD3Teacher(FlowTransformerTeacher):
         scheduler (:meth:`FlowTransformerTeacher.few_step_scheduler`); sample the student with
         ``sigmas=few_step_sigmas(n)``, ``guidance_scale=1`` (no CFG) and ``max_sequence_length`` as the teacher's."""
         return self.pipeline_class()(
-            transformer=self.transformer, scheduler=self.few_step_scheduler(), vae=self.vae, text_encoder=self.text_encoder,
-            tokenizer=self.tokenizer, text_encoder_2=self.text_encoder_2, tokenizer_2=self.tokenizer_2,
-            text_encoder_3=self.text_encoder_3, tokenizer_3=self.tokenizer_3,
+            transformer=self.transformer,
+            scheduler=self.few_step_scheduler(),
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            text_encoder_2=self.text_encoder_2,
+            tokenizer_2=self.tokenizer_2,
+            text_encoder_3=self.text_encoder_3,
+            tokenizer_3=self.tokenizer_3,
         )
 
 
@@ -364,13 +417,34 @@ class FluxTeacher(FlowTransformerTeacher):
 
     transformer_class = "FluxTransformer2DModel"
 
-    def __init__(self, source: str, *, device="cpu", dtype=torch.float32, max_sequence_length: int = 512, resolution: int = 0,
-                 student_guidance: float = 3.5, default_lora_rank: int = 64, lora_alpha: float = 0.0, lora_targets: Sequence[str] = (),
-                 disc_blocks: int = 0, disc_features: str = "tokens"):
+    def __init__(
+        self,
+        source: str,
+        *,
+        device="cpu",
+        dtype=torch.float32,
+        max_sequence_length: int = 512,
+        resolution: int = 0,
+        student_guidance: float = 3.5,
+        default_lora_rank: int = 64,
+        lora_alpha: float = 0.0,
+        lora_targets: Sequence[str] = (),
+        disc_blocks: int = 0,
+        disc_features: str = "tokens",
+    ):
         from transformers import AutoTokenizer, CLIPTextModel, CLIPTokenizer, T5EncoderModel
 
-        self._load_common(source, device=device, dtype=dtype, resolution=resolution, lora_rank=default_lora_rank, lora_alpha=lora_alpha,
-                          lora_targets=lora_targets, disc_blocks=disc_blocks, disc_features=disc_features)
+        self._load_common(
+            source,
+            device=device,
+            dtype=dtype,
+            resolution=resolution,
+            lora_rank=default_lora_rank,
+            lora_alpha=lora_alpha,
+            lora_targets=lora_targets,
+            disc_blocks=disc_blocks,
+            disc_features=disc_features,
+        )
 
         def model(cls, sub):
             return _load(cls, self.source, sub, torch_dtype=dtype).to(self.device).eval().requires_grad_(False)
@@ -383,8 +457,10 @@ class FluxTeacher(FlowTransformerTeacher):
         self.guidance_embedded = bool(self.transformer.config.guidance_embeds)
         self.student_guidance = float(student_guidance)
         if self.latent_shape[0] * 4 != self.transformer.config.in_channels:
-            raise UserError(f"{self.source}: the transformer takes {self.transformer.config.in_channels} channels, "
-                            f"2x2-packed {self.latent_shape[0]}-channel latents give {self.latent_shape[0] * 4}")
+            raise UserError(
+                f"{self.source}: the transformer takes {self.transformer.config.in_channels} channels, "
+                f"2x2-packed {self.latent_shape[0]}-channel latents give {self.latent_shape[0] * 4}"
+            )
         # Flux's shift depends on the image's token count: mu at this resolution (1024 px: 4096 tokens, mu 1.15)
         self._set_process(image_seq_len=self.tokens_side**2)
         self._cache = PromptCache()
@@ -415,7 +491,9 @@ class FluxTeacher(FlowTransformerTeacher):
     def _inputs(self, x, t, cond) -> dict:
         _, _, h, w = x.shape
         return dict(
-            hidden_states=pack(x.to(self.dtype)), encoder_hidden_states=cond["encoder_hidden_states"], pooled_projections=cond["pooled_projections"],
+            hidden_states=pack(x.to(self.dtype)),
+            encoder_hidden_states=cond["encoder_hidden_states"],
+            pooled_projections=cond["pooled_projections"],
             timestep=as_timesteps(t, x) / 1000,  # the transformer multiplies by 1000 itself (the pipeline passes sigma)
             guidance=cond.get("guidance") if self.guidance_embedded else None,
             txt_ids=torch.zeros(cond["encoder_hidden_states"].shape[1], 3, device=x.device, dtype=self.dtype),
@@ -440,6 +518,11 @@ class FluxTeacher(FlowTransformerTeacher):
         ``sigmas=few_step_sigmas(n)``, ``guidance_scale=student_guidance`` and the teacher's ``height``/``width``
         (``resolution``) and ``max_sequence_length``."""
         return self.pipeline_class()(
-            scheduler=self.few_step_scheduler(), vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-            text_encoder_2=self.text_encoder_2, tokenizer_2=self.tokenizer_2, transformer=self.transformer,
+            scheduler=self.few_step_scheduler(),
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            text_encoder_2=self.text_encoder_2,
+            tokenizer_2=self.tokenizer_2,
+            transformer=self.transformer,
         )

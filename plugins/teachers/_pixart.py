@@ -27,6 +27,7 @@ attention mask, SD's VAE, a DDPM-family schedule (PixArt ships a ``DPMSolverMult
   to 300 tokens, and no micro-conditioning; everything else (learned sigma, VP epsilon, the discriminator's
   tokens, the LoRA) is shared.
 """
+
 from __future__ import annotations
 
 import copy
@@ -178,9 +179,7 @@ class PixartTeacher(Teacher):
 
     @torch.no_grad()
     def _encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = self.tokenizer(
-            texts, padding="max_length", max_length=self.max_sequence_length, truncation=True, add_special_tokens=True, return_tensors="pt"
-        )
+        tokens = self.tokenizer(texts, padding="max_length", max_length=self.max_sequence_length, truncation=True, add_special_tokens=True, return_tensors="pt")
         mask = tokens.attention_mask.to(self.device)
         hidden = self.text_encoder(tokens.input_ids.to(self.device), attention_mask=mask)[0]
         return hidden.to(self.dtype), mask
@@ -225,8 +224,12 @@ class PixartTeacher(Teacher):
         if t.ndim == 0:
             t = t.expand(x.shape[0])
         out = module(
-            x.to(self.dtype), encoder_hidden_states=cond["encoder_hidden_states"], encoder_attention_mask=cond["encoder_attention_mask"],
-            timestep=t, added_cond_kwargs=self._added_cond(cond), return_dict=False,
+            x.to(self.dtype),
+            encoder_hidden_states=cond["encoder_hidden_states"],
+            encoder_attention_mask=cond["encoder_attention_mask"],
+            timestep=t,
+            added_cond_kwargs=self._added_cond(cond),
+            return_dict=False,
         )[0]
         # learned sigma: channels [C:] interpolate the variance; the first C are epsilon
         return out[:, : x.shape[1]].to(x.dtype)
@@ -248,8 +251,15 @@ class PixartTeacher(Teacher):
         h, w = x.shape[-2] // p, x.shape[-1] // p
         with self.adapters_disabled():
             tokens = transformer_block_tokens(
-                self.transformer, self.disc_blocks, x.to(self.dtype), encoder_hidden_states=cond["encoder_hidden_states"],
-                encoder_attention_mask=cond["encoder_attention_mask"], timestep=t, added_cond_kwargs=self._added_cond(cond), return_dict=False)
+                self.transformer,
+                self.disc_blocks,
+                x.to(self.dtype),
+                encoder_hidden_states=cond["encoder_hidden_states"],
+                encoder_attention_mask=cond["encoder_attention_mask"],
+                timestep=t,
+                added_cond_kwargs=self._added_cond(cond),
+                return_dict=False,
+            )
         return tokens.transpose(1, 2).reshape(x.shape[0], tokens.shape[-1], h, w)
 
     def discriminator_input(self):
@@ -313,7 +323,10 @@ class PixartTeacher(Teacher):
         with :func:`few_step_scheduler` (the student's few-step sampling; call it with ``guidance_scale=1`` (no
         CFG) and, for sizes outside PixArt's aspect-ratio bins, ``use_resolution_binning=False``)."""
         return self.pipeline_class()(
-            tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=self.vae, transformer=self.transformer,
+            tokenizer=self.tokenizer,
+            text_encoder=self.text_encoder,
+            vae=self.vae,
+            transformer=self.transformer,
             scheduler=few_step_scheduler(self.scheduler.config),
         )
 

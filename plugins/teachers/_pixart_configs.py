@@ -7,6 +7,7 @@ what follows from it: the 1024-MS model is trained with resolution / aspect-rati
 (``use_additional_conditions`` defaults to ``sample_size == 128``) and a position-embedding
 interpolation scale of 2.
 """
+
 from __future__ import annotations
 
 HUB_IDS = {512: "PixArt-alpha/PixArt-XL-2-512x512", 1024: "PixArt-alpha/PixArt-XL-2-1024-MS"}
@@ -42,7 +43,18 @@ TRANSFORMER_CONFIGS = {
 #: micro-conditioning embeddings (``linear``, ``linear_1``, ``linear_2``) and the output layer
 #: (``proj_out``). ``proj_in`` names no PixArt module; it is kept so the list reads as the recipe's.
 LORA_TARGETS = (
-    "to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "proj", "linear", "linear_1", "linear_2",
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "proj_in",
+    "proj_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "proj",
+    "linear",
+    "linear_1",
+    "linear_2",
 )
 
 #: PixArt-Sigma (Chen et al. 2024, the ``pixart-sigma`` teacher): the same XL-2 transformer (28 blocks, width 1152,

@@ -9,6 +9,7 @@ the ``meta`` device (no memory, no weights) and counts the adapter's parameters.
 
 No torch import at module level: the plugin files import these dicts cheaply.
 """
+
 from __future__ import annotations
 
 # --- real sizes ------------------------------------------------------------------------------------------
@@ -78,8 +79,14 @@ SD21_UNET = {
 
 #: SD1.5's (and SD-inpainting's) training schedule (scheduler/scheduler_config.json, read as DDIM)
 SD15_SCHEDULER = {
-    "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
-    "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": "epsilon",
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
 }
 
 #: SD2.1-768's training schedule (scheduler/scheduler_config.json, DDIM): SD1.5's scaled-linear betas, v-prediction.
@@ -89,20 +96,37 @@ SD21_SCHEDULER = {**SD15_SCHEDULER, "prediction_type": "v_prediction"}
 #: SD2.1's text encoder: OpenCLIP ViT-H/14's text tower converted to a ``CLIPTextModel`` (text_encoder/config.json),
 #: its last of 24 layers dropped (SD2 conditions on the penultimate layer); its tokenizer pads with "!" (id 0)
 SD21_TEXT_ENCODER = {
-    "hidden_act": "gelu", "hidden_size": 1024, "intermediate_size": 4096, "max_position_embeddings": 77,
-    "num_attention_heads": 16, "num_hidden_layers": 23, "projection_dim": 512, "vocab_size": 49408,
+    "hidden_act": "gelu",
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "max_position_embeddings": 77,
+    "num_attention_heads": 16,
+    "num_hidden_layers": 23,
+    "projection_dim": 512,
+    "vocab_size": 49408,
 }
 
 #: the x4 upscaler's denoising schedule: a v-prediction model
 X4_SCHEDULER = {
-    "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "scaled_linear",
-    "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": "v_prediction",
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "prediction_type": "v_prediction",
 }
 
 #: the x4 upscaler's ``low_res_scheduler`` (DDPM): noise augmentation of the low-res image at ``noise_level``
 X4_LOW_RES_SCHEDULER = {
-    "num_train_timesteps": 1000, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "scaled_linear",
-    "clip_sample": False, "variance_type": "fixed_small", "prediction_type": "epsilon",
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "variance_type": "fixed_small",
+    "prediction_type": "epsilon",
 }
 X4_MAX_NOISE_LEVEL = 350  # model_index.json of the upscaler; the pipeline rejects larger noise levels
 X4_VAE_SCALING = 0.08333  # the upscaler VAE's latent scaling (its VAE downsamples x4, not x8)
@@ -117,30 +141,58 @@ FLASH_SD15_DISCRIMINATOR_PARAMS = 870_720
 
 # --- tiny test sizes (same classes, random weights) -------------------------------------------------------
 TINY_UNET = {
-    "sample_size": 8, "in_channels": 4, "out_channels": 4, "layers_per_block": 1, "block_out_channels": [32, 64],
-    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-    "cross_attention_dim": 32, "norm_num_groups": 32, "attention_head_dim": 8,
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 1,
+    "block_out_channels": [32, 64],
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "cross_attention_dim": 32,
+    "norm_num_groups": 32,
+    "attention_head_dim": 8,
 }
 TINY_INPAINT_UNET = {**TINY_UNET, "in_channels": 9}
 TINY_X4_UNET = {
-    **TINY_UNET, "in_channels": 7, "num_class_embeds": 1000, "use_linear_projection": True,
-    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"], "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+    **TINY_UNET,
+    "in_channels": 7,
+    "num_class_embeds": 1000,
+    "use_linear_projection": True,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
 }
 #: SD2.1's UNet options at test size: linear projections, per-block head dims, float32 attention
 TINY_SD21_UNET = {**TINY_UNET, "attention_head_dim": [4, 8], "use_linear_projection": True, "upcast_attention": True}
 #: two blocks: the image is 2x the latents (SD's VAE is 8x, three blocks more)
 TINY_VAE = {
-    "in_channels": 3, "out_channels": 3, "block_out_channels": [32, 64], "latent_channels": 4, "sample_size": 16,
-    "norm_num_groups": 32, "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2,
+    "in_channels": 3,
+    "out_channels": 3,
+    "block_out_channels": [32, 64],
+    "latent_channels": 4,
+    "sample_size": 16,
+    "norm_num_groups": 32,
+    "down_block_types": ["DownEncoderBlock2D"] * 2,
+    "up_block_types": ["UpDecoderBlock2D"] * 2,
 }
 #: three blocks: 4x upscaling, as the x4 upscaler's VAE
 TINY_X4_VAE = {
-    **TINY_VAE, "block_out_channels": [32, 32, 32], "sample_size": 32, "scaling_factor": X4_VAE_SCALING,
-    "down_block_types": ["DownEncoderBlock2D"] * 3, "up_block_types": ["UpDecoderBlock2D"] * 3,
+    **TINY_VAE,
+    "block_out_channels": [32, 32, 32],
+    "sample_size": 32,
+    "scaling_factor": X4_VAE_SCALING,
+    "down_block_types": ["DownEncoderBlock2D"] * 3,
+    "up_block_types": ["UpDecoderBlock2D"] * 3,
 }
 TINY_CLIP_TEXT = {
-    "vocab_size": 49408, "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4,
-    "max_position_embeddings": 77, "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 49407,
+    "vocab_size": 49408,
+    "hidden_size": 32,
+    "intermediate_size": 37,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 77,
+    "bos_token_id": 49406,
+    "eos_token_id": 49407,
+    "pad_token_id": 49407,
 }
 
 

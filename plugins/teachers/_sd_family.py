@@ -12,6 +12,7 @@ the cond-dict entries named in ``concat_keys`` to the noisy latents along the ch
 upscaler, SD2.1-768) return their raw output and declare the ``vp-v`` noise process, which gives x0 = alpha x_t -
 sigma v to the method (``flashbench.method.noise``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,7 +30,20 @@ from flashbench.method.teacher import Teacher
 #: explicit timesteps) give the trailing grid the student was trained on
 FEW_STEP_ORIGINAL_STEPS = 4
 
-DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1", "conv2", "conv_shortcut", "time_emb_proj")  # noqa: E501
+DEFAULT_LORA_TARGETS = (
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "proj_in",
+    "proj_out",
+    "ff.net.0.proj",
+    "ff.net.2",
+    "conv1",
+    "conv2",
+    "conv_shortcut",
+    "time_emb_proj",
+)  # noqa: E501
 
 
 def _load(cls, source: str, subfolder: str, **kw):
@@ -93,8 +107,17 @@ class SDFamilyTeacher(Teacher):
     #: cond-dict entries concatenated after the noisy latents along the channels, in this order
     concat_keys: tuple[str, ...] = ()
 
-    def __init__(self, source: str, *, device="cpu", dtype=torch.float32, lora_targets=DEFAULT_LORA_TARGETS, default_lora_rank: int = 64, pipeline_cls=None,
-                 components: dict | None = None):
+    def __init__(
+        self,
+        source: str,
+        *,
+        device="cpu",
+        dtype=torch.float32,
+        lora_targets=DEFAULT_LORA_TARGETS,
+        default_lora_rank: int = 64,
+        pipeline_cls=None,
+        components: dict | None = None,
+    ):
         """``components``: already built ``unet``, ``text_encoder``, ``tokenizer``, ``scheduler`` and optionally
         ``vae`` (:func:`random_components`) instead of loading them from ``source``, which then only names them."""
         from diffusers import DDIMScheduler, UNet2DConditionModel
@@ -182,8 +205,13 @@ class SDFamilyTeacher(Teacher):
     def encoder_features(self, x, t, cond):
         """The UNet's down blocks and mid block (the encoder), run with the adapters disabled."""
         with self.adapters_disabled():
-            return unet_encoder_features(self.unet, self._unet_input(x, cond), _as_timesteps(t, x),
-                                         encoder_hidden_states=cond["encoder_hidden_states"], class_labels=cond.get("class_labels"))
+            return unet_encoder_features(
+                self.unet,
+                self._unet_input(x, cond),
+                _as_timesteps(t, x),
+                encoder_hidden_states=cond["encoder_hidden_states"],
+                class_labels=cond.get("class_labels"),
+            )
 
     def discriminator_input(self):
         cfg = self.unet.config
@@ -267,13 +295,18 @@ class SDFamilyTeacher(Teacher):
         from diffusers import StableDiffusionPipeline
 
         return StableDiffusionPipeline(
-            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet, scheduler=scheduler,
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
         )
 
 
-def random_components(*, unet: dict, text_encoder: dict, vae: dict | None, scheduler: dict, seed: int = 0,
-                      tokenizer_max_length: int = 77) -> dict:
+def random_components(*, unet: dict, text_encoder: dict, vae: dict | None, scheduler: dict, seed: int = 0, tokenizer_max_length: int = 77) -> dict:
     """An SD-family model's components built from their configs with seeded random weights, nothing read from
     disk or the network: the architecture's real cost (shapes, FLOPs, memory) without its weights.
 
@@ -302,8 +335,7 @@ def random_components(*, unet: dict, text_encoder: dict, vae: dict | None, sched
     }
     with tempfile.TemporaryDirectory() as folder:  # the tokenizer reads its files once, at construction
         write_clip_tokenizer(folder, model_max_length=tokenizer_max_length)
-        out["tokenizer"] = CLIPTokenizer(f"{folder}/vocab.json", f"{folder}/merges.txt", model_max_length=tokenizer_max_length,
-                                         pad_token="<|endoftext|>")
+        out["tokenizer"] = CLIPTokenizer(f"{folder}/vocab.json", f"{folder}/merges.txt", model_max_length=tokenizer_max_length, pad_token="<|endoftext|>")
     return out
 
 
@@ -360,8 +392,14 @@ class SDInpaintTeacher(SDFamilyTeacher):
         from diffusers import StableDiffusionInpaintPipeline
 
         return StableDiffusionInpaintPipeline(
-            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet, scheduler=scheduler,
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
         )
 
     def pipeline_class(self):
@@ -425,8 +463,12 @@ class SDUpscaleTeacher(SDFamilyTeacher):
 
         scaling = self.vae.config.scaling_factor
         pipe = StableDiffusionUpscalePipeline(
-            vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer, unet=self.unet,
-            low_res_scheduler=self.low_res_scheduler, scheduler=scheduler,
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            low_res_scheduler=self.low_res_scheduler,
+            scheduler=scheduler,
         )
         if self.vae.config.scaling_factor != scaling:
             # the stock pipeline forces the x4 upscaler's 0.08333 onto any VAE it is given; keep the teacher's own

@@ -11,6 +11,7 @@ can be added and counted.
 diffusers folders with the real classes and the real folder layout (``model_index.json`` included), so that
 a teacher loads them through the same ``from_pretrained`` path as the published weights.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -239,9 +240,15 @@ def write_tiny_sdxl(root, *, seed: int = 0, force_zeros_for_empty_prompt: bool =
         folder = write_clip_tokenizer(root / "_tokenizers" / name, model_max_length=77)
         tokenizers.append(CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77, pad_token=pad))
     pipe = StableDiffusionXLPipeline(
-        vae=vae.eval(), text_encoder=text_encoder.eval(), text_encoder_2=text_encoder_2.eval(), tokenizer=tokenizers[0],
-        tokenizer_2=tokenizers[1], unet=unet.eval(), scheduler=scheduler,
-        force_zeros_for_empty_prompt=force_zeros_for_empty_prompt, add_watermarker=False,
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        text_encoder_2=text_encoder_2.eval(),
+        tokenizer=tokenizers[0],
+        tokenizer_2=tokenizers[1],
+        unet=unet.eval(),
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=force_zeros_for_empty_prompt,
+        add_watermarker=False,
     )
     pipe.save_pretrained(root)
     _rmtree(root / "_tokenizers")
@@ -262,4 +269,3 @@ def _rmtree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
-

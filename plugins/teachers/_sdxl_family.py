@@ -18,6 +18,7 @@ The cond dict (every tensor batch first): ``encoder_hidden_states`` (B, 77, 2048
 (B, 1280), ``time_ids`` (B, 6) and, with a T2I-Adapter, ``adapter_0`` .. ``adapter_{n-1}``: the adapter's
 residuals (``down_intrablock_additional_residuals``), already scaled by the conditioning scale.
 """
+
 from __future__ import annotations
 
 import copy
@@ -64,8 +65,19 @@ class SDXLTeacher(SDFamilyTeacher):
     #: distinct prompts whose embeddings are kept (an SDXL prompt embedding is 77 x 2048 numbers)
     prompt_cache_size = 1024
 
-    def __init__(self, source: str, *, device="cpu", dtype=torch.float32, resolution: int = 0, crop_top: int = 0, crop_left: int = 0,
-                 lora_targets=SDXL_LORA_TARGETS, default_lora_rank: int = 64, variant: str | None = None):
+    def __init__(
+        self,
+        source: str,
+        *,
+        device="cpu",
+        dtype=torch.float32,
+        resolution: int = 0,
+        crop_top: int = 0,
+        crop_left: int = 0,
+        lora_targets=SDXL_LORA_TARGETS,
+        default_lora_rank: int = 64,
+        variant: str | None = None,
+    ):
         from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
         from transformers.utils import logging as hf_logging
@@ -112,8 +124,10 @@ class SDXLTeacher(SDFamilyTeacher):
         self.latent_shape = (cfg.in_channels, size, size)
         added = cfg.addition_time_embed_dim * 6 + self.text_encoder_2.config.projection_dim
         if added != self.unet.add_embedding.linear_1.in_features:
-            raise UserError(f"{self.source}: the UNet's add_embedding takes {self.unet.add_embedding.linear_1.in_features} numbers, "
-                            f"6 micro-conditioning ids and the pooled text embedding give {added}")
+            raise UserError(
+                f"{self.source}: the UNet's add_embedding takes {self.unet.add_embedding.linear_1.in_features} numbers, "
+                f"6 micro-conditioning ids and the pooled text embedding give {added}"
+            )
 
     # --- conditioning ---
     @torch.no_grad()
@@ -172,7 +186,10 @@ class SDXLTeacher(SDFamilyTeacher):
     def _forward(self, module, x, t, cond):
         added = {"text_embeds": cond["text_embeds"], "time_ids": cond["time_ids"]}
         return module(
-            x.to(self.dtype), _timesteps(t, x), encoder_hidden_states=cond["encoder_hidden_states"], added_cond_kwargs=added,
+            x.to(self.dtype),
+            _timesteps(t, x),
+            encoder_hidden_states=cond["encoder_hidden_states"],
+            added_cond_kwargs=added,
             down_intrablock_additional_residuals=adapter_residuals(cond),
         ).sample
 
@@ -182,8 +199,14 @@ class SDXLTeacher(SDFamilyTeacher):
         has them), with the LoRA adapters disabled."""
         added = {"text_embeds": cond["text_embeds"], "time_ids": cond["time_ids"]}
         with self.adapters_disabled():
-            return unet_encoder_features(self.unet, x.to(self.dtype), _timesteps(t, x), encoder_hidden_states=cond["encoder_hidden_states"],
-                                         added_cond_kwargs=added, down_intrablock_additional_residuals=adapter_residuals(cond))
+            return unet_encoder_features(
+                self.unet,
+                x.to(self.dtype),
+                _timesteps(t, x),
+                encoder_hidden_states=cond["encoder_hidden_states"],
+                added_cond_kwargs=added,
+                down_intrablock_additional_residuals=adapter_residuals(cond),
+            )
 
     def discriminator_input(self):
         return self.unet.config.block_out_channels[-1], self.latent_shape[1] // 2**self._downsamples
@@ -217,8 +240,12 @@ class SDXLTeacher(SDFamilyTeacher):
             # (and upcasts it around the decode itself)
             vae = copy.deepcopy(vae).to(self.dtype)
         return dict(
-            vae=vae, text_encoder=self.text_encoder, text_encoder_2=self.text_encoder_2, tokenizer=self.tokenizer,
-            tokenizer_2=self.tokenizer_2, unet=self.unet,
+            vae=vae,
+            text_encoder=self.text_encoder,
+            text_encoder_2=self.text_encoder_2,
+            tokenizer=self.tokenizer,
+            tokenizer_2=self.tokenizer_2,
+            unet=self.unet,
             scheduler=few_step_scheduler(self.scheduler.config),
             force_zeros_for_empty_prompt=self.force_zeros_for_empty_prompt,
         )
@@ -312,6 +339,12 @@ def build_adapter(config, *, device="cpu", dtype=None) -> SDXLAdapterTeacher:
 
 def _common(config, device, dtype) -> dict:
     return dict(
-        device=device, dtype=dtype or DTYPES[config.dtype], resolution=config.resolution, crop_top=config.crop_top, crop_left=config.crop_left,
-        lora_targets=config.lora_targets, default_lora_rank=config.default_lora_rank, variant=config.variant or None,
+        device=device,
+        dtype=dtype or DTYPES[config.dtype],
+        resolution=config.resolution,
+        crop_top=config.crop_top,
+        crop_left=config.crop_left,
+        lora_targets=config.lora_targets,
+        default_lora_rank=config.default_lora_rank,
+        variant=config.variant or None,
     )

@@ -1,5 +1,6 @@
 """``ToyFlowTeacher``: the SD family's UNet teacher (:class:`~._sd_family.SDFamilyTeacher`) on a rectified-flow
 scheduler, the class behind ``toy-digits-flow`` (imported when the teacher is built: it needs torch)."""
+
 from __future__ import annotations
 
 import torch

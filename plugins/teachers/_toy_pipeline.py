@@ -12,6 +12,7 @@ scheduler without ``init_noise_sigma`` (the flow ones) starts from unit noise. W
 ``stochastic_sampling=True`` its step is the Flash student's (x0 re-noised to the next sigma with fresh
 noise): :func:`flow_few_step_scheduler`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,8 +34,7 @@ class ToyDigitsPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return self.text_encoder(ids.to(self.device))[0]
 
     @torch.no_grad()
-    def __call__(self, prompt, num_inference_steps: int = 4, timesteps=None, guidance_scale: float = 1.0, generator=None, latents=None,
-                 sigmas=None):
+    def __call__(self, prompt, num_inference_steps: int = 4, timesteps=None, guidance_scale: float = 1.0, generator=None, latents=None, sigmas=None):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         cond = self._embed(prompts)
         do_cfg = guidance_scale > 1.0

@@ -1,5 +1,6 @@
 """``ToyDigitsTeacher``: the SD family's UNet teacher (:class:`~._sd_family.SDFamilyTeacher`) without a VAE, the
 class behind ``toy-digits`` (imported when the teacher is built: it needs torch)."""
+
 from __future__ import annotations
 
 import torch

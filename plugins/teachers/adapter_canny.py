@@ -14,6 +14,7 @@ Config: the ``sdxl`` fields (``path`` is the SDXL base), ``adapter_path`` (hub i
 scale, so the student learns the adapter strength it is sampled with; pass it to the stock pipeline as
 ``adapter_conditioning_scale``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

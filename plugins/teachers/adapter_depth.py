@@ -10,6 +10,7 @@ Config: the ``sdxl`` fields (``path`` is the SDXL base), ``adapter_path`` (hub i
 ``conditioning_scale`` (0.8, used for training and to pass to the stock pipeline as
 ``adapter_conditioning_scale``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

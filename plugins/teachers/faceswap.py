@@ -32,6 +32,7 @@ over the user's folder and this plugin's ``FaceSwapPipeline`` (which knows how t
 
 Config: ``path`` (required), ``inputs`` (["source_face"]), ``default_lora_rank`` (64), ``lora_targets``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,11 +61,18 @@ def build(config: FaceSwapTeacherConfig, *, device="cpu", dtype=None):
 
     from ._faceswap import FaceSwapTeacher
 
-    return FaceSwapTeacher(config.path, inputs=config.inputs, device=device, dtype=dtype or torch.float32,
-                           lora_targets=config.lora_targets, default_lora_rank=config.default_lora_rank)
+    return FaceSwapTeacher(
+        config.path,
+        inputs=config.inputs,
+        device=device,
+        dtype=dtype or torch.float32,
+        lora_targets=config.lora_targets,
+        default_lora_rank=config.default_lora_rank,
+    )
 
 
 @hookimpl
 def register_teachers(register):
-    register("faceswap", build, config=FaceSwapTeacherConfig,
-             description="your SD2-like face-swap UNet (local folder); source face VAE latents channel-concatenated")
+    register(
+        "faceswap", build, config=FaceSwapTeacherConfig, description="your SD2-like face-swap UNet (local folder); source face VAE latents channel-concatenated"
+    )

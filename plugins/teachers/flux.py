@@ -39,6 +39,7 @@ Config: ``path``, ``max_sequence_length`` (512; 256 for schnell), ``resolution``
 teacher's velocity on the latent grid), ``dtype`` (the weights' dtype: a 12B-parameter transformer wants
 "bfloat16"; LoRA weights stay float32).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,8 +54,15 @@ LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", 
 
 #: ``transformer/config.json`` of Flux.1-dev (the keys ``FluxTransformer2DModel`` takes), to count on the meta device
 FLUX_DEV_TRANSFORMER = {
-    "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128,
-    "num_attention_heads": 24, "joint_attention_dim": 4096, "pooled_projection_dim": 768, "guidance_embeds": True,
+    "patch_size": 1,
+    "in_channels": 64,
+    "num_layers": 19,
+    "num_single_layers": 38,
+    "attention_head_dim": 128,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 4096,
+    "pooled_projection_dim": 768,
+    "guidance_embeds": True,
     "axes_dims_rope": (16, 56, 56),
 }
 
@@ -77,11 +85,13 @@ def build(config: FluxTeacherConfig, *, device="cpu", dtype=None):
 
     from ._flow_family import FluxTeacher
 
-    return FluxTeacher(config.path, device=device, dtype=dtype or getattr(torch, config.dtype), student_guidance=config.student_guidance,
-                       **config.teacher_kwargs())
+    return FluxTeacher(
+        config.path, device=device, dtype=dtype or getattr(torch, config.dtype), student_guidance=config.student_guidance, **config.teacher_kwargs()
+    )
 
 
 @hookimpl
 def register_teachers(register):
-    register("flux", build, config=FluxTeacherConfig,
-             description="Flux.1 MM-DiT, rectified flow (resolution shift), T5 + CLIP, omega as the guidance embedding")
+    register(
+        "flux", build, config=FluxTeacherConfig, description="Flux.1 MM-DiT, rectified flow (resolution shift), T5 + CLIP, omega as the guidance embedding"
+    )

@@ -25,6 +25,7 @@ attention projections: 25,509,888 parameters on this UNet, whose only difference
 
 Config: ``path``, ``default_lora_rank`` (128), ``lora_targets``, ``dtype`` ("float32", "bfloat16", "float16").
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,7 +53,10 @@ def build(config: InpaintTeacherConfig, *, device="cpu"):
     from ._sd_family import SDInpaintTeacher, torch_dtype
 
     teacher = SDInpaintTeacher(
-        config.path, device=device, dtype=torch_dtype(config.dtype), lora_targets=tuple(config.lora_targets),
+        config.path,
+        device=device,
+        dtype=torch_dtype(config.dtype),
+        lora_targets=tuple(config.lora_targets),
         default_lora_rank=config.default_lora_rank,
     )
     channels = teacher.unet.config.in_channels

@@ -24,6 +24,7 @@ teacher's epsilon on the latent grid, which is what the official implementation'
 input channels, receives), ``dtype`` ("float32", "bfloat16", "float16": the weights' dtype; LoRA weights stay
 float32; a ``dtype`` given to ``build`` wins).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,12 +78,20 @@ def build(config: PixartAlphaTeacherConfig, *, device="cpu", dtype=None):
     from ._pixart import PixartTeacher
 
     return PixartTeacher(
-        config.source, device=device, dtype=dtype or getattr(torch, config.dtype), max_sequence_length=config.max_sequence_length,
-        default_lora_rank=config.default_lora_rank, lora_alpha=config.lora_alpha, lora_targets=config.lora_targets,
-        disc_blocks=config.disc_blocks, disc_features=config.disc_features,
+        config.source,
+        device=device,
+        dtype=dtype or getattr(torch, config.dtype),
+        max_sequence_length=config.max_sequence_length,
+        default_lora_rank=config.default_lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_targets=config.lora_targets,
+        disc_blocks=config.disc_blocks,
+        disc_features=config.disc_features,
     )
 
 
 @hookimpl
 def register_teachers(register):
-    register("pixart-alpha", build, config=PixartAlphaTeacherConfig, description="PixArt-alpha XL-2 DiT (512 or 1024-MS), T5 text, LoRA exported as a peft adapter")  # noqa: E501
+    register(
+        "pixart-alpha", build, config=PixartAlphaTeacherConfig, description="PixArt-alpha XL-2 DiT (512 or 1024-MS), T5 text, LoRA exported as a peft adapter"
+    )  # noqa: E501

@@ -26,6 +26,7 @@ Config (the options of ``pixart-alpha`` but its ``resolution``, validated by the
 (PixArt-alpha's; 55.06M trainable parameters on the real Sigma transformer: alpha-512's count, as Sigma has no
 micro-conditioning embeddings to adapt), ``disc_blocks``, ``disc_features``, ``dtype``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,9 +51,14 @@ class PixartSigmaTeacherConfig:
     def __post_init__(self):
         # one set of rules for the options the two PixArt teachers share: PixArt-alpha's config checks them
         shared = PixartAlphaTeacherConfig(
-            path=self.path, max_sequence_length=self.max_sequence_length, default_lora_rank=self.default_lora_rank,
-            lora_alpha=self.lora_alpha, lora_targets=self.lora_targets, disc_blocks=self.disc_blocks,
-            disc_features=self.disc_features, dtype=self.dtype,
+            path=self.path,
+            max_sequence_length=self.max_sequence_length,
+            default_lora_rank=self.default_lora_rank,
+            lora_alpha=self.lora_alpha,
+            lora_targets=self.lora_targets,
+            disc_blocks=self.disc_blocks,
+            disc_features=self.disc_features,
+            dtype=self.dtype,
         )
         object.__setattr__(self, "lora_targets", shared.lora_targets)
 
@@ -67,12 +73,23 @@ def build(config: PixartSigmaTeacherConfig, *, device="cpu", dtype=None):
     from ._pixart import PixartSigmaTeacher
 
     return PixartSigmaTeacher(
-        config.source, device=device, dtype=dtype or getattr(torch, config.dtype), max_sequence_length=config.max_sequence_length,
-        default_lora_rank=config.default_lora_rank, lora_alpha=config.lora_alpha, lora_targets=config.lora_targets,
-        disc_blocks=config.disc_blocks, disc_features=config.disc_features,
+        config.source,
+        device=device,
+        dtype=dtype or getattr(torch, config.dtype),
+        max_sequence_length=config.max_sequence_length,
+        default_lora_rank=config.default_lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_targets=config.lora_targets,
+        disc_blocks=config.disc_blocks,
+        disc_features=config.disc_features,
     )
 
 
 @hookimpl
 def register_teachers(register):
-    register("pixart-sigma", build, config=PixartSigmaTeacherConfig, description="PixArt-Sigma XL-2 1024-MS DiT, T5 text (300 tokens), LoRA exported as a peft adapter")  # noqa: E501
+    register(
+        "pixart-sigma",
+        build,
+        config=PixartSigmaTeacherConfig,
+        description="PixArt-Sigma XL-2 1024-MS DiT, T5 text (300 tokens), LoRA exported as a peft adapter",
+    )  # noqa: E501

@@ -22,6 +22,7 @@ published configs -- with seeded random weights and an offline CLIP tokenizer, `
 or downloaded. For throughput and memory on a machine without the weights, ``studies/gpu_smoke.toml``; its
 samples and metrics mean nothing).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,16 +35,36 @@ DEFAULT_PATH = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
 #: stable-diffusion-v1-5/stable-diffusion-v1-5, text_encoder/config.json: CLIP ViT-L/14's text tower; 123.1M parameters
 SD15_TEXT_ENCODER = {
-    "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0, "eos_token_id": 2, "hidden_act": "quick_gelu",
-    "hidden_size": 768, "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 3072,
-    "layer_norm_eps": 1e-05, "max_position_embeddings": 77, "num_attention_heads": 12, "num_hidden_layers": 12,
-    "pad_token_id": 1, "projection_dim": 768, "vocab_size": 49408,
+    "attention_dropout": 0.0,
+    "bos_token_id": 0,
+    "dropout": 0.0,
+    "eos_token_id": 2,
+    "hidden_act": "quick_gelu",
+    "hidden_size": 768,
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+    "intermediate_size": 3072,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "pad_token_id": 1,
+    "projection_dim": 768,
+    "vocab_size": 49408,
 }
 #: stable-diffusion-v1-5/stable-diffusion-v1-5, vae/config.json (an 8x AutoencoderKL, latents scaled by 0.18215); 83.7M parameters
 SD15_VAE = {
-    "act_fn": "silu", "block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "in_channels": 3, "latent_channels": 4, "layers_per_block": 2, "norm_num_groups": 32, "out_channels": 3,
-    "sample_size": 512, "scaling_factor": 0.18215, "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "act_fn": "silu",
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "sample_size": 512,
+    "scaling_factor": 0.18215,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
 }
 #: what ``random_weights = true`` builds (tests swap in tiny configs of the same classes)
 RANDOM_CONFIGS = {"unet": SD15_UNET, "text_encoder": SD15_TEXT_ENCODER, "vae": SD15_VAE, "scheduler": SD15_SCHEDULER}
@@ -72,8 +93,12 @@ def build(config: SD15TeacherConfig, *, device="cpu"):
         components = random_components(**RANDOM_CONFIGS, seed=RANDOM_SEED)
         source = f"random-weights:sd15(seed={RANDOM_SEED})"
     return SDFamilyTeacher(
-        source, device=device, dtype=torch_dtype(config.dtype), lora_targets=tuple(config.lora_targets),
-        default_lora_rank=config.default_lora_rank, components=components,
+        source,
+        device=device,
+        dtype=torch_dtype(config.dtype),
+        lora_targets=tuple(config.lora_targets),
+        default_lora_rank=config.default_lora_rank,
+        components=components,
     )
 
 

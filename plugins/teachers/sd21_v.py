@@ -32,6 +32,7 @@ keys and values of its 1024-dim text states).
 Config: ``path`` (hub id or folder), ``default_lora_rank`` (128), ``lora_targets``, ``dtype`` ("float32",
 "bfloat16", "float16": the weights' dtype; mixed precision is the study's ``mixed_precision``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,11 +59,19 @@ def build(config: SD21VTeacherConfig, *, device="cpu"):
     from ._sd_family import SDFamilyTeacher, torch_dtype
 
     return SDFamilyTeacher(
-        config.path, device=device, dtype=torch_dtype(config.dtype), lora_targets=tuple(config.lora_targets),
+        config.path,
+        device=device,
+        dtype=torch_dtype(config.dtype),
+        lora_targets=tuple(config.lora_targets),
         default_lora_rank=config.default_lora_rank,
     )
 
 
 @hookimpl
 def register_teachers(register):
-    register("sd21-v", build, config=SD21VTeacherConfig, description="Stable Diffusion 2.1 text-to-image (OpenCLIP-H text, 768 px, v-prediction, LoRA r128 on attention)")  # noqa: E501
+    register(
+        "sd21-v",
+        build,
+        config=SD21VTeacherConfig,
+        description="Stable Diffusion 2.1 text-to-image (OpenCLIP-H text, 768 px, v-prediction, LoRA r128 on attention)",
+    )  # noqa: E501

@@ -35,6 +35,7 @@ rank), ``lora_targets``, ``disc_blocks`` (0: half the joint blocks), ``disc_feat
 the frozen teacher's velocity on the 16-channel latent grid, the input of the authors' SD3 head), ``dtype``
 ("float32", "bfloat16", "float16": the weights' dtype; LoRA weights stay float32).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,8 +51,16 @@ LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.n
 
 #: ``transformer/config.json`` of SD3-medium (the keys ``SD3Transformer2DModel`` takes), to count on the meta device
 SD3_MEDIUM_TRANSFORMER = {
-    "sample_size": 128, "patch_size": 2, "in_channels": 16, "num_layers": 24, "attention_head_dim": 64, "num_attention_heads": 24,
-    "joint_attention_dim": 4096, "caption_projection_dim": 1536, "pooled_projection_dim": 2048, "out_channels": 16,
+    "sample_size": 128,
+    "patch_size": 2,
+    "in_channels": 16,
+    "num_layers": 24,
+    "attention_head_dim": 64,
+    "num_attention_heads": 24,
+    "joint_attention_dim": 4096,
+    "caption_projection_dim": 1536,
+    "pooled_projection_dim": 2048,
+    "out_channels": 16,
     "pos_embed_max_size": 192,
 }
 
@@ -75,5 +84,9 @@ def build(config: SD3TeacherConfig, *, device="cpu", dtype=None):
 
 @hookimpl
 def register_teachers(register):
-    register("sd3", build, config=SD3TeacherConfig,
-             description="Stable Diffusion 3 / 3.5 MM-DiT, rectified flow (shift 3), CLIP-L+G (T5 off by default), LoRA r64 87.6M")
+    register(
+        "sd3",
+        build,
+        config=SD3TeacherConfig,
+        description="Stable Diffusion 3 / 3.5 MM-DiT, rectified flow (shift 3), CLIP-L+G (T5 off by default), LoRA r64 87.6M",
+    )

@@ -17,6 +17,7 @@ Config: ``path`` (hub id or local diffusers folder), ``resolution`` (0: the mode
 ``dtype`` (float32 | bfloat16 | float16 weights; float16 keeps the VAE in float32, as its ``force_upcast``
 asks), ``variant`` (e.g. "fp16" to read the hub's half-precision files).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,4 +59,6 @@ def build(config: SDXLTeacherConfig, *, device="cpu", dtype=None):
 
 @hookimpl
 def register_teachers(register):
-    register("sdxl", build, config=SDXLTeacherConfig, description="Stable Diffusion XL base 1.0 (two CLIP encoders, pooled embeds, size/crop micro-conditioning)")  # noqa: E501
+    register(
+        "sdxl", build, config=SDXLTeacherConfig, description="Stable Diffusion XL base 1.0 (two CLIP encoders, pooled embeds, size/crop micro-conditioning)"
+    )  # noqa: E501

@@ -30,6 +30,7 @@ The paper states no LoRA size for super-resolution; defaults: rank 128 on the at
 Config: ``path``, ``text`` (true), ``noise_level`` (20, 0-350), ``default_lora_rank`` (128), ``lora_targets``,
 ``dtype`` ("float32", "bfloat16", "float16").
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,8 +64,13 @@ def build(config: SuperResTeacherConfig, *, device="cpu"):
     from ._sd_family import SDUpscaleTeacher, torch_dtype
 
     teacher = SDUpscaleTeacher(
-        config.path, device=device, dtype=torch_dtype(config.dtype), lora_targets=tuple(config.lora_targets),
-        default_lora_rank=config.default_lora_rank, text=config.text, noise_level=config.noise_level,
+        config.path,
+        device=device,
+        dtype=torch_dtype(config.dtype),
+        lora_targets=tuple(config.lora_targets),
+        default_lora_rank=config.default_lora_rank,
+        text=config.text,
+        noise_level=config.noise_level,
     )
     channels = teacher.unet.config.in_channels
     if channels != teacher.latent_shape[0] + 3:

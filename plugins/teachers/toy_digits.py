@@ -12,6 +12,7 @@ The teacher is :class:`~._toy_teacher.ToyDigitsTeacher`: the SD family's teacher
 Config: ``path`` (a diffusers folder; empty: the bundled weights), ``default_lora_rank`` (16; LoRA on attention,
 feed-forward and conv layers).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -17,6 +17,7 @@ LoRA on the same targets as ``toy-digits``; the student exports as a diffusers L
 
 Config: ``path`` (a diffusers folder; empty: the bundled weights), ``default_lora_rank`` (16).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,5 +44,9 @@ def build(config: ToyDigitsFlowTeacherConfig, *, device="cpu", dtype=None):
 
 @hookimpl
 def register_teachers(register):
-    register("toy-digits-flow", build, config=ToyDigitsFlowTeacherConfig,
-             description="16x16 coloured-digits rectified-flow teacher trained here (SD1.5 classes, pixel space, velocity)")
+    register(
+        "toy-digits-flow",
+        build,
+        config=ToyDigitsFlowTeacherConfig,
+        description="16x16 coloured-digits rectified-flow teacher trained here (SD1.5 classes, pixel space, velocity)",
+    )

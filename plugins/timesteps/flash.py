@@ -8,6 +8,7 @@ modes at K = 32; with ``spread = "code"`` as the authors' released code, exp(-2 
 
 Config: ``weights`` (one 4-tuple per phase), ``spread`` ("paper" | "code", default "paper").
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,8 +19,7 @@ SPREADS = ("paper", "code")  # flashbench.method.timesteps.FLASH_SPREADS (not im
 
 
 def check_weights(weights) -> None:
-    if not isinstance(weights, (tuple, list)) or not weights or any(
-            not isinstance(w, (tuple, list)) or len(w) != 4 for w in weights):
+    if not isinstance(weights, (tuple, list)) or not weights or any(not isinstance(w, (tuple, list)) or len(w) != 4 for w in weights):
         raise ValueError(f"weights must be one 4-tuple per phase (for K/4, K/2, 3K/4, K), got {weights!r}")
     for w in weights:
         if any(isinstance(b, bool) or not isinstance(b, (int, float)) or not b >= 0 for b in w) or not sum(w) > 0:

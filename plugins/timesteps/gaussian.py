@@ -5,6 +5,7 @@ exp(-(i - K/2)^2 / K), i.e. std 1/sqrt(2K) in t: 0.125 at K = 32, 0.177 at K = 1
 
 Config: ``mean`` (default 0.5), ``std`` (default 0: the authors' 1/sqrt(2K)), in units of t in [0, 1].
 """
+
 from __future__ import annotations
 
 import math

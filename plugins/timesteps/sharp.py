@@ -1,5 +1,6 @@
 """``sharp``: only the four inference timesteps (K/4, K/2, 3K/4, K) with the flash phase weights and no
 spread to their neighbours (Fig. 5f: worse FID, less diversity). Config: ``weights`` as ``flash``."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """``uniform``: every one of the K grid timesteps equally likely, in every phase (Fig. 5f). Config: none."""
+
 from __future__ import annotations
 
 from flashbench import hookimpl

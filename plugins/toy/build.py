@@ -22,6 +22,7 @@ Recipes (2 CPU cores, measured on the project's CI machine kind):
 
 Everything is seeded; weights are stored as float16 safetensors (a few MB each).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -185,8 +186,15 @@ def build_flow_teacher(steps: int = 2000, batch: int = 32, seed: int = 0, out: P
         s = sigma.view(-1, 1, 1, 1)
         return F.mse_loss(unet((1 - s) * x0 + s * noise, sigma * 1000, states).sample, noise - x0)
 
-    _train_denoiser(Path(out), FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=FLOW_SHIFT), velocity,
-                    steps=steps, batch=batch, seed=seed, name="flow teacher")
+    _train_denoiser(
+        Path(out),
+        FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=FLOW_SHIFT),
+        velocity,
+        steps=steps,
+        batch=batch,
+        seed=seed,
+        name="flow teacher",
+    )
 
 
 def main(argv=None) -> None:

@@ -5,6 +5,7 @@ in one of :data:`COLOURS` on black, the prompt ``"a <colour> digit <name>"``. Co
 sample, so 10 digits x 6 colours = 60 prompts. The split is fixed: every 5th digit (by index) is held
 out for evaluation (reference statistics, CLIP checks); the rest trains the teacher and the students.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

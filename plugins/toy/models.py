@@ -6,6 +6,7 @@ it: ``UNet2DConditionModel`` (pixel space, 3 channels, 16x16, cross-attention at
 same ids as SD's tokenizer: start 49406, end 49407). The noise schedule is SD's ``scaled_linear``.
 There is no VAE: the toy world diffuses pixels, so encode/decode are the identity.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -70,9 +71,7 @@ def write_clip_tokenizer(folder: str | Path, model_max_length: int = TEXT_MAX_LE
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps({"model_max_length": model_max_length, "tokenizer_class": "CLIPTokenizer"}), encoding="utf-8"
-    )
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": model_max_length, "tokenizer_class": "CLIPTokenizer"}), encoding="utf-8")
     return folder
 
 
@@ -80,9 +79,7 @@ def build_tokenizer(folder: str | Path):
     from transformers import CLIPTokenizer
 
     folder = write_clip_tokenizer(folder)
-    return CLIPTokenizer(
-        str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=TEXT_MAX_LENGTH, pad_token="<|endoftext|>"
-    )
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=TEXT_MAX_LENGTH, pad_token="<|endoftext|>")
 
 
 def build_unet(seed: int = 0):

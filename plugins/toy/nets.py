@@ -3,6 +3,7 @@ perceptual distillation loss) and a tiny open_clip CLIP (CLIP score). Both are t
 coloured digits by :mod:`flashbench_plugins.toy.build`; neither is passed off as Inception, LPIPS-VGG
 or OpenCLIP-G.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """The toy world's networks, loaded from the committed weights, and the perceptual distance built on
 the digit classifier (the LPIPS construction with uniform channel weights)."""
+
 from __future__ import annotations
 
 import functools

@@ -12,6 +12,7 @@
 - **Sizes.** With ``--benchmark-disable`` (the normal test run) each benchmarked function runs once, as a
   correctness check, at the small size of :func:`size`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -105,42 +106,123 @@ class Ratio:
 
 
 RATIOS = (
-    Ratio("train-step", "Flash training step / its bare network passes (same shapes and count)",
-          "train-step/flash-step", "train-step/bare-passes", goal="<=", target=1.15, ideal=1.0),
-    Ratio("train-step-diffusers-switch", "the same step with diffusers' disable_adapters()/enable_adapters() as the switch (for comparison)",
-          "train-step/flash-step-diffusers-switch", "train-step/bare-passes", ideal=1.0),
-    Ratio("one-weight-copy", "peak memory of a step, one weight copy / a separate frozen teacher copy (above the process's pre-model baseline)",
-          "memory/shared", "memory/separate", field="peak_above_baseline_mb", goal="<=", target=0.6, ideal=0.5),
-    Ratio("one-weight-copy-process", "the same, whole-process peak (imports and runtime included)",
-          "memory/shared", "memory/separate", field="peak_mb", goal="<=", target=0.6),
-    Ratio("sampling-1nfe", "speed-up: teacher 50 steps with CFG (100 NFE) / student 1 NFE, same batch",
-          "sampling/teacher-50steps-cfg", "sampling/student-1nfe", ideal=100.0),
-    Ratio("sampling-2nfe", "speed-up: teacher 50 steps with CFG / student 2 NFE",
-          "sampling/teacher-50steps-cfg", "sampling/student-2nfe", ideal=50.0),
-    Ratio("sampling-4nfe", "speed-up: teacher 50 steps with CFG / student 4 NFE",
-          "sampling/teacher-50steps-cfg", "sampling/student-4nfe", goal=">=", target=20.0, ideal=25.0),
-    Ratio("sampling-4nfe-unmerged", "the same with the LoRA branches run beside the base layers, unmerged (for comparison)",
-          "sampling/teacher-50steps-cfg", "sampling/student-4nfe-unmerged", ideal=25.0),
-    Ratio("gpu-bf16", "GPU, SD1.5 student pass at batch 4: bf16 autocast / float32 time",
-          "gpu/sd15-student-bf16", "gpu/sd15-student-fp32"),
-    Ratio("gpu-compile", "GPU, the same: bf16 + torch.compile / bf16 eager time",
-          "gpu/sd15-student-bf16-compile", "gpu/sd15-student-bf16"),
-    Ratio("gpu-checkpointing-memory", "GPU, the same: bf16 + gradient checkpointing / bf16 peak memory",
-          "gpu/sd15-student-bf16-checkpointing", "gpu/sd15-student-bf16", field="peak_mb"),
-    Ratio("gpu-checkpointing-time", "GPU, the same: bf16 + gradient checkpointing / bf16 time",
-          "gpu/sd15-student-bf16-checkpointing", "gpu/sd15-student-bf16"),
-    Ratio("fid-features", "fid evaluator feature extraction (8-bit, clean-fid resize, Inception) / the bare Inception forward",
-          "evaluation/fid-features", "evaluation/fid-bare-extractor", ideal=1.0),
-    Ratio("toy-fd-features", "toy-fd evaluator feature extraction / the bare classifier forward",
-          "evaluation/toy-fd-features", "evaluation/toy-fd-bare-extractor", ideal=1.0),
-    Ratio("bootstrap-study", "a toy study (ablation_losses) with 95% intervals / without: training steps + evaluation sets, from this run's pieces",
-          "bootstrap/eval-set-with", "bootstrap/eval-set-without", field="study_seconds", goal="<=", target=1.05, ideal=1.0),
-    Ratio("bootstrap-eval-set", "one evaluation set (600 samples, 4 metrics) sampled and evaluated with intervals / without",
-          "bootstrap/eval-set-with", "bootstrap/eval-set-without", ideal=1.0),
-    Ratio("main-job-jobs", "a shortened main job (two variants, two seeds): wall time with --jobs 2 / one process, on two cores",
-          "main-job/jobs-2", "main-job/jobs-1", goal="<=", target=0.6, ideal=0.5),
-    Ratio("fid-reference-cache", "fid reference statistics: first prepare (computed) / second (a new evaluator, cached on disk)",
-          "evaluation/fid-reference-computed", "evaluation/fid-reference-cached", goal=">=", target=50.0),
+    Ratio(
+        "train-step",
+        "Flash training step / its bare network passes (same shapes and count)",
+        "train-step/flash-step",
+        "train-step/bare-passes",
+        goal="<=",
+        target=1.15,
+        ideal=1.0,
+    ),
+    Ratio(
+        "train-step-diffusers-switch",
+        "the same step with diffusers' disable_adapters()/enable_adapters() as the switch (for comparison)",
+        "train-step/flash-step-diffusers-switch",
+        "train-step/bare-passes",
+        ideal=1.0,
+    ),
+    Ratio(
+        "one-weight-copy",
+        "peak memory of a step, one weight copy / a separate frozen teacher copy (above the process's pre-model baseline)",
+        "memory/shared",
+        "memory/separate",
+        field="peak_above_baseline_mb",
+        goal="<=",
+        target=0.6,
+        ideal=0.5,
+    ),
+    Ratio(
+        "one-weight-copy-process",
+        "the same, whole-process peak (imports and runtime included)",
+        "memory/shared",
+        "memory/separate",
+        field="peak_mb",
+        goal="<=",
+        target=0.6,
+    ),
+    Ratio(
+        "sampling-1nfe",
+        "speed-up: teacher 50 steps with CFG (100 NFE) / student 1 NFE, same batch",
+        "sampling/teacher-50steps-cfg",
+        "sampling/student-1nfe",
+        ideal=100.0,
+    ),
+    Ratio("sampling-2nfe", "speed-up: teacher 50 steps with CFG / student 2 NFE", "sampling/teacher-50steps-cfg", "sampling/student-2nfe", ideal=50.0),
+    Ratio(
+        "sampling-4nfe",
+        "speed-up: teacher 50 steps with CFG / student 4 NFE",
+        "sampling/teacher-50steps-cfg",
+        "sampling/student-4nfe",
+        goal=">=",
+        target=20.0,
+        ideal=25.0,
+    ),
+    Ratio(
+        "sampling-4nfe-unmerged",
+        "the same with the LoRA branches run beside the base layers, unmerged (for comparison)",
+        "sampling/teacher-50steps-cfg",
+        "sampling/student-4nfe-unmerged",
+        ideal=25.0,
+    ),
+    Ratio("gpu-bf16", "GPU, SD1.5 student pass at batch 4: bf16 autocast / float32 time", "gpu/sd15-student-bf16", "gpu/sd15-student-fp32"),
+    Ratio("gpu-compile", "GPU, the same: bf16 + torch.compile / bf16 eager time", "gpu/sd15-student-bf16-compile", "gpu/sd15-student-bf16"),
+    Ratio(
+        "gpu-checkpointing-memory",
+        "GPU, the same: bf16 + gradient checkpointing / bf16 peak memory",
+        "gpu/sd15-student-bf16-checkpointing",
+        "gpu/sd15-student-bf16",
+        field="peak_mb",
+    ),
+    Ratio("gpu-checkpointing-time", "GPU, the same: bf16 + gradient checkpointing / bf16 time", "gpu/sd15-student-bf16-checkpointing", "gpu/sd15-student-bf16"),
+    Ratio(
+        "fid-features",
+        "fid evaluator feature extraction (8-bit, clean-fid resize, Inception) / the bare Inception forward",
+        "evaluation/fid-features",
+        "evaluation/fid-bare-extractor",
+        ideal=1.0,
+    ),
+    Ratio(
+        "toy-fd-features",
+        "toy-fd evaluator feature extraction / the bare classifier forward",
+        "evaluation/toy-fd-features",
+        "evaluation/toy-fd-bare-extractor",
+        ideal=1.0,
+    ),
+    Ratio(
+        "bootstrap-study",
+        "a toy study (ablation_losses) with 95% intervals / without: training steps + evaluation sets, from this run's pieces",
+        "bootstrap/eval-set-with",
+        "bootstrap/eval-set-without",
+        field="study_seconds",
+        goal="<=",
+        target=1.05,
+        ideal=1.0,
+    ),
+    Ratio(
+        "bootstrap-eval-set",
+        "one evaluation set (600 samples, 4 metrics) sampled and evaluated with intervals / without",
+        "bootstrap/eval-set-with",
+        "bootstrap/eval-set-without",
+        ideal=1.0,
+    ),
+    Ratio(
+        "main-job-jobs",
+        "a shortened main job (two variants, two seeds): wall time with --jobs 2 / one process, on two cores",
+        "main-job/jobs-2",
+        "main-job/jobs-1",
+        goal="<=",
+        target=0.6,
+        ideal=0.5,
+    ),
+    Ratio(
+        "fid-reference-cache",
+        "fid reference statistics: first prepare (computed) / second (a new evaluator, cached on disk)",
+        "evaluation/fid-reference-computed",
+        "evaluation/fid-reference-cached",
+        goal=">=",
+        target=50.0,
+    ),
 )
 
 
@@ -152,11 +234,17 @@ def compute_ratios(benchmarks: list[dict]) -> list[dict]:
         value = r.value(by_key)
         if value is None:
             continue
-        rows.append({
-            "name": r.name, "what": r.what, "value": value,
-            "value_median": None if r.field else r.value(by_key, "median"),
-            "goal": f"{r.goal} {r.target:g}" if r.target is not None else "", "ideal": r.ideal, "met": r.met(value),
-        })
+        rows.append(
+            {
+                "name": r.name,
+                "what": r.what,
+                "value": value,
+                "value_median": None if r.field else r.value(by_key, "median"),
+                "goal": f"{r.goal} {r.target:g}" if r.target is not None else "",
+                "ideal": r.ideal,
+                "met": r.met(value),
+            }
+        )
     return rows
 
 
@@ -365,8 +453,14 @@ class StepProbe:
     def breakdown_ms(self) -> dict[str, float]:
         t, n = self.times, max(1, self.steps)
         parts = {
-            "ode": t["ode"], "ode_glue": t["teacher_target"] - t["ode"], "student": t["student"], "dmd": t["dmd"],
-            "encoder": t["encoder"], "head": t["head"], "backward": t["backward"], "adam": t["adam"],
+            "ode": t["ode"],
+            "ode_glue": t["teacher_target"] - t["ode"],
+            "student": t["student"],
+            "dmd": t["dmd"],
+            "encoder": t["encoder"],
+            "head": t["head"],
+            "backward": t["backward"],
+            "adam": t["adam"],
         }
         parts["rest"] = t["step"] - sum(parts.values())
         parts["toggles"] = t["toggles"]
@@ -462,8 +556,13 @@ class BareReplay:
         return passes
 
     def breakdown_ms(self, steps: int) -> dict[str, float]:
-        names = {"teacher": "teacher passes (ODE + DMD, CFG batch)", "student": "student passes", "encoder": "teacher-encoder passes",
-                 "head": "head forwards", "backward": "backward passes"}
+        names = {
+            "teacher": "teacher passes (ODE + DMD, CFG batch)",
+            "student": "student passes",
+            "encoder": "teacher-encoder passes",
+            "head": "head forwards",
+            "backward": "backward passes",
+        }
         return {names[k]: 1000 * v / steps for k, v in self.times.items()}
 
 
@@ -487,8 +586,15 @@ class TrainWorld:
         return out
 
 
-def build_train_world(teacher, *, study: str = "ablation_losses.toml", variant: str = "distil+adv+dmd", batch_size: int | None = None,
-                      mixed_precision: str | None = None, seed: int = 0) -> TrainWorld:
+def build_train_world(
+    teacher,
+    *,
+    study: str = "ablation_losses.toml",
+    variant: str = "distil+adv+dmd",
+    batch_size: int | None = None,
+    mixed_precision: str | None = None,
+    seed: int = 0,
+) -> TrainWorld:
     import dataclasses
 
     import numpy as np
@@ -506,6 +612,7 @@ def build_train_world(teacher, *, study: str = "ablation_losses.toml", variant: 
     # the teacher is the caller's (one per benchmark session)
     trainer = build_trainer(train, components, teacher=teacher, seed=seed, adapter_name="bench")
     phases = len(train.lambda_adv)
-    steps = [(p * train.phase_length + train.phase_length // 2, 1000 + p, dataset.train_batch(np.random.default_rng(p), train.batch_size))
-             for p in range(phases)]
+    steps = [
+        (p * train.phase_length + train.phase_length // 2, 1000 + p, dataset.train_batch(np.random.default_rng(p), train.batch_size)) for p in range(phases)
+    ]
     return TrainWorld(trainer, teacher, steps)

@@ -14,6 +14,7 @@ was built (imports, runtime: the part a CUDA ``max_memory_allocated`` would not 
 
     python tests/benchmarks/_memory_child.py --layout shared --scale full --device cpu
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,8 +70,12 @@ def main(argv=None) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
         baseline_mb = torch.cuda.max_memory_allocated(device) / 2**20
 
-    config = {**_sd_configs.SD15_UNET, "cross_attention_dim": teacher.text_encoder.config.hidden_size, "sample_size": 8,
-              "block_out_channels": SCALES[args.scale]}
+    config = {
+        **_sd_configs.SD15_UNET,
+        "cross_attention_dim": teacher.text_encoder.config.hidden_size,
+        "sample_size": 8,
+        "block_out_channels": SCALES[args.scale],
+    }
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**config).eval().requires_grad_(False).to(device)
     teacher.unet = teacher.denoiser = unet
@@ -96,8 +101,17 @@ def main(argv=None) -> dict:
 
         teacher.eps, teacher.encoder_features = eps, encoder_features
 
-    cfg = TrainConfig(num_timesteps=4, phase_length=1, iterations=3, batch_size=2, learning_rate=1e-5, disc_learning_rate=1e-5,
-                      guidance_min=3.0, guidance_max=13.0, lora_rank=4)
+    cfg = TrainConfig(
+        num_timesteps=4,
+        phase_length=1,
+        iterations=3,
+        batch_size=2,
+        learning_rate=1e-5,
+        disc_learning_rate=1e-5,
+        guidance_min=3.0,
+        guidance_max=13.0,
+        lora_rank=4,
+    )
     trainer = build_trainer(cfg, components, teacher=teacher, seed=0, adapter_name="memory")  # dpm-solver, mse + lsgan + dmd
     g = torch.Generator().manual_seed(0)
     prompts = ["a red digit three", "a blue digit seven"]
@@ -116,11 +130,17 @@ def main(argv=None) -> dict:
     storages = {p.untyped_storage().data_ptr() for module in (teacher_module, unet) for n, p in module.named_parameters() if "lora_" not in n}
     base_params = sum(1 for n, _ in unet.named_parameters() if "lora_" not in n)
     return {
-        "layout": args.layout, "scale": args.scale, "device": str(device),
+        "layout": args.layout,
+        "scale": args.scale,
+        "device": str(device),
         "unet_parameters_M": sum(p.numel() for n, p in unet.named_parameters() if "lora_" not in n) / 1e6,
-        "weights_mb": weights_mb, "lora_parameters": trainer.trainable_params,
-        "baseline_mb": baseline_mb, "peak_mb": peak_mb, "peak_above_baseline_mb": peak_mb - baseline_mb,
-        "weight_copies": len(storages) / base_params, "losses": losses,
+        "weights_mb": weights_mb,
+        "lora_parameters": trainer.trainable_params,
+        "baseline_mb": baseline_mb,
+        "peak_mb": peak_mb,
+        "peak_above_baseline_mb": peak_mb - baseline_mb,
+        "weight_copies": len(storages) / base_params,
+        "losses": losses,
         "measure": "torch.cuda.max_memory_allocated" if cuda else "peak resident set (VmHWM)",
     }
 

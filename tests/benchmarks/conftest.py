@@ -1,5 +1,6 @@
 """Fixtures of the cost benchmarks, and the hooks that turn their results into the issue's ratios (written
 into the JSON under ``flashbench`` and printed at the end of a measuring run)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,7 +1,8 @@
 """Markdown summary of a benchmark JSON (the README's cost tables are this script's output).
 
-    python tests/benchmarks/summarise.py .benchmarks/flashbench.json
+python tests/benchmarks/summarise.py .benchmarks/flashbench.json
 """
+
 from __future__ import annotations
 
 import json
@@ -23,9 +24,12 @@ def summarise(data: dict) -> str:
     machine = data.get("machine_info", {})
     commit = data.get("commit_info", {})
     device = next((b["extra_info"].get("device") for b in benchmarks if b.get("extra_info")), "?")
-    out = [f"Measured on {device}, timer `{(data.get('flashbench') or {}).get('timer', '?')}`, "
-           f"Python {machine.get('python_version', '?')}, commit {str(commit.get('id', '?'))[:8]}"
-           f"{' (dirty)' if commit.get('dirty') else ''}, {data.get('datetime', '?')[:10]}.", ""]
+    out = [
+        f"Measured on {device}, timer `{(data.get('flashbench') or {}).get('timer', '?')}`, "
+        f"Python {machine.get('python_version', '?')}, commit {str(commit.get('id', '?'))[:8]}"
+        f"{' (dirty)' if commit.get('dirty') else ''}, {data.get('datetime', '?')[:10]}.",
+        "",
+    ]
 
     out += ["| cost | measured | goal | ideal | |", "| --- | ---: | ---: | ---: | --- |"]
     for row in _bench.compute_ratios(benchmarks):
@@ -42,10 +46,15 @@ def summarise(data: dict) -> str:
     if step:
         info = step["extra_info"]
         nfe = info.get("nfe_per_step", {})
-        out += ["", f"Training step breakdown (median of {info.get('probed_rounds')} probed rounds of {info.get('steps_per_round')} steps, one per phase; batch "  # noqa: E501
-                    f"{info.get('batch_size')}, K = {info.get('K')}; NFE per sample per step: teacher {nfe.get('teacher', 0):.2f}, "
-                    f"student {nfe.get('student', 0):.2f}):", "",
-                "| part of `FlashTrainer.step` | ms per step |", "| --- | ---: |"]
+        out += [
+            "",
+            f"Training step breakdown (median of {info.get('probed_rounds')} probed rounds of {info.get('steps_per_round')} steps, one per phase; batch "  # noqa: E501
+            f"{info.get('batch_size')}, K = {info.get('K')}; NFE per sample per step: teacher {nfe.get('teacher', 0):.2f}, "
+            f"student {nfe.get('student', 0):.2f}):",
+            "",
+            "| part of `FlashTrainer.step` | ms per step |",
+            "| --- | ---: |",
+        ]
         out += [f"| {part.strip()} | {ms:.1f} |" for part, ms in info["breakdown_ms"].items()]
         if bare:
             out += ["", "| bare passes (replay) | ms per step |", "| --- | ---: |"]
@@ -53,12 +62,17 @@ def summarise(data: dict) -> str:
 
     mem = [by_key.get(k) for k in ("memory/shared", "memory/separate")]
     if all(mem):
-        out += ["", "| layout | UNet params | weights MB | peak MB | pre-model baseline MB | peak above baseline MB | weight copies |",
-                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        out += [
+            "",
+            "| layout | UNet params | weights MB | peak MB | pre-model baseline MB | peak above baseline MB | weight copies |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for m in mem:
             i = m["extra_info"]
-            out.append(f"| {i['layout']} | {i['unet_parameters_M']:.0f}M | {i['weights_mb']:.0f} | {i['peak_mb']:.0f} | {i['baseline_mb']:.0f} | "
-                       f"{i['peak_above_baseline_mb']:.0f} | {i['weight_copies']:g} |")
+            out.append(
+                f"| {i['layout']} | {i['unet_parameters_M']:.0f}M | {i['weights_mb']:.0f} | {i['peak_mb']:.0f} | {i['baseline_mb']:.0f} | "
+                f"{i['peak_above_baseline_mb']:.0f} | {i['weight_copies']:g} |"
+            )
 
     study = by_key.get("study/teacher-load")
     if study:

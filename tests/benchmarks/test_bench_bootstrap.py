@@ -15,6 +15,7 @@ each of the two "eval-set" benchmarks is that study's time with and without the 
 the pieces measured here, and the ratio ``bootstrap-study`` is the share the intervals add (goal <= 1.05).
 The per-set ratio, with training left out, is shown too (no goal: a set samples in seconds).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,13 +65,25 @@ def test_bootstrap_share_of_a_toy_study(benchmark, world, tmp_path, case):
     study, runner, teacher = world
     variant = study.variants[-1]
     n = _bench.size(benchmark, 100, variant.eval.num_samples)
-    ev = dataclasses.replace(variant.eval, num_samples=n, batch_size=min(n, variant.eval.batch_size), grid_size=0,
-                             bootstrap_resamples=variant.eval.bootstrap_resamples if case == "with" else 0)
+    ev = dataclasses.replace(
+        variant.eval,
+        num_samples=n,
+        batch_size=min(n, variant.eval.batch_size),
+        grid_size=0,
+        bootstrap_resamples=variant.eval.bootstrap_resamples if case == "with" else 0,
+    )
     ref = runner.names.reference_dir(variant.train, ev, variant.seed)
     if not (ref / "complete").exists():  # the teacher's many-step reference LPIPS-to-teacher reads
         ref.mkdir(parents=True, exist_ok=True)
-        runner.evaluation.sample_and_evaluate(runner.evaluation.teacher_sampler(variant.train, ev, max(ev.teacher_steps)), variant.train, ev,
-                                              variant.seed, tmp_path / "ref.png", reference=ref, save_reference=True)
+        runner.evaluation.sample_and_evaluate(
+            runner.evaluation.teacher_sampler(variant.train, ev, max(ev.teacher_steps)),
+            variant.train,
+            ev,
+            variant.seed,
+            tmp_path / "ref.png",
+            reference=ref,
+            save_reference=True,
+        )
     sampler = runner.evaluation.student_sampler(variant.train, 2, variant.seed)
 
     def one_set():
@@ -87,7 +100,7 @@ def test_bootstrap_share_of_a_toy_study(benchmark, world, tmp_path, case):
     train_world = _bench.build_train_world(teacher, batch_size=variant.train.batch_size)
     try:
         times = []
-        for it, seed, batch in train_world.steps[-_bench.size(benchmark, 1, 3):]:
+        for it, seed, batch in train_world.steps[-_bench.size(benchmark, 1, 3) :]:
             t0 = time.perf_counter()
             train_world.trainer.step(batch, it)
             times.append(time.perf_counter() - t0)

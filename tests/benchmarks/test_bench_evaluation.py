@@ -10,6 +10,7 @@
   the second call >= 50x faster; the ratio grows with the number of reference images (here 50; 5,000-30,000 in
   the paper's protocols).
 """
+
 from __future__ import annotations
 
 import numpy as np

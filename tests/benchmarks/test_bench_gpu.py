@@ -8,6 +8,7 @@ bf16 + gradient checkpointing, bf16 + ``torch.compile``. Each records its peak m
 (``torch.cuda.max_memory_allocated``); :data:`_bench.RATIOS` has bf16 / fp32 time, compile / eager time and
 checkpointing / none peak memory.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -61,8 +62,11 @@ def student_pass(module, params, inputs, *, bf16: bool):
 
 def paper_inputs(device, batch: int = 4, size: int = 64):
     g = torch.Generator().manual_seed(0)
-    return (torch.randn((batch, 4, size, size), generator=g).to(device), torch.full((batch,), 749, device=device),
-            torch.randn((batch, 77, 768), generator=g).to(device))
+    return (
+        torch.randn((batch, 4, size, size), generator=g).to(device),
+        torch.full((batch,), 749, device=device),
+        torch.randn((batch, 77, 768), generator=g).to(device),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -88,5 +92,12 @@ def test_sd15_student_pass(benchmark, student, option):
         acc.set_gradient_checkpointing(unet, False)
         torch._dynamo.reset()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params)
-    _bench.tag(benchmark, f"gpu/sd15-student-{option}", peak_mb=peak_mb, batch=len(inputs[0]), latent_size=inputs[0].shape[-1],
-               lora_parameters=sum(p.numel() for p in params), options=o)
+    _bench.tag(
+        benchmark,
+        f"gpu/sd15-student-{option}",
+        peak_mb=peak_mb,
+        batch=len(inputs[0]),
+        latent_size=inputs[0].shape[-1],
+        lora_parameters=sum(p.numel() for p in params),
+        options=o,
+    )

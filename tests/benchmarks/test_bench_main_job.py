@@ -16,6 +16,7 @@ Each records its time by phase (:func:`flashbench.runner.phase_seconds`, process
 workers) as ``breakdown_ms``; the ratio ``main-job-jobs`` is the wall time of two workers over one (goal
 <= 0.6 on two cores, ideal 0.5). The rows of the two runs are compared: equal, bit for bit.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,11 +34,17 @@ pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.benchmark(group
 def _shortened(tmp_path, benchmark):
     data = tomllib.loads((_bench.ROOT / "studies" / "ablation_losses.toml").read_text())
     toy = data["scale"]["toy"]
-    toy.update({"iterations": _bench.size(benchmark, 4, 40), "phase_length": _bench.size(benchmark, 1, 10), "seeds": [0, 1],
-                "log_every": 1000})
+    toy.update({"iterations": _bench.size(benchmark, 4, 40), "phase_length": _bench.size(benchmark, 1, 10), "seeds": [0, 1], "log_every": 1000})
     n = _bench.size(benchmark, 32, 200)
-    toy["eval"].update({"num_samples": n, "batch_size": n, "teacher_steps": [_bench.size(benchmark, 3, 25)], "grid_size": 4,
-                        "bootstrap_resamples": _bench.size(benchmark, 50, 1000)})
+    toy["eval"].update(
+        {
+            "num_samples": n,
+            "batch_size": n,
+            "teacher_steps": [_bench.size(benchmark, 3, 25)],
+            "grid_size": 4,
+            "bootstrap_resamples": _bench.size(benchmark, 50, 1000),
+        }
+    )
     data["variants"] = data["variants"][:2]
     data["paper"]["claims"] = [c for c in data["paper"]["claims"] if {c["variant"], c["than"]} <= {v["name"] for v in data["variants"]}]
     path = tmp_path / "main_job.toml"

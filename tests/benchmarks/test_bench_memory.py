@@ -4,6 +4,7 @@
 otherwise). Goal (issue #6): <= 0.6x; reported, never asserted. The benchmark's time is the child's wall time
 (imports included); the memory is in ``extra_info``.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,14 @@ CHILD = _bench.ROOT / "tests" / "benchmarks" / "_memory_child.py"
 
 def run_child(layout: str, scale: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(CHILD), "--layout", layout, "--scale", scale, "--device", str(_bench.DEVICE)],
-                          capture_output=True, text=True, env=env, cwd=_bench.ROOT, timeout=1200)
+    done = subprocess.run(
+        [sys.executable, str(CHILD), "--layout", layout, "--scale", scale, "--device", str(_bench.DEVICE)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=_bench.ROOT,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -6,6 +6,7 @@ The student samples with its LoRA merged into the base weights (``Teacher.merged
 ``student_sample``). ``student-4nfe-unmerged``: the same student with the adapter branches run beside the base
 layers in every pass (``merge_lora=False``), what merging saves; both give the same images.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -55,10 +56,13 @@ def test_sampling(benchmark, world, case):
 
         def fn():
             return student_sample(teacher, cond, noise, steps, torch.Generator().manual_seed(1), merge_lora=merge)
+
         nfe = steps
     else:
+
         def fn():
             return teacher_sample(teacher, world["solver"], cond, uncond, noise, steps, world["guidance"])
+
         nfe = 2 * steps
     images = _bench.measure(benchmark, fn, rounds=_bench.size(benchmark, 1, 3 if nfe > 10 else 9))
     assert images.shape == (batch, *teacher.latent_shape) and torch.isfinite(images).all()

@@ -8,6 +8,7 @@ Goal (issue #6): step <= 1.15 x bare passes; reported, never asserted. ``flash-s
 step with the teacher's adapter switch (a flip of peft's per-layer flag) replaced by diffusers'
 ``disable_adapters()`` / ``enable_adapters()``, which walk the model: what that switch would cost.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -49,8 +50,9 @@ def test_recorded_passes_are_the_steps_network_evaluations(world):
 def test_train_step(benchmark, world, what):
     b = world.trainer.cfg.batch_size
     nfe = {"teacher": sum(s.teacher_nfe for s in world.stats) / len(world.stats), "student": sum(s.student_nfe for s in world.stats) / len(world.stats)}
-    info = dict(batch_size=b, K=world.trainer.cfg.num_timesteps, steps_per_round=len(world.steps), nfe_per_step=nfe,
-                iterations=[it for it, _, _ in world.steps])
+    info = dict(
+        batch_size=b, K=world.trainer.cfg.num_timesteps, steps_per_round=len(world.steps), nfe_per_step=nfe, iterations=[it for it, _, _ in world.steps]
+    )
     probed_rounds = _bench.size(benchmark, 1, 5)  # the per-part breakdowns: medians over separately probed rounds
     if what == "flash-step":
         stats = _bench.measure(benchmark, world.run, rounds=_bench.size(benchmark, 1, 7))
@@ -74,5 +76,11 @@ def test_train_step(benchmark, world, what):
             replay.times.clear()
             replay.run(world.calls, timing=True)
             parts.append(replay.breakdown_ms(len(world.steps)))
-        _bench.tag(benchmark, "train-step/bare-passes", breakdown_ms=_bench.median_breakdown(parts), probed_rounds=probed_rounds,
-                   network_calls_per_round=passes, **info)
+        _bench.tag(
+            benchmark,
+            "train-step/bare-passes",
+            breakdown_ms=_bench.median_breakdown(parts),
+            probed_rounds=probed_rounds,
+            network_calls_per_round=passes,
+            **info,
+        )

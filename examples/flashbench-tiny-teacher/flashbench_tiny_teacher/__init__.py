@@ -2,4 +2,5 @@
 
 Importing this package is cheap: torch and diffusers are imported when the teacher is built.
 """
+
 __version__ = "0.1.0"

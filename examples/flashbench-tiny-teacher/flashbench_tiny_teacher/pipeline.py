@@ -4,6 +4,7 @@ A ``DiffusionPipeline`` with Stable Diffusion's LoRA loader mixin, so ``save_lor
 ``load_lora_weights`` are diffusers' own, and a plain sampling loop (CFG when ``guidance_scale > 1``;
 explicit ``timesteps`` such as the student's ``[999, 749, 499, 249]`` go to the scheduler unchanged).
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,7 @@ class TinyUNetPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         self.register_modules(unet=unet, text_encoder=text_encoder, scheduler=scheduler)
 
     @torch.no_grad()
-    def __call__(self, prompt, num_inference_steps: int = 4, timesteps=None, guidance_scale: float = 1.0,
-                 generator=None, latents=None):
+    def __call__(self, prompt, num_inference_steps: int = 4, timesteps=None, guidance_scale: float = 1.0, generator=None, latents=None):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         cond = self.text_encoder.encode(prompts)
         do_cfg = guidance_scale > 1.0
@@ -33,8 +33,11 @@ class TinyUNetPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         else:
             self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         c = self.unet.config
-        x = latents if latents is not None else randn_tensor(
-            (len(prompts), c.in_channels, c.sample_size, c.sample_size), generator=generator, device=self.device)
+        x = (
+            latents
+            if latents is not None
+            else randn_tensor((len(prompts), c.in_channels, c.sample_size, c.sample_size), generator=generator, device=self.device)
+        )
         x = x * self.scheduler.init_noise_sigma
         for t in self.scheduler.timesteps:
             eps = self.unet(torch.cat([x, x]) if do_cfg else x, t, encoder_hidden_states=cond).sample

@@ -3,6 +3,7 @@
 Keep this module light: ``flashbench plugins`` and ``flashbench validate`` import it without building
 anything, so torch and diffusers are imported inside ``build``, never here.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ class TinyUNetConfig:
     default_lora_rank: int = 8  # the LoRA rank when a study leaves lora_rank = 0
 
     def __post_init__(self):
-        if self.sample_size % 2**(len(self.block_out_channels) - 1):
+        if self.sample_size % 2 ** (len(self.block_out_channels) - 1):
             raise ValueError(f"sample_size {self.sample_size} must be divisible by 2**{len(self.block_out_channels) - 1}")
 
 
@@ -42,5 +43,4 @@ def build(config: TinyUNetConfig, *, device="cpu", dtype=None):
 
 @flashbench.hookimpl
 def register_teachers(register):
-    register("tiny-unet", build, config=TinyUNetConfig,
-             description="tiny text-to-image UNet built from its config (third-party example)")
+    register("tiny-unet", build, config=TinyUNetConfig, description="tiny text-to-image UNet built from its config (third-party example)")

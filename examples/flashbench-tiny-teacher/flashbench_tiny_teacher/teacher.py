@@ -8,6 +8,7 @@ and the family's text encoder and scheduler) and keep the rest as it is.
 The student is the teacher's own UNet with a peft LoRA adapter: ``eps(..., student=True)`` runs with the
 adapter, ``student=False`` with adapters disabled, so one copy of the weights serves both.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,18 +64,23 @@ class TinyUNetTeacher(Teacher):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.unet = UNet2DConditionModel(
-                sample_size=config.sample_size, in_channels=config.channels, out_channels=config.channels,
-                layers_per_block=1, block_out_channels=tuple(config.block_out_channels),
+                sample_size=config.sample_size,
+                in_channels=config.channels,
+                out_channels=config.channels,
+                layers_per_block=1,
+                block_out_channels=tuple(config.block_out_channels),
                 down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
                 up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
-                cross_attention_dim=config.cross_attention_dim, norm_num_groups=min(32, config.block_out_channels[0]),
+                cross_attention_dim=config.cross_attention_dim,
+                norm_num_groups=min(32, config.block_out_channels[0]),
             )
             self.text_encoder = ByteTextEncoder(config.cross_attention_dim, config.max_prompt_bytes)
         for module in (self.unet, self.text_encoder):
             module.to(self.device, dtype).eval().requires_grad_(False)
         # SD's scaled-linear schedule on the 1000-step grid; the method reads alphas_cumprod from it.
-        self.scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
-                                       beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False)
+        self.scheduler = DDIMScheduler(
+            num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False
+        )
         self.schedule = NoiseSchedule(self.scheduler.alphas_cumprod)
         self.denoiser = self.unet
         self.latent_shape = (config.channels, config.sample_size, config.sample_size)
@@ -109,8 +115,7 @@ class TinyUNetTeacher(Teacher):
     def add_lora(self, name, rank):
         from peft import LoraConfig
 
-        self.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                         target_modules=list(LORA_TARGETS)), adapter_name=name)
+        self.unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(LORA_TARGETS)), adapter_name=name)
         self.unet.set_adapter(name)
         params = [p for n, p in self.unet.named_parameters() if "lora_" in n and f".{name}." in n]
         for p in params:
@@ -139,8 +144,7 @@ class TinyUNetTeacher(Teacher):
         from .pipeline import TinyUNetPipeline
 
         folder = Path(folder)
-        TinyUNetPipeline.save_lora_weights(str(folder), unet_lora_layers=get_peft_model_state_dict(self.unet, adapter_name=name),
-                                           safe_serialization=True)
+        TinyUNetPipeline.save_lora_weights(str(folder), unet_lora_layers=get_peft_model_state_dict(self.unet, adapter_name=name), safe_serialization=True)
         return folder
 
     def pipeline(self):

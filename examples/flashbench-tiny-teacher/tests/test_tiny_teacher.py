@@ -1,4 +1,5 @@
 """The plugin's own tests: flashbench's published teacher contract, and its registration."""
+
 from __future__ import annotations
 
 import pytest
