@@ -10,8 +10,9 @@ evaluators, bootstrap); only the budget is smaller. Teacher baselines are comput
 Each commit runs from a ``git worktree`` with its own entry points (a ``flashbench.dist-info`` made from the
 commit's ``pyproject.toml`` shadows the installed one), so a commit with other plugins than the working
 tree's loads its own. Rows are matched on (variant, seed, role, nfe, steps, metric), as ``flashbench compare``
-does, and compared on every stored field except run time and provenance (``IGNORED``): values, intervals,
-``n``, costs. Exit status 0 when every study's rows are identical, 1 otherwise.
+does, and compared on every field both store except run time and provenance (``IGNORED``): values, intervals,
+``n``, costs. A field only one commit stores (added to the rows in between) is listed, not compared. Exit status
+0 when every study's rows are identical, 1 otherwise.
 
     python scripts/same_rows.py fa583e8 HEAD --jobs 2             # the ten toy studies, two at a time
     python scripts/same_rows.py a7c7d40 HEAD --studies ablation_gan --keep /tmp/same-rows
@@ -130,14 +131,24 @@ def rows(run_dir: Path) -> dict[tuple, dict]:
 
 
 def differences(a: dict[tuple, dict], b: dict[tuple, dict]) -> list[str]:
+    """Rows only in one run, and every field both rows of a key store with different values. A field that only
+    one side stores (one added to the rows between the commits) is not a difference: :func:`field_changes`."""
     lines = [f"only before: {k}" for k in sorted(set(a) - set(b), key=str)]
     lines += [f"only after: {k}" for k in sorted(set(b) - set(a), key=str)]
     for key in sorted(set(a) & set(b), key=str):
         ra, rb = a[key], b[key]
-        for field in sorted(set(ra) | set(rb)):
-            if ra.get(field, "<absent>") != rb.get(field, "<absent>"):
-                lines.append(f"{key} {field}: {ra.get(field, '<absent>')!r} -> {rb.get(field, '<absent>')!r}")
+        for field in sorted(set(ra) & set(rb)):
+            if ra[field] != rb[field]:
+                lines.append(f"{key} {field}: {ra[field]!r} -> {rb[field]!r}")
     return lines
+
+
+def field_changes(a: dict[tuple, dict], b: dict[tuple, dict]) -> tuple[list[str], list[str]]:
+    """The fields stored only after (added) and only before (dropped), over the rows both runs hold."""
+    shared = set(a) & set(b)
+    added = sorted({f for k in shared for f in set(b[k]) - set(a[k])})
+    dropped = sorted({f for k in shared for f in set(a[k]) - set(b[k])})
+    return added, dropped
 
 
 def main(argv=None) -> int:
@@ -173,16 +184,18 @@ def main(argv=None) -> int:
     for name in args.studies:
         found = {label: rows(out_dir(label, name)) for label in sides}
         diff = differences(found["before"], found["after"])
+        added, dropped = field_changes(found["before"], found["after"])
         n = len(found["after"])
+        fields = "".join(f"; fields {what}: {', '.join(names)}" for what, names in (("added", added), ("dropped", dropped)) if names)
         if diff or not n:
             same = False
-            print(f"{name}: {n} rows after, {len(found['before'])} before, {len(diff)} differences")
+            print(f"{name}: {n} rows after, {len(found['before'])} before, {len(diff)} differences{fields}")
             for line in diff[:40]:
                 print("   ", line)
             if len(diff) > 40:
                 print(f"    ... and {len(diff) - 40} more")
         else:
-            print(f"{name}: {n} rows, identical")
+            print(f"{name}: {n} rows, identical{fields}")
     print(f"work folder: {work}")
     return 0 if same else 1
 
