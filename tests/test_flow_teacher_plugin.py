@@ -128,3 +128,21 @@ def test_flash_training_steps_on_the_flow_teacher(components, teacher, solver_na
     finally:
         teacher._forward = forward
         trainer.close()
+
+
+def test_the_flow_teacher_arrives_through_the_entry_point_group_alone(tmp_path, monkeypatch):
+    """No extra_plugins, no host change: a distribution whose metadata names the plugin module in the
+    ``flashbench`` entry-point group is enough for a study run's plugin manager to find and build the teacher."""
+    info = tmp_path / "fb_tiny_flow-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fb-tiny-flow\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text(f"[flashbench]\ntiny_flow = {plugin.__name__}\n")
+    monkeypatch.delenv("FLASHBENCH_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    without = collect_components(get_plugin_manager())
+    assert "tiny-flow" not in without["teacher"].names()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    components = collect_components(get_plugin_manager())
+    component = components.get("teacher", "tiny-flow")
+    assert component.distribution == "fb-tiny-flow"
+    teacher = component.build({}, device="cpu")
+    assert isinstance(teacher.noise_process, RectifiedFlow)
