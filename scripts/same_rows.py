@@ -32,6 +32,8 @@ from pathlib import Path
 
 import tomli_w
 
+from flashbench.compare import row_key  # (variant, seed, role, nfe, steps, metric), as flashbench compare matches rows
+
 ROOT = Path(__file__).resolve().parents[1]
 TOY_STUDIES = (
     "ablation_losses",
@@ -47,7 +49,6 @@ TOY_STUDIES = (
 )
 #: fields that say when, where and how fast a row was made, not what it measured
 IGNORED = frozenset({"git_hash", "attempt", "sample_seconds", "train_seconds", "bootstrap_seconds", "eval_seconds", "seconds_per_step", "bootstrap_file"})
-KEY = ("variant", "seed", "role", "nfe", "steps", "metric")
 SHORT = {"iterations": 20, "phase_length": 5, "num_samples": 60}
 
 
@@ -126,7 +127,7 @@ def rows(run_dir: Path) -> dict[tuple, dict]:
     path = run_dir / "results.jsonl"
     for line in path.read_text().splitlines() if path.exists() else []:
         row = json.loads(line)
-        out[tuple(row.get(k) for k in KEY)] = {k: v for k, v in row.items() if k not in IGNORED}
+        out[row_key(row)] = {k: v for k, v in row.items() if k not in IGNORED}
     return out
 
 
