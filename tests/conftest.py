@@ -83,6 +83,10 @@ class FakePlugin:
         register("toy-fd", _factory, description="fake FD")
         register("toy-clip", _factory, description="fake CLIP score")
 
+    @hookimpl
+    def register_face_detectors(self, register):
+        register("centre", _factory, description="fake face detector")
+
 
 def make_fake_components():
     pm = pluggy.PluginManager(PROJECT_NAME)

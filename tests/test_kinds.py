@@ -153,3 +153,12 @@ def test_a_factory_looks_up_another_kind_in_the_registries_it_was_collected_into
     assert _BUILDING.get() is None  # reset after a failed build too
     with pytest.raises(UserError, match=r"^unknown solver 'mein'; did you mean 'mine'\? available: mine$"):
         components.get("dataset", "uses-mein").build({})
+
+
+def test_the_fake_plugin_registers_every_kind():
+    """conftest's FakePlugin promises one or two components of every kind: a kind added to the table without
+    one there fails here."""
+    from conftest import make_fake_components
+
+    fake = make_fake_components()
+    assert {c.kind for c in fake.all()} == set(KINDS)
