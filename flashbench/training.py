@@ -100,7 +100,7 @@ def build_trainer(
         adapter_name=adapter_name,
         seed=seed,
         accelerator=accelerator,
-        tracking_dir=tracking_dir,
+        tracking=tracking_dir is not None,
     )
 
 

@@ -207,15 +207,16 @@ def test_variants_in_one_process_may_differ_in_precision(parts):
             trainer.close()
 
 
-def test_build_trainer_and_the_loop_equal_the_hand_wired_trainer_and_its_former_loop(parts, tmp_path):
+def test_build_trainer_equals_the_hand_wired_trainer(parts, tmp_path):
     """The factory wires what a study run wired by hand before it (conditioning, solver, timesteps, the global RNG
-    seeded, the losses), and the training loop is the trainer's former ``train``, kept as a shim: the same LoRA,
-    head, loss history and checkpoint, bit for bit; the former checkpoint methods and ``TrainSummary`` remain."""
+    seeded, the losses): the training loop gives the same LoRA, head, loss history and checkpoint, bit for bit,
+    and a checkpoint of one loads into the other."""
     import numpy as np
     from safetensors.torch import load_file
 
-    from flashbench.method.trainer import FlashTrainer, TrainSummary
-    from flashbench.training import TrainingLoop
+    from flashbench.checkpoint import load_training
+    from flashbench.method.trainer import FlashTrainer
+    from flashbench.training import TrainingLoop, TrainSummary
 
     c, cfg = parts["components"], dataclasses.replace(CFG, iterations=2, checkpoint_every=2, log_every=1)
     timesteps = c.get("timesteps", "flash").build({}, num_timesteps=cfg.num_timesteps, phase_length=cfg.phase_length, num_phases=4)
@@ -234,7 +235,7 @@ def test_build_trainer_and_the_loop_equal_the_hand_wired_trainer_and_its_former_
         seed=0,
     )
     try:
-        old = by_hand.train(parts["dataset"], 2, seed=0, progress=False, checkpoint=tmp_path / "hand.safetensors")
+        old = TrainingLoop(by_hand).run(parts["dataset"], 2, seed=0, progress=False, checkpoint=tmp_path / "hand.safetensors")
         hand = _state(by_hand)
     finally:
         by_hand.close()
@@ -242,8 +243,8 @@ def test_build_trainer_and_the_loop_equal_the_hand_wired_trainer_and_its_former_
     try:
         new = TrainingLoop(factory).run(parts["dataset"], 2, seed=0, progress=False, checkpoint=tmp_path / "factory.safetensors")
         built = _state(factory)
-        assert factory.load_checkpoint(tmp_path / "hand.safetensors", np.random.default_rng(0))["step"] == 2
-        factory.save_checkpoint(tmp_path / "again.safetensors", step=2, data_rng=np.random.default_rng(0), counters={})
+        assert load_training(tmp_path / "hand.safetensors", factory, np.random.default_rng(0))["step"] == 2
+        TrainingLoop(factory).save_checkpoint(tmp_path / "again.safetensors", step=2, data_rng=np.random.default_rng(0), counters={})
     finally:
         factory.close()
     assert isinstance(old, TrainSummary) and isinstance(new, TrainSummary)

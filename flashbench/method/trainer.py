@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -76,8 +75,8 @@ class FlashTrainer:
     loss). :func:`flashbench.training.build_trainer` builds one from a configuration.
 
     ``accelerator``: the Accelerator to train with (default: a fresh one, ``cfg``'s mixed precision on the
-    teacher's device). ``tracking_dir``: the training loop (:class:`flashbench.training.TrainingLoop`) logs to
-    the accelerator's trackers only with one (``cfg.trackers`` under it when no accelerator is given)."""
+    teacher's device, no trackers). ``tracking``: whether the training loop
+    (:class:`flashbench.training.TrainingLoop`) logs to the accelerator's trackers."""
 
     def __init__(
         self,
@@ -93,22 +92,15 @@ class FlashTrainer:
         adapter_name: str,
         seed: int,
         accelerator=None,
-        tracking_dir: Path | None = None,
+        tracking: bool = False,
     ):
         self.teacher, self.conditioning, self.solver, self.timesteps, self.cfg = teacher, conditioning, solver, timesteps, cfg
         supports = getattr(solver, "supports", None)
         if supports is not None and not supports(self.process):
             raise ValueError(f"solver {getattr(solver, 'name', type(solver).__name__)!r} cannot integrate the teacher's {self.process.describe()} process")
         self.distil, self.gan, self.dmd = distil, gan, dmd
-        if accelerator is None and tracking_dir is not None:
-            # the trackers are the host's: build_trainer makes this accelerator; kept for direct callers
-            from ..training import make_accelerator
-
-            accelerator = make_accelerator(cfg, teacher.device, tracking_dir)
         self.accelerator = accelerator or new_accelerator(cfg.mixed_precision, teacher.device)
-        # whether the training loop (flashbench.training.TrainingLoop) logs to the accelerator's trackers: only
-        # with a tracking folder, as before the loop moved out
-        self.tracking = bool(self.accelerator.log_with) if tracking_dir is not None else False
+        self.tracking = tracking and bool(self.accelerator.log_with)
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         self.device = teacher.device
         self.generator = torch.Generator("cpu").manual_seed(seed)
@@ -309,34 +301,6 @@ class FlashTrainer:
         losses["total"] = float(total.item())
         return StepStats(losses, teacher_nfe, student_nfe, phase)
 
-    # -- kept for callers of the trainer's former loop API: the loop and checkpoints are flashbench.training's ----
-    def train(self, dataset, iterations: int, *, seed: int, progress: bool = True, log=None, desc: str = "train", checkpoint: Path | None = None):
-        """``TrainingLoop(self).run(...)`` (:class:`flashbench.training.TrainingLoop`)."""
-        from ..training import TrainingLoop
-
-        return TrainingLoop(self).run(dataset, iterations, seed=seed, progress=progress, log=log, desc=desc, checkpoint=checkpoint)
-
-    def save_checkpoint(self, path: Path, *, step: int, data_rng: np.random.Generator, counters: dict) -> None:
-        """``TrainingLoop(self).save_checkpoint(...)`` (:class:`flashbench.training.TrainingLoop`)."""
-        from ..training import TrainingLoop
-
-        TrainingLoop(self).save_checkpoint(path, step=step, data_rng=data_rng, counters=counters)
-
-    def load_checkpoint(self, path: Path, data_rng: np.random.Generator) -> dict | None:
-        """:func:`flashbench.checkpoint.load_training` on this trainer."""
-        from ..checkpoint import load_training
-
-        return load_training(path, self, data_rng)
-
     def close(self) -> None:
         """Remove the student's adapter from the teacher."""
         self.teacher.remove_lora(self.adapter_name)
-
-
-def __getattr__(name: str):
-    # TrainSummary moved with the loop to flashbench.training (which imports this module): still importable here
-    if name == "TrainSummary":
-        from ..training import TrainSummary
-
-        return TrainSummary
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
